@@ -1,0 +1,30 @@
+# convbias: FFCV conversion → training per seed → statistics → re-initialization → figures.
+# Every path is built in workflow/rules/common.smk; every key is documented in config/README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/reinit.smk"
+include: "workflow/rules/figures.smk"
+
+
+localrules: all, quickstart, measure, figure
+
+
+rule all:
+    input:
+        figure_targets(),
+
+
+rule quickstart:
+    input:
+        figure_targets(study="quickstart"),

@@ -1,0 +1,101 @@
+"""Typed experiment and figure specs built from the validated config (defaults already filled in)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+
+class ConfigError(Exception):
+    """The config is inconsistent; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture: name, width multiplier, classifier head (compact or torchvision) and dropout."""
+
+    arch: str
+    width: float = 1.0
+    head: str = "compact"
+    hidden: int = 512
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate schedule: ``step`` (× gamma every step_size epochs), ``exponential`` (× gamma per epoch), ``constant``."""
+
+    kind: str = "exponential"
+    gamma: float = 10 ** (-1 / 25)
+    step_size: int = 25
+
+    def lr(self, base: float, epoch: int) -> float:
+        """Learning rate of training epoch ``epoch`` (1-based)."""
+        done = epoch - 1
+        if self.kind == "constant":
+            return base
+        if self.kind == "step":
+            return base * self.gamma ** (done // self.step_size)
+        if self.kind == "exponential":
+            return base * self.gamma**done
+        raise ValueError(f"unknown schedule kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that determines a training run, except the seed and the data files."""
+
+    model: ModelSpec
+    init: str = "kaiming_normal"
+    init_std: float = 0.01
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: Schedule = field(default_factory=Schedule)
+    epochs: int = 1
+    augment: bool = True
+
+    @classmethod
+    def from_config(cls, exp: dict) -> "TrainSpec":
+        opt, sched, init = exp["optimizer"], exp["schedule"], exp["init"]
+        return cls(
+            model=ModelSpec(**exp["model"]),
+            init=init["scheme"], init_std=init["std"],
+            lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"],
+            batch_size=opt["batch_size"], schedule=Schedule(**sched),
+            epochs=exp["epochs"], augment=exp["augment"],
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainSpec":
+        return cls(**{**data, "model": ModelSpec(**data["model"]), "schedule": Schedule(**data["schedule"])})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """A hash of the spec: a resumed run continues only a run with the same spec."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_references(config: dict) -> None:
+    """Every experiment names a known dataset and every figure known experiments."""
+    datasets, experiments = config["datasets"], config["experiments"]
+    for name, exp in experiments.items():
+        if exp["dataset"] not in datasets:
+            raise ConfigError(
+                f"experiments.{name}.dataset is {exp['dataset']!r}, which is not under datasets "
+                f"(known: {', '.join(sorted(datasets)) or 'none'})"
+            )
+    for name, fig in config["figures"].items():
+        for exp in fig["experiments"]:
+            if exp not in experiments:
+                raise ConfigError(
+                    f"figures.{name}.experiments names {exp!r}, which is not under experiments "
+                    f"(known: {', '.join(sorted(experiments)) or 'none'})"
+                )
+        seed = fig.get("seed")
+        if seed is not None and seed not in experiments[fig["experiments"][0]]["seeds"]:
+            raise ConfigError(f"figures.{name}.seed {seed} is not one of experiment {fig['experiments'][0]}'s seeds")

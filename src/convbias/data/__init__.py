@@ -1,0 +1,1 @@
+"""Datasets: sources (raw files → arrays), variants, FFCV writing and loading."""

@@ -1,0 +1,29 @@
+"""Convert a configured dataset (source + variants) to FFCV files and its ``meta.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ffcv_io import DatasetMeta, write_beton
+from .sources import load_source
+from .variants import channel_stats, pad, train_indices
+
+
+def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, meta_out: str | Path,
+            workers: int = 1) -> DatasetMeta:
+    """Read dataset ``name`` as ``spec`` (a validated ``datasets`` entry) describes; write both splits."""
+    arrays = load_source(spec["source"], spec["path"])
+    train_images = pad(arrays.train_images, spec["pad"])
+    test_images = pad(arrays.test_images, spec["pad"])
+    fit = train_indices(len(train_images), spec["val_fraction"], spec["split_seed"])
+    mean, std = channel_stats(train_images[fit])
+    meta = DatasetMeta(
+        name=name, num_classes=arrays.num_classes, shape=tuple(int(s) for s in train_images.shape[1:]),
+        n_train=len(train_images), n_test=len(test_images), val_fraction=spec["val_fraction"],
+        split_seed=spec["split_seed"], hflip=spec["hflip"], pixel_range=spec["pixel_range"],
+        mean=tuple(mean), std=tuple(std),
+    )
+    write_beton(train_out, train_images, arrays.train_labels, workers)
+    write_beton(test_out, test_images, arrays.test_labels, workers)
+    meta.save(meta_out)
+    return meta

@@ -1,0 +1,154 @@
+"""FFCV: write datasets to .beton files and load them, with augmentation and pixel scaling in torch.
+
+Images are stored raw as uint8 ``NDArrayField`` of shape (H, W, C) — grayscale stays one
+channel.  The loaders return uint8 NHWC batches; :class:`BatchTransform` then shifts, flips
+and scales them on the batch's device with an explicit generator, so that a seed and an epoch
+fix every random choice (FFCV's own random augmentations are not reproducible).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PIXEL_RANGES = ("standardize", "minus_one_one", "unit")
+
+
+class _Pairs:
+    """An indexable (image, label) dataset over arrays, as FFCV's writer wants."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def write_beton(path: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 1) -> None:
+    """Write uint8 (N, H, W, C) images and integer labels to an FFCV file, atomically."""
+    from ffcv.fields import IntField, NDArrayField
+    from ffcv.writer import DatasetWriter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fields = {"image": NDArrayField(dtype=np.dtype("uint8"), shape=tuple(images.shape[1:])), "label": IntField()}
+    DatasetWriter(str(tmp), fields, num_workers=max(1, workers)).from_indexed_dataset(
+        _Pairs(np.ascontiguousarray(images, dtype=np.uint8), labels)
+    )
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What a converted dataset is: shape, classes, split and pixel scaling (``meta.json``)."""
+
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]  # H, W, C
+    n_train: int
+    n_test: int
+    val_fraction: float
+    split_seed: int
+    hflip: bool
+    pixel_range: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetMeta":
+        data = json.loads(Path(path).read_text())
+        return cls(**{**data, "shape": tuple(data["shape"]), "mean": tuple(data["mean"]), "std": tuple(data["std"])})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    def train_indices(self) -> np.ndarray:
+        from .variants import train_indices
+
+        return train_indices(self.n_train, self.val_fraction, self.split_seed)
+
+    def val_indices(self) -> np.ndarray:
+        from .variants import validation_indices
+
+        return validation_indices(self.n_train, self.val_fraction, self.split_seed)
+
+
+def make_loader(path: str | Path, batch_size: int, *, indices=None, shuffle: bool = False, seed: int = 0,
+                workers: int = 1, device: torch.device | str = "cpu", drop_last: bool = False,
+                distributed: bool = False):
+    """An FFCV Loader yielding (uint8 NHWC images, int64 labels) on ``device``; ``seed`` fixes the order."""
+    from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor
+
+    device = torch.device(device)
+    image = [NDArrayDecoder(), ToTensor()]
+    label = [IntDecoder(), ToTensor(), Squeeze()]
+    if device.type == "cuda":
+        image.append(ToDevice(device, non_blocking=True))
+        label.append(ToDevice(device, non_blocking=True))
+    return Loader(
+        str(path), batch_size=batch_size, num_workers=max(1, workers),
+        order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL, seed=seed,
+        indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
+        distributed=distributed, pipelines={"image": image, "label": label},
+    )
+
+
+def load_split(path: str | Path, *, indices=None, workers: int = 1, device="cpu"):
+    """The whole split (or ``indices`` of it) in memory: uint8 NHWC images and int64 labels."""
+    images, labels = [], []
+    for x, y in make_loader(path, 1024, indices=indices, workers=workers, device=device):
+        images.append(x.clone())
+        labels.append(y.long().clone())
+    return torch.cat(images), torch.cat(labels)
+
+
+class BatchTransform:
+    """uint8 NHWC batch → float NCHW: random shifts and flips (seeded), then the pixel range."""
+
+    def __init__(self, meta: DatasetMeta, device="cpu", shift: int = 4, channels_last: bool = False):
+        self.shift, self.hflip = shift, meta.hflip
+        if meta.pixel_range == "standardize":
+            scale = [1.0 / s for s in meta.std]
+            offset = [-m / s for m, s in zip(meta.mean, meta.std)]
+        elif meta.pixel_range == "minus_one_one":
+            scale, offset = [1 / 127.5] * meta.shape[2], [-1.0] * meta.shape[2]
+        elif meta.pixel_range == "unit":
+            scale, offset = [1 / 255] * meta.shape[2], [0.0] * meta.shape[2]
+        else:
+            raise ValueError(f"unknown pixel_range {meta.pixel_range!r}; use one of {PIXEL_RANGES}")
+        self.scale = torch.tensor(scale, device=device).view(1, -1, 1, 1)
+        self.offset = torch.tensor(offset, device=device).view(1, -1, 1, 1)
+        self.channels_last = channels_last
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Shift each image by up to ``shift`` pixels (zero fill) and flip it with probability ½."""
+        n, h, w, _ = x.shape
+        s = self.shift
+        offsets = torch.randint(0, 2 * s + 1, (n, 2), generator=generator).to(x.device)
+        flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        padded = torch.nn.functional.pad(x, (0, 0, s, s, s, s))
+        rows = offsets[:, :1] + torch.arange(h, device=x.device)
+        cols = offsets[:, 1:] + torch.arange(w, device=x.device)
+        x = padded[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        if self.hflip:
+            x = torch.where(flips[:, None, None, None], x.flip(2), x)
+        return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if generator is not None:
+            x = self.augment(x, generator)
+        x = x.permute(0, 3, 1, 2).float() * self.scale + self.offset
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous() if not self.channels_last else x

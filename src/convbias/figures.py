@@ -1,0 +1,111 @@
+"""One function per figure kind: DataFrames in, a matplotlib Figure out (no config, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def lr_drops(history: pd.DataFrame) -> list[int]:
+    """Epochs whose learning rate is at most half the previous epoch's (the step schedule's drops)."""
+    lr = history.drop_duplicates("epoch").set_index("epoch")["lr"].sort_index().dropna()
+    return [int(e) for e, prev, cur in zip(lr.index[1:], lr.values[:-1], lr.values[1:]) if cur <= prev / 2]
+
+
+def _training_panel(ax, history: pd.DataFrame) -> None:
+    """Train/val loss (each rescaled by its maximum) and accuracy, mean ± std over seeds."""
+    colors = {"train_loss": "tab:blue", "val_loss": "tab:orange", "train_acc": "tab:green", "val_acc": "tab:red"}
+    for column, color in colors.items():
+        values = history[["seed", "epoch", column]].dropna()
+        if column.endswith("loss"):
+            values[column] = values[column] / values[column].max()
+        stats = values.groupby("epoch")[column].agg(["mean", "std"]).fillna(0)
+        label = column.replace("_", " ") + (" (rescaled)" if column.endswith("loss") else "")
+        ax.plot(stats.index, stats["mean"], color=color, label=label)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.2)
+    for epoch in lr_drops(history):
+        ax.plot([epoch], [0], marker="|", color="red", markersize=12, clip_on=False)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss / accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="center right", fontsize="small")
+
+
+def measure_figure(measure: pd.DataFrame, history: pd.DataFrame, panels: Sequence[Sequence[int]] | None = None,
+                   title: str = "") -> plt.Figure:
+    """n_l over epochs (mean ± std over seeds), a line per layer, one panel per layer group, training below."""
+    layers = sorted(measure["layer"].unique())
+    panels = [list(p) for p in panels] if panels else [layers]
+    fig, axes = plt.subplots(len(panels) + 1, 1, figsize=(7, 2.6 * (len(panels) + 1)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    cmap = plt.get_cmap("viridis", max(len(layers), 2))
+    for ax, panel in zip(axes, panels):
+        for layer in panel:
+            values = measure[measure["layer"] == layer]
+            stats = values.groupby("epoch")["n_l"].agg(["mean", "std"]).fillna(0)
+            color = cmap(layers.index(layer)) if layer in layers else None
+            ax.plot(stats.index, stats["mean"], color=color, label=f"layer {layer}")
+            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.2)
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("fraction negative $n_l$")
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    _training_panel(axes[-1], history)
+    if title:
+        axes[0].set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(filters: pd.DataFrame, epochs: tuple[int, int], labels: tuple[str, str] = ("initialization", "trained"),
+                     title: str = "") -> plt.Figure:
+    """Per-layer histograms of filter cosines at two epochs (e.g. initialization vs final)."""
+    layers = sorted(filters["layer"].unique())
+    cols = min(4, len(layers))
+    rows = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
+    bins = np.linspace(-1, 1, 41)
+    for ax, layer in zip(axes.flat, layers):
+        for epoch, label, color in zip(epochs, labels, ("tab:blue", "tab:orange")):
+            cos = filters[(filters["layer"] == layer) & (filters["epoch"] == epoch)]["cosine"].dropna()
+            ax.hist(cos, bins=bins, alpha=0.6, color=color, label=f"{label} (epoch {epoch})")
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_title(f"layer {layer}", fontsize="medium")
+        ax.set_xlabel("cosine")
+    for ax in list(axes.flat)[len(layers):]:
+        ax.set_visible(False)
+    axes[0, 0].set_ylabel("filters")
+    axes[0, 0].legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Heatmaps of the relative test-accuracy drop: rows = source epoch (``rand`` first), columns = layer, a panel per seed."""
+    seeds = sorted(reinit["seed"].unique())
+    fig, axes = plt.subplots(1, len(seeds), figsize=(3.6 * len(seeds) + 1, 4), squeeze=False)
+    image = None
+    for ax, seed in zip(axes[0], seeds):
+        table = reinit[reinit["seed"] == seed].pivot(index="source", columns="layer", values="drop")
+        order = sorted(table.index, key=lambda s: -1 if s == "rand" else int(s))
+        table = table.loc[order]
+        image = ax.imshow(table.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
+        ax.set_yticks(range(table.shape[0]), list(table.index))
+        ax.set_xlabel("layer")
+        ax.set_title(f"seed {seed}", fontsize="medium")
+    axes[0, 0].set_ylabel("re-initialized from epoch")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), label="relative test accuracy drop")
+    if title:
+        fig.suptitle(title)
+    return fig

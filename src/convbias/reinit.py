@@ -1,0 +1,92 @@
+"""Re-initialization robustness (Zhang, Bengio & Singer): reset one conv layer to an earlier epoch.
+
+For a run with final epoch T, every conv layer l and every source — ``rand`` (a fresh draw from
+the run's init scheme) and each saved epoch e — layer l's weight and bias take the source's
+values, every other layer keeps epoch T, and the test accuracy is measured.  The layers before
+l are the same for every source, so the test set's activations entering l are computed once
+per layer and only the rest of the network runs per source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .models import conv_layers, sequential_layers
+
+RAND_SEED_OFFSET = 1_000_000  # the ``rand`` source of seed s is the init of seed s + this
+
+
+def _accuracy(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(labels), batch):
+            x = inputs[i : i + batch]
+            for layer in layers:
+                x = layer(x)
+            correct += int((x.argmax(1) == labels[i : i + batch]).sum())
+    return correct / len(labels)
+
+
+def _forward(layers: Sequence[nn.Module], inputs: torch.Tensor, batch: int) -> torch.Tensor:
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(inputs), batch):
+            x = inputs[i : i + batch]
+            for layer in layers:
+                x = layer(x)
+            outs.append(x)
+    return torch.cat(outs)
+
+
+def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Mapping[str, torch.Tensor]],
+                 inputs: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> pd.DataFrame:
+    """Accuracy with each conv layer reset to each source's weights; one row per (source, layer).
+
+    ``final`` is the state dict at epoch T, ``sources`` maps a source name (``rand``, ``0``, …) to a
+    state dict, ``inputs`` are the test images already scaled, on the model's device.
+    """
+    model.load_state_dict(final)
+    model.eval()
+    layers = sequential_layers(model)
+    convs = conv_layers(model)
+    positions = [next(i for i, m in enumerate(layers) if m is conv) for _, conv in convs]
+    base = _accuracy(layers, inputs, labels, batch)
+    rows, acts, done = [], inputs, 0
+    for number, ((name, conv), pos) in enumerate(tqdm(list(zip(convs, positions)), desc="layers", unit="layer"), 1):
+        acts = _forward(layers[done:pos], acts, batch)  # activations entering this layer, computed once
+        done = pos
+        kept = {k: v.clone() for k, v in conv.state_dict().items()}
+        for source, state in sources.items():
+            conv.load_state_dict({k: state[f"{name}.{k}"] for k in kept})
+            acc = _accuracy(layers[pos:], acts, labels, batch)
+            rows.append({"source": source, "layer": number, "name": name, "accuracy": acc,
+                         "drop": (base - acc) / base if base else float("nan")})
+        conv.load_state_dict(kept)
+    frame = pd.DataFrame(rows)
+    frame["final_accuracy"] = base
+    return frame
+
+
+def naive_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Mapping[str, torch.Tensor]],
+                inputs: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> pd.DataFrame:
+    """The same sweep with a full forward pass per (layer, source): the reference for tests and benchmarks."""
+    model.load_state_dict(final)
+    model.eval()
+    layers = sequential_layers(model)
+    base = _accuracy(layers, inputs, labels, batch)
+    rows = []
+    for number, (name, conv) in enumerate(conv_layers(model), 1):
+        for source, state in sources.items():
+            model.load_state_dict({**final, **{f"{name}.{k}": state[f"{name}.{k}"] for k in ("weight", "bias") if f"{name}.{k}" in state}})
+            acc = _accuracy(layers, inputs, labels, batch)
+            rows.append({"source": source, "layer": number, "name": name, "accuracy": acc,
+                         "drop": (base - acc) / base if base else float("nan")})
+    model.load_state_dict(final)
+    frame = pd.DataFrame(rows)
+    frame["final_accuracy"] = base
+    return frame

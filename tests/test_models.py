@@ -1,0 +1,56 @@
+import math
+
+import pytest
+import torch
+
+from convbias.config import ModelSpec, Schedule
+from convbias.models import ARCHS, build_model, conv_layers, initialize, kaiming_std, sequential_layers
+
+CONVS = {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16, "alexnet": 5, "lenet": 6}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_layer_counts_and_shapes(arch, channels):
+    size = 64 if arch == "alexnet" else 32
+    model = initialize(build_model(ModelSpec(arch, width=0.25), channels, 7, size))
+    assert len(conv_layers(model)) == CONVS[arch]
+    x = torch.randn(2, channels, size, size)
+    assert model(x).shape == (2, 7)
+    model.eval()
+    y = x
+    for layer in sequential_layers(model):
+        y = layer(y)
+    assert torch.allclose(y, model(x))
+
+
+def test_width_multiplier():
+    model = build_model(ModelSpec("vgg19", width=0.125), 3, 10, 32)
+    assert [c.out_channels for _, c in conv_layers(model)][:3] == [8, 8, 16]
+
+
+def test_kaiming_init_std_and_zero_bias():
+    torch.manual_seed(0)
+    model = initialize(build_model(ModelSpec("vgg19", width=0.5), 3, 10, 32), "kaiming_normal")
+    for _, conv in conv_layers(model):
+        assert conv.weight.std().item() == pytest.approx(kaiming_std(conv), rel=0.05)
+        assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_same_seed_same_init():
+    def weights(seed):
+        torch.manual_seed(seed)
+        return initialize(build_model(ModelSpec("lenet"), 1, 10, 28)).state_dict()
+    a, b, c = weights(3), weights(3), weights(4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["features.0.weight"], c["features.0.weight"])
+
+
+def test_schedules():
+    assert Schedule("exponential").lr(0.01, 1) == pytest.approx(0.01)
+    assert Schedule("exponential").lr(0.01, 26) == pytest.approx(0.001)
+    assert Schedule("exponential", gamma=0.95).lr(0.01, 3) == pytest.approx(0.01 * 0.95**2)
+    step = Schedule("step", gamma=0.1, step_size=25)
+    assert [step.lr(0.01, e) for e in (1, 25, 26, 51)] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
+    assert Schedule("constant").lr(0.01, 99) == 0.01
+    assert math.isclose(Schedule().gamma, 10 ** (-1 / 25))

@@ -1,0 +1,96 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binom
+
+from convbias.config import ModelSpec
+from convbias.models import build_model, conv_layers, initialize
+from convbias.stats import (binomial_pvalue, checkpoint_filters, filter_cosines, layer_summary, natural_key,
+                            summarize)
+
+
+def three_filters():
+    w = np.zeros((3, 1, 2, 2))
+    w[0] = 1.0                                          # all ones: cosine 1
+    w[1] = np.array([[1.0, -1.0], [1.0, -1.0]])         # sums to 0: cosine 0 (a tie counts as negative)
+    w[2] = np.array([[-1.0, -2.0], [0.0, 0.0]])         # -3 / (sqrt(5) * 2)
+    return w
+
+
+def test_hand_computed_cosines_and_n_l():
+    cos = filter_cosines(three_filters())
+    assert cos == pytest.approx([1.0, 0.0, -3 / (math.sqrt(5) * 2)])
+    summary = layer_summary(cos)
+    assert summary["negatives"] == 2
+    assert summary["n_l"] == pytest.approx(2 / 3)
+    assert summary["mean_cosine"] == pytest.approx((1 - 3 / (2 * math.sqrt(5))) / 3)
+
+
+def test_cosine_uses_c_k_k_of_the_filter():
+    w = np.ones((2, 3, 3, 3))
+    w[1, 0] = -5.0                                      # 9 entries of -5, 18 of +1
+    expected = (18 - 45) / (math.sqrt(18 + 9 * 25) * math.sqrt(27))
+    assert filter_cosines(w) == pytest.approx([1.0, expected])
+
+
+def test_invariances():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(16, 4, 3, 3))
+    cos = filter_cosines(w)
+    scales = rng.uniform(0.01, 100, size=(16, 1, 1, 1))
+    assert filter_cosines(w * scales) == pytest.approx(cos)
+    assert filter_cosines(-w) == pytest.approx(-cos)
+    state = {"conv.weight": torch.tensor(w), "conv.bias": torch.zeros(16)}
+    with_bias = {"conv.weight": torch.tensor(w), "conv.bias": torch.full((16,), 3.0)}
+    assert checkpoint_filters(state)["cosine"].to_numpy() == pytest.approx(
+        checkpoint_filters(with_bias)["cosine"].to_numpy())
+
+
+def test_zero_norm_filter_is_reported_not_negative():
+    w = three_filters()
+    w[0] = 0.0
+    cos = filter_cosines(w)
+    assert np.isnan(cos[0])
+    summary = layer_summary(cos)
+    assert summary["zero_norm"] == 1
+    assert summary["negatives"] == 2
+    assert summary["n_l"] == pytest.approx(1.0)
+
+
+def test_binomial_pvalue():
+    assert binomial_pvalue(5, 10) == pytest.approx(1.0)
+    assert binomial_pvalue(0, 10) == pytest.approx(2 * 0.5**10)
+    assert binomial_pvalue(10, 10) == pytest.approx(2 * 0.5**10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kaiming_init_vgg19_is_unbiased(seed):
+    torch.manual_seed(seed)
+    model = initialize(build_model(ModelSpec("vgg19"), 3, 10, 32), "kaiming_normal")
+    for name, conv in conv_layers(model):
+        f = conv.out_channels
+        low, high = binom.interval(0.999, f, 0.5)
+        negatives = layer_summary(filter_cosines(conv.weight.detach()))["negatives"]
+        assert low <= negatives <= high, (name, negatives, f)
+
+
+def test_layer_order_from_metadata_and_natural_order():
+    state = {f"features.{i}.weight": torch.randn(2, 1, 3, 3) for i in (10, 2, 0)}
+    state["features.4.weight"] = torch.randn(2, 1, 1, 1)  # a 1x1 conv: skipped unless asked
+    table = checkpoint_filters(state)
+    assert list(table.drop_duplicates("layer")["name"]) == ["features.0", "features.2", "features.10"]
+    assert list(table["layer"].unique()) == [1, 2, 3]
+    with_1x1 = checkpoint_filters(state, include_1x1=True)
+    assert list(with_1x1.drop_duplicates("layer")["name"]) == ["features.0", "features.2", "features.4", "features.10"]
+    given = checkpoint_filters(state, ["features.10", "features.0"])
+    assert list(given.drop_duplicates("layer")["name"]) == ["features.10", "features.0"]
+    assert sorted(["b10", "b2", "a"], key=natural_key) == ["a", "b2", "b10"]
+
+
+def test_summarize_groups():
+    table = checkpoint_filters({"c.weight": torch.tensor(three_filters())})
+    table["epoch"] = 0
+    out = summarize(table, ["epoch", "layer"])
+    assert len(out) == 1 and out["n_l"].iloc[0] == pytest.approx(2 / 3) and out["filters"].iloc[0] == 3

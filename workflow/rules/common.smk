@@ -1,0 +1,91 @@
+# Config validation, result paths and input functions: the only place that builds paths.
+
+import re
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from convbias.config import ConfigError, TrainSpec, check_references
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    check_references(config)
+except ConfigError as err:
+    raise WorkflowError(f"config: {err}") from None
+
+DATASETS = config["datasets"]
+EXPERIMENTS = config["experiments"]
+FIGURES = config["figures"]
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
+wildcard_constraints:
+    dataset=_alternatives(DATASETS),
+    experiment=_alternatives(EXPERIMENTS),
+    figure=_alternatives(FIGURES),
+    seed=r"\d+",
+
+
+def dataset_files(dataset):
+    """The converted dataset: FFCV train and test files and meta.json."""
+    folder = f"results/data/{dataset}"
+    return {"train": f"{folder}/train.beton", "test": f"{folder}/test.beton", "meta": f"{folder}/meta.json"}
+
+
+def experiment_data(wildcards):
+    return dataset_files(EXPERIMENTS[wildcards.experiment]["dataset"])
+
+
+def run_dir(experiment, seed):
+    """A finished training run: epoch{e:03d}.safetensors for e = 0..E and history.parquet."""
+    return f"results/runs/{experiment}/seed{seed}"
+
+
+def work_dir(wildcards):
+    """Where a training run keeps its finished epochs and optimizer state until it is complete."""
+    return f"results/resume/{wildcards.experiment}/seed{wildcards.seed}"
+
+
+def seed_stats(experiment, seed):
+    return f"results/stats/{experiment}/seed{seed}.parquet"
+
+
+def measure_file(experiment):
+    return f"results/stats/{experiment}/measure.parquet"
+
+
+def reinit_file(experiment, seed):
+    return f"results/reinit/{experiment}/seed{seed}.parquet"
+
+
+def seeds(experiment):
+    return EXPERIMENTS[experiment]["seeds"]
+
+
+def train_spec(wildcards):
+    """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
+    return TrainSpec.from_config(EXPERIMENTS[wildcards.experiment]).to_dict()
+
+
+def figure_targets(study=None):
+    return [f"results/{name}.pdf" for name, fig in FIGURES.items() if study is None or fig["study"] == study]
+
+
+def figure_inputs(wildcards):
+    """The tables a figure is drawn from, by its kind."""
+    fig = FIGURES[wildcards.figure]
+    exps = fig["experiments"]
+    if fig["kind"] == "measure":
+        return {
+            "measure": [measure_file(e) for e in exps],
+            "runs": [run_dir(e, s) for e in exps for s in seeds(e)],
+        }
+    if fig["kind"] == "histograms":
+        seed = fig.get("seed", seeds(exps[0])[0])
+        return {"stats": [seed_stats(exps[0], seed)]}
+    if fig["kind"] == "reinit":
+        return {"reinit": [reinit_file(e, s) for e in exps for s in seeds(e)]}
+    raise WorkflowError(f"figures.{wildcards.figure}.kind {fig['kind']!r} has no inputs defined")

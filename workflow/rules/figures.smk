@@ -1,0 +1,10 @@
+rule figure:
+    """One figure of the config, drawn by the function of its kind in convbias.figures."""
+    input:
+        unpack(figure_inputs),
+    output:
+        report("results/{figure}.pdf", caption="../report/figure.rst", category="Figures"),
+    params:
+        spec=lambda wildcards: FIGURES[wildcards.figure],
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,13 @@
+rule reinit:
+    """Test accuracy with each conv layer reset to each saved epoch (and to a fresh draw)."""
+    input:
+        unpack(experiment_data),
+        run=run_dir("{experiment}", "{seed}"),
+    output:
+        reinit_file("{experiment}", "{seed}"),
+    params:
+        spec=train_spec,
+        device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
+    threads: 1
+    script:
+        "../scripts/reinit.py"

@@ -1,0 +1,21 @@
+rule stats:
+    """Cosine of every filter with the all-ones direction (eq. 1), every epoch of one run."""
+    input:
+        run=run_dir("{experiment}", "{seed}"),
+    output:
+        seed_stats("{experiment}", "{seed}"),
+    params:
+        epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment]["epochs"],
+        include_1x1=lambda wildcards: EXPERIMENTS[wildcards.experiment]["include_1x1"],
+    script:
+        "../scripts/stats.py"
+
+
+rule measure:
+    """n_l (eq. 2), mean cosine and binomial p-value per (seed, epoch, layer)."""
+    input:
+        lambda wildcards: [seed_stats(wildcards.experiment, s) for s in seeds(wildcards.experiment)],
+    output:
+        measure_file("{experiment}"),
+    script:
+        "../scripts/measure.py"

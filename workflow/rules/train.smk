@@ -1,0 +1,16 @@
+rule train:
+    """Train one seed of an experiment, saving the weights of every epoch (0 = initialization).
+
+    A killed job continues from its last finished epoch when it runs again (see convbias.train).
+    """
+    input:
+        unpack(experiment_data),
+    output:
+        directory(run_dir("{experiment}", "{seed}")),
+    params:
+        spec=train_spec,
+        work=work_dir,
+        device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
+    threads: 1
+    script:
+        "../scripts/train.py"

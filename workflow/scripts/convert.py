@@ -1,0 +1,13 @@
+"""Rule convert: dataset source + variants → FFCV train/test files and meta.json."""
+
+import sys
+
+from convbias.data.convert import convert
+from convbias.data.sources import DatasetError
+
+name = snakemake.wildcards.dataset
+try:
+    convert(name, snakemake.params.spec, snakemake.output.train, snakemake.output.test, snakemake.output.meta,
+            workers=snakemake.threads)
+except DatasetError as err:
+    sys.exit(f"dataset {name!r}: {err}. Put the files there, or set datasets.{name}.path in the config.")

@@ -1,0 +1,29 @@
+"""Rule reinit: re-initialization robustness of one run on the test set."""
+
+from pathlib import Path
+
+import torch
+
+from convbias.checkpoints import load_weights
+from convbias.config import TrainSpec
+from convbias.data.ffcv_io import BatchTransform, DatasetMeta, load_split
+from convbias.reinit import RAND_SEED_OFFSET, reinit_sweep
+from convbias.train import init_model, resolve_device
+
+spec = TrainSpec.from_dict(snakemake.params.spec)
+seed = int(snakemake.wildcards.seed)
+meta = DatasetMeta.load(snakemake.input.meta)
+device = resolve_device(snakemake.params.device)
+torch.set_num_threads(snakemake.threads)
+
+run = Path(snakemake.input.run)
+sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
+for epoch in range(spec.epochs + 1):
+    sources[str(epoch)] = load_weights(run / f"epoch{epoch:03d}.safetensors")
+images, labels = load_split(snakemake.input.test, workers=snakemake.threads)
+inputs = BatchTransform(meta, "cpu")(images).to(device)
+model = init_model(spec, meta, seed).to(device)
+table = reinit_sweep(model, sources[str(spec.epochs)], sources, inputs, labels.to(device))
+table.insert(0, "seed", seed)
+table.insert(0, "experiment", snakemake.wildcards.experiment)
+table.to_parquet(snakemake.output[0], index=False)
