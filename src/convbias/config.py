@@ -99,3 +99,24 @@ def check_references(config: dict) -> None:
         seed = fig.get("seed")
         if seed is not None and seed not in experiments[fig["experiments"][0]]["seeds"]:
             raise ConfigError(f"figures.{name}.seed {seed} is not one of experiment {fig['experiments'][0]}'s seeds")
+
+
+def config_errors(config: dict, schema_path: str) -> list[str]:
+    """Every violation of the config schema, one line each, naming the key by its dotted path."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    validator = jsonschema.Draft202012Validator(schema)
+    lines = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = ".".join(str(p) for p in error.absolute_path) or "the top level"
+        if error.validator == "additionalProperties":
+            known = sorted(error.schema.get("properties", {}))
+            unknown = sorted(set(error.instance) - set(known))
+            message = f"unknown key {', '.join(map(repr, unknown))}" + (f" (known: {', '.join(known)})" if known else "")
+        else:
+            message = error.message
+        lines.append(f"{where}: {message}")
+    return lines

@@ -5,13 +5,17 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from convbias.config import ConfigError, TrainSpec, check_references
+from convbias.config import ConfigError, TrainSpec, check_references, config_errors
 
-validate(config, "../schemas/config.schema.yaml")
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+errors = config_errors(config, SCHEMA)
+if errors:
+    raise WorkflowError("invalid config (keys are described in config/README.md):\n  " + "\n  ".join(errors))
+validate(config, SCHEMA)  # fills in the schema's defaults
 try:
     check_references(config)
 except ConfigError as err:
-    raise WorkflowError(f"config: {err}") from None
+    raise WorkflowError(f"invalid config: {err}") from None
 
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]

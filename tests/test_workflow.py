@@ -1,0 +1,143 @@
+"""The workflow end to end on a tiny dataset the test writes in the real IDX format."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_idx_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+EXPERIMENTS = {
+    "tiny_lenet": {"model": {"arch": "lenet", "width": 0.5, "hidden": 16, "dropout": 0.0}},
+    "tiny_vgg": {"model": {"arch": "vgg11", "width": 0.0625, "hidden": 16, "dropout": 0.0}},
+}
+
+pytestmark = pytest.mark.workflow
+
+
+def tiny_config(data: Path) -> dict:
+    figures = {}
+    for exp in EXPERIMENTS:
+        for kind in ("measure", "histograms", "reinit"):
+            figures[f"quickstart/{exp}_{kind}"] = {"kind": kind, "study": "quickstart", "experiments": [exp],
+                                                   "caption": f"{kind} of {exp}"}
+    return {
+        "datasets": {"tiny": {"source": "mnist", "path": str(data), "pad": 2, "hflip": False}},
+        "experiments": {name: {"dataset": "tiny", "epochs": 2, "seeds": [0, 1],
+                               "optimizer": {"batch_size": 64}, **exp} for name, exp in EXPERIMENTS.items()},
+        "figures": figures,
+    }
+
+
+def write_config(root: Path, config: dict) -> None:
+    (root / "config").mkdir(exist_ok=True)
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def snakemake(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, *args], cwd=root, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    counts, table = {}, output.split("Job stats:", 1)
+    if len(table) < 2:
+        return counts
+    for line in table[1].splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(\d+)\s*", line)
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+        elif match:
+            break
+    return counts
+
+
+def checkout(root: Path, config: dict) -> Path:
+    """A copy of the workflow with ``config``, as a user's checkout would be."""
+    for name in ("Snakefile", "workflow", "profiles"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    write_config(root, config)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_idx_dataset(tmp_path_factory.mktemp("idx"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, data) -> Path:
+    return checkout(tmp_path_factory.mktemp("project"), tiny_config(data))
+
+
+def test_dry_run_shows_the_whole_dag(project):
+    counts = job_counts(snakemake(project, "-n", "quickstart").stdout)
+    assert counts == {"convert": 1, "train": 4, "stats": 4, "measure": 2, "reinit": 4, "figure": 6, "quickstart": 1}
+
+
+def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
+    snakemake(project, "--cores", "2", "quickstart")
+    for exp in EXPERIMENTS:
+        for kind in ("measure", "histograms", "reinit"):
+            pdf = project / "results" / "quickstart" / f"{exp}_{kind}.pdf"
+            assert pdf.read_bytes().startswith(b"%PDF"), pdf
+        for seed in (0, 1):
+            run = project / "results" / "runs" / exp / f"seed{seed}"
+            assert {p.name for p in run.iterdir()} == {"epoch000.safetensors", "epoch001.safetensors",
+                                                       "epoch002.safetensors", "history.parquet"}
+    import pandas as pd
+
+    measure = pd.read_parquet(project / "results" / "stats" / "tiny_lenet" / "measure.parquet")
+    assert len(measure) == 2 * 3 * 6  # seeds × epochs × conv layers
+    assert {"n_l", "mean_cosine", "p_value"} <= set(measure.columns)
+    reinit = pd.read_parquet(project / "results" / "reinit" / "tiny_vgg" / "seed1.parquet")
+    assert len(reinit) == 4 * 8 and set(reinit["source"]) == {"rand", "0", "1", "2"}
+    assert not (project / "results" / "resume").exists() or not any((project / "results" / "resume").rglob("*.json"))
+
+    again = snakemake(project, "-n", "quickstart")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    snakemake(project, "--report", "report.html", "quickstart")
+    assert "lenet_measure" in (project / "report.html").read_text(errors="ignore")
+
+
+def test_learning_rate_change_reruns_only_that_experiment(project, data):
+    config = tiny_config(data)
+    config["experiments"]["tiny_vgg"]["optimizer"]["lr"] = 0.02
+    write_config(project, config)
+    try:
+        out = snakemake(project, "-n", "quickstart").stdout
+    finally:
+        write_config(project, tiny_config(data))
+    assert job_counts(out) == {"train": 2, "stats": 2, "measure": 1, "reinit": 2, "figure": 3, "quickstart": 1}
+    wildcards = re.findall(r"wildcards: (.*)", out)
+    assert len(wildcards) == 2 + 2 + 1 + 2 + 3
+    assert all("tiny_vgg" in w and "tiny_lenet" not in w for w in wildcards), wildcards
+    restored = snakemake(project, "-n", "quickstart")
+    assert "Nothing to be done" in restored.stdout + restored.stderr
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda c: c["experiments"]["tiny_vgg"]["optimizer"].update(lerning_rate=0.1), "lerning_rate"),
+    (lambda c: c["experiments"]["tiny_vgg"].update(epochs="ten"), "ten"),
+    (lambda c: c["datasets"]["tiny"].update(pixel_range="0-1"), "0-1"),
+    (lambda c: c["figures"]["quickstart/tiny_vgg_measure"].update(experiments=["tiny_vgg19"]),
+     "figures.quickstart/tiny_vgg_measure.experiments"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, data, edit, key):
+    config = tiny_config(data)
+    edit(config)
+    root = checkout(tmp_path, config)
+    proc = snakemake(root, "--cores", "1", "quickstart", check=False)
+    assert proc.returncode != 0
+    assert key in proc.stderr + proc.stdout
+    assert not (root / "results").exists()
