@@ -93,7 +93,7 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
             assert pdf.read_bytes().startswith(b"%PDF"), pdf
         for seed in (0, 1):
             run = project / "results" / "runs" / exp / f"seed{seed}"
-            assert {p.name for p in run.iterdir()} == {"epoch000.safetensors", "epoch001.safetensors",
+            assert {p.name for p in run.iterdir() if not p.name.startswith(".")} == {"epoch000.safetensors", "epoch001.safetensors",
                                                        "epoch002.safetensors", "history.parquet"}
     import pandas as pd
 

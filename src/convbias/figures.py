@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def _training_panel(ax, history: pd.DataFrame) -> None:
     for epoch in lr_drops(history):
         ax.plot([epoch], [0], marker="|", color="red", markersize=12, clip_on=False)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss / accuracy")
     ax.set_ylim(0, 1.05)
     ax.legend(loc="center right", fontsize="small")
@@ -71,10 +73,11 @@ def histogram_figure(filters: pd.DataFrame, epochs: tuple[int, int], labels: tup
     cols = min(4, len(layers))
     rows = math.ceil(len(layers) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False)
-    bins = np.linspace(-1, 1, 41)
     for ax, layer in zip(axes.flat, layers):
-        for epoch, label, color in zip(epochs, labels, ("tab:blue", "tab:orange")):
-            cos = filters[(filters["layer"] == layer) & (filters["epoch"] == epoch)]["cosine"].dropna()
+        layer_filters = filters[filters["layer"] == layer]
+        cosines = [layer_filters[layer_filters["epoch"] == epoch]["cosine"].dropna() for epoch in epochs]
+        bins = np.histogram_bin_edges(pd.concat(cosines), bins=30)
+        for cos, epoch, label, color in zip(cosines, epochs, labels, ("tab:blue", "tab:orange")):
             ax.hist(cos, bins=bins, alpha=0.6, color=color, label=f"{label} (epoch {epoch})")
         ax.axvline(0, color="grey", linewidth=0.8)
         ax.set_title(f"layer {layer}", fontsize="medium")

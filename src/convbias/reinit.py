@@ -62,8 +62,12 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
         done = pos
         kept = {k: v.clone() for k, v in conv.state_dict().items()}
         for source, state in sources.items():
-            conv.load_state_dict({k: state[f"{name}.{k}"] for k in kept})
-            acc = _accuracy(layers[pos:], acts, labels, batch)
+            values = {k: state[f"{name}.{k}"] for k in kept}
+            if all(torch.equal(values[k].to(v.device), v) for k, v in kept.items()):
+                acc = base  # the final epoch itself: nothing changes
+            else:
+                conv.load_state_dict(values)
+                acc = _accuracy(layers[pos:], acts, labels, batch)
             rows.append({"source": source, "layer": number, "name": name, "accuracy": acc,
                          "drop": (base - acc) / base if base else float("nan")})
         conv.load_state_dict(kept)

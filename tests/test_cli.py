@@ -1,0 +1,42 @@
+import pickle
+
+import pandas as pd
+import pytest
+import torch
+
+from convbias.checkpoints import save_weights
+from convbias.cli import main
+
+
+def test_stats_of_a_state_dict_with_wrapper_prefix(tmp_path, capsys):
+    torch.manual_seed(0)
+    state = {"module.features.0.weight": -torch.rand(8, 3, 3, 3), "module.features.0.bias": torch.zeros(8),
+             "module.features.2.weight": torch.rand(4, 8, 3, 3), "module.fc.weight": torch.rand(10, 4)}
+    torch.save(state, tmp_path / "w.pt")
+    assert main(["stats", str(tmp_path / "w.pt"), "--output", str(tmp_path / "t.csv")]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table["name"]) == ["features.0", "features.2"]
+    assert list(table["n_l"]) == [1.0, 0.0]
+    assert list(table["kernel"]) == ["3×3×3", "8×3×3"]
+    assert "features.0" in capsys.readouterr().out
+
+
+def test_stats_of_our_checkpoint_uses_stored_order(tmp_path):
+    state = {f"features.{i}.weight": torch.randn(2, 1, 3, 3) for i in (0, 2)}
+    save_weights(tmp_path / "e.safetensors", state, conv_layers=["features.2", "features.0"])
+    assert main(["stats", str(tmp_path / "e.safetensors"), "--output", str(tmp_path / "t.parquet")]) == 0
+    assert list(pd.read_parquet(tmp_path / "t.parquet")["name"]) == ["features.2", "features.0"]
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+@pytest.mark.parametrize("content", [b"hello, not weights", pickle.dumps({"w": Payload()})])
+def test_stats_refuses_non_weights_and_pickled_code(tmp_path, capsys, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    assert main(["stats", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert "bad.pt" in captured.err and "code ran" not in captured.out
