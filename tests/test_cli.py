@@ -33,7 +33,7 @@ class Payload:
         return (print, ("code ran",))
 
 
-@pytest.mark.parametrize("content", [b"hello, not weights", pickle.dumps({"w": Payload()})])
+@pytest.mark.parametrize("content", [b"hello, not weights", pickle.dumps({"w": Payload()})], ids=["text", "pickled-code"])
 def test_stats_refuses_non_weights_and_pickled_code(tmp_path, capsys, content):
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
