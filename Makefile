@@ -31,6 +31,6 @@ system-packages:
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements.txt
-	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip install -qq -r requirements.txt
+	$(VENV)/bin/pip install -qq --no-deps -e .
 	touch $@

@@ -8,7 +8,7 @@ from convbias.data.convert import convert
 from convbias.data.ffcv_io import BatchTransform, DatasetMeta, load_split, make_loader
 from convbias.data.sources import DatasetError, read_idx
 from convbias.data.sources import idx_dataset as read_source
-from convbias.data.variants import train_indices, validation_indices
+from convbias.data.variants import noisy_labels, shuffle_pixels, train_indices, validation_indices
 
 SPEC = {"source": "mnist", "pad": 2, "val_fraction": 0.1, "split_seed": 0, "hflip": False,
         "pixel_range": "standardize"}
@@ -95,3 +95,41 @@ def test_batch_transform_scales_and_augments(converted):
     # a shift moves pixels and fills with zeros: it never adds brightness
     assert a.shape == images[:16].shape
     assert (a.float().sum((1, 2, 3)) <= images[:16].float().sum((1, 2, 3))).all()
+
+
+def test_label_noise_is_exact_and_never_the_true_label():
+    labels = np.random.default_rng(0).integers(0, 10, size=1000)
+    fit = train_indices(1000, 0.1, 0)
+    for p in (0.0, 0.25, 1.0):
+        noisy = noisy_labels(labels, p, 10, fit, seed=3)
+        changed = noisy != labels
+        assert changed.sum() == round(p * len(fit))
+        assert not changed[validation_indices(1000, 0.1, 0)].any()
+        assert ((noisy >= 0) & (noisy < 10)).all()
+    assert np.array_equal(noisy_labels(labels, 0.5, 10, fit, 3), noisy_labels(labels, 0.5, 10, fit, 3))
+
+
+@pytest.mark.parametrize("mode", ["fixed", "per_image"])
+def test_pixel_shuffle_keeps_each_images_pixels(mode):
+    images = np.random.default_rng(0).integers(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+    shuffled = shuffle_pixels(images, mode, seed=1)
+    assert not np.array_equal(shuffled, images)
+    for a, b in zip(images, shuffled):
+        # the multiset of (r, g, b) pixels is unchanged: channels move together
+        assert sorted(map(tuple, a.reshape(-1, 3))) == sorted(map(tuple, b.reshape(-1, 3)))
+    positions = np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1).repeat(20, axis=0)
+    orders = shuffle_pixels(positions, mode, seed=1).reshape(20, 64)
+    same = all(np.array_equal(orders[0], o) for o in orders)
+    assert same == (mode == "fixed")
+
+
+def test_variants_are_baked_into_the_conversion(idx_dataset, tmp_path):
+    spec = {**SPEC, "path": str(idx_dataset), "label_noise": 1.0, "pixel_shuffle": "fixed", "variant_seed": 5}
+    meta = convert("noisy", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    source = read_source(idx_dataset)
+    _, labels = load_split(tmp_path / "train.beton")
+    fit, val = meta.train_indices(), meta.val_indices()
+    assert (labels.numpy()[fit] != source.train_labels[fit]).all()
+    assert (labels.numpy()[val] == source.train_labels[val]).all()
+    _, test_labels = load_split(tmp_path / "test.beton")
+    assert (test_labels.numpy() == source.test_labels).all()

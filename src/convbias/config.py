@@ -75,9 +75,10 @@ class TrainSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def fingerprint(self) -> str:
-        """A hash of the spec: a resumed run continues only a run with the same spec."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint(self, **context) -> str:
+        """A hash of the spec and ``context`` (seed, data): a resumed run continues only the same run."""
+        blob = json.dumps({"spec": self.to_dict(), **context}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def check_references(config: dict) -> None:

@@ -128,7 +128,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     torch.set_num_threads(max(1, threads))
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    work = _Work(Path(work_dir), spec.fingerprint())
+    work = _Work(Path(work_dir), spec.fingerprint(seed=seed, data=meta.__dict__))
     model = init_model(spec, meta, seed).to(dev)
     channels_last = dev.type == "cuda"
     if channels_last:

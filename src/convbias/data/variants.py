@@ -28,3 +28,36 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, in [0, 255] units."""
     flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
     return flat.mean(axis=0).tolist(), flat.std(axis=0).tolist()
+
+
+def noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, indices: np.ndarray,
+                 seed: int) -> np.ndarray:
+    """Replace exactly round(fraction × len(indices)) of ``labels[indices]`` by a different class.
+
+    A replaced label y becomes (y + randint(1, C − 1)) mod C, so it never equals the true one.
+    Labels outside ``indices`` (validation, test) stay clean.
+    """
+    rng = np.random.default_rng(seed)
+    out = labels.copy()
+    chosen = rng.permutation(indices)[: int(round(fraction * len(indices)))]
+    out[chosen] = (out[chosen] + rng.integers(1, num_classes, size=len(chosen))) % num_classes
+    return out
+
+
+def shuffle_pixels(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
+    """Permute the pixel positions of (N, H, W, C) images, channels kept together.
+
+    ``fixed``: one permutation for every image (Zhang et al.'s "shuffled pixels");
+    ``per_image``: a permutation per image ("random pixels"); ``none``: unchanged.
+    """
+    if mode == "none":
+        return images
+    n, h, w, c = images.shape
+    flat = images.reshape(n, h * w, c)
+    rng = np.random.default_rng(seed)
+    if mode == "fixed":
+        return flat[:, rng.permutation(h * w)].reshape(images.shape)
+    if mode == "per_image":
+        order = np.argsort(rng.random((n, h * w)), axis=1)
+        return np.take_along_axis(flat, order[:, :, None], axis=1).reshape(images.shape)
+    raise ValueError(f"unknown pixel_shuffle {mode!r}; use none, fixed or per_image")
