@@ -36,3 +36,30 @@ def make_idx_dataset(folder: Path, n_train: int = 800, n_test: int = 200, seed: 
 @pytest.fixture(scope="session")
 def idx_dataset(tmp_path_factory) -> Path:
     return make_idx_dataset(tmp_path_factory.mktemp("idx"))
+
+
+def make_cifar_archive(folder: Path, num_classes: int = 10, n_per_batch: int = 6, seed: int = 0) -> dict:
+    """A CIFAR-10/100 ``*-python.tar.gz`` with a few images per batch, in the published pickle format."""
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    if num_classes == 10:
+        archive, base = "cifar-10-python.tar.gz", "cifar-10-batches-py"
+        names, key = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], b"labels"
+    else:
+        archive, base, names, key = "cifar-100-python.tar.gz", "cifar-100-python", ["train", "test"], b"fine_labels"
+    batches = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(folder / archive, "w:gz") as tar:
+        for name in names:
+            batch = {b"batch_label": name.encode(), b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+                     key: rng.integers(0, num_classes, n_per_batch).tolist(),
+                     b"filenames": [f"{i}.png".encode() for i in range(n_per_batch)]}
+            blob = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"{base}/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+            batches[name] = batch
+    return batches

@@ -6,8 +6,9 @@ import torch
 
 from convbias.data.convert import convert
 from convbias.data.ffcv_io import BatchTransform, DatasetMeta, load_split, make_loader
-from convbias.data.sources import DatasetError, read_idx
+from convbias.data.sources import DatasetError, MissingDataset, load_source, read_idx
 from convbias.data.sources import idx_dataset as read_source
+from conftest import make_cifar_archive
 from convbias.data.variants import noisy_labels, shuffle_pixels, train_indices, validation_indices
 
 SPEC = {"source": "mnist", "pad": 2, "val_fraction": 0.1, "split_seed": 0, "hflip": False,
@@ -133,3 +134,54 @@ def test_variants_are_baked_into_the_conversion(idx_dataset, tmp_path):
     assert (labels.numpy()[val] == source.train_labels[val]).all()
     _, test_labels = load_split(tmp_path / "test.beton")
     assert (test_labels.numpy() == source.test_labels).all()
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_cifar_batches_convert_exactly(tmp_path, classes):
+    batches = make_cifar_archive(tmp_path / "cifar", classes)
+    key = b"labels" if classes == 10 else b"fine_labels"
+    train_names = [n for n in batches if n not in ("test_batch", "test")]
+    test_name = "test_batch" if classes == 10 else "test"
+    source = "cifar10" if classes == 10 else "cifar100"
+    spec = {**SPEC, "source": source, "path": str(tmp_path / "cifar"), "pad": 0, "download": False}
+    meta = convert(source, spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    assert meta.shape == (32, 32, 3) and meta.num_classes == classes
+    images, labels = load_split(tmp_path / "train.beton")
+    expected = np.concatenate([batches[n][b"data"] for n in train_names]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    assert np.array_equal(images.numpy(), expected)
+    assert labels.tolist() == sum((batches[n][key] for n in train_names), [])
+    _, test_labels = load_split(tmp_path / "test.beton")
+    assert test_labels.tolist() == batches[test_name][key]
+
+
+def test_cifar_extracted_folder_and_bad_files(tmp_path):
+    import tarfile
+
+    make_cifar_archive(tmp_path / "a")
+    with tarfile.open(tmp_path / "a" / "cifar-10-python.tar.gz") as tar:
+        tar.extractall(tmp_path / "b", filter="data")
+    assert load_source("cifar10", tmp_path / "b").train_images.shape == (30, 32, 32, 3)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b truncated")
+    with pytest.raises(DatasetError, match="cifar-10-python.tar.gz"):
+        load_source("cifar10", tmp_path / "c")
+    with pytest.raises(MissingDataset, match="does not exist"):
+        load_source("cifar10", tmp_path / "missing")
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_cifar_batch_with_code_is_refused(tmp_path, capsys):
+    import pickle
+
+    make_cifar_archive(tmp_path / "a")
+    folder = tmp_path / "b" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({b"data": Payload()}, protocol=2))
+    with pytest.raises(DatasetError, match="not a CIFAR batch"):
+        load_source("cifar10", tmp_path / "b")
+    assert "code ran" not in capsys.readouterr().out

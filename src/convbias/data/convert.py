@@ -12,7 +12,7 @@ from .variants import channel_stats, noisy_labels, pad, shuffle_pixels, train_in
 def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, meta_out: str | Path,
             workers: int = 1) -> DatasetMeta:
     """Read dataset ``name`` as ``spec`` (a validated ``datasets`` entry) describes; write both splits."""
-    arrays = load_source(spec["source"], spec["path"])
+    arrays = load_source(spec["source"], spec["path"], allow_download=spec.get("download", False))
     shuffle, seed = spec.get("pixel_shuffle", "none"), spec.get("variant_seed", 0)
     train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec["pad"])
     test_images = pad(shuffle_pixels(arrays.test_images, shuffle, seed), spec["pad"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import io
+import pickle
 import struct
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +15,10 @@ import numpy as np
 
 class DatasetError(Exception):
     """A dataset is missing or unreadable; the message says which file and what to do."""
+
+
+class MissingDataset(DatasetError):
+    """A dataset's files are not where the config says."""
 
 
 @dataclass
@@ -37,7 +44,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise DatasetError(f"{path} does not exist") from None
+        raise MissingDataset(f"{path} does not exist") from None
     except (OSError, EOFError) as err:
         raise DatasetError(f"{path} is not a readable IDX file ({err}); replace it with an intact copy") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
@@ -58,7 +65,7 @@ def _find(folder: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem):
         if (folder / name).exists():
             return folder / name
-    raise DatasetError(f"{folder / (stem + '.gz')} does not exist")
+    raise MissingDataset(f"{folder / (stem + '.gz')} does not exist")
 
 
 def idx_dataset(folder: str | Path, num_classes: int = 10) -> Arrays:
@@ -76,14 +83,112 @@ def idx_dataset(folder: str | Path, num_classes: int = 10) -> Arrays:
     return Arrays(*parts["train"], *parts["test"], num_classes=num_classes)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: a CIFAR batch cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _cifar_batches(folder: Path, archive: str, base: str, names: list[str]) -> dict[str, dict]:
+    """The named pickle batches, from ``base/`` in ``folder`` or from the ``archive`` .tar.gz there."""
+    raw: dict[str, bytes] = {}
+    if (folder / base).is_dir():
+        for name in names:
+            if (folder / base / name).exists():
+                raw[name] = (folder / base / name).read_bytes()
+    elif (folder / archive).exists():
+        try:
+            with tarfile.open(folder / archive) as tar:
+                for name in names:
+                    member = f"{base}/{name}"
+                    if member in tar.getnames():
+                        raw[name] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError) as err:
+            raise DatasetError(f"{folder / archive} is not a readable .tar.gz ({err}); replace it with an intact copy") from None
+    else:
+        raise MissingDataset(f"{folder / archive} does not exist")
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise DatasetError(f"{folder} lacks the batches {', '.join(missing)} of {archive}; replace it with an intact copy")
+    batches = {}
+    for name, blob in raw.items():
+        try:
+            batches[name] = _ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+        except Exception as err:
+            raise DatasetError(f"{base}/{name} in {folder} is not a CIFAR batch ({err}); replace it with an intact copy") from None
+    return batches
+
+
+def _cifar_arrays(batch: dict, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(batch[label_key], dtype=np.int64)
+
+
+def cifar_dataset(folder: str | Path, num_classes: int = 10) -> Arrays:
+    """CIFAR-10 or CIFAR-100 from the standard python pickle batches (archive or extracted folder)."""
+    folder = Path(folder)
+    if num_classes == 10:
+        archive, base, train, test, key = "cifar-10-python.tar.gz", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"
+    else:
+        archive, base, train, test, key = "cifar-100-python.tar.gz", "cifar-100-python", ["train"], ["test"], b"fine_labels"
+    batches = _cifar_batches(folder, archive, base, train + test)
+    try:
+        parts = [_cifar_arrays(batches[n], key) for n in train + test]
+    except (KeyError, ValueError) as err:
+        raise DatasetError(f"{folder}: a batch of {archive} lacks or garbles {err}; replace it with an intact copy") from None
+    tr, te = parts[: len(train)], parts[len(train):]
+    return Arrays(np.concatenate([p[0] for p in tr]), np.concatenate([p[1] for p in tr]),
+                  np.concatenate([p[0] for p in te]), np.concatenate([p[1] for p in te]), num_classes=num_classes)
+
+
+def download(source: str, folder: str | Path) -> None:
+    """Fetch ``source``'s published files into ``folder`` with torchvision's downloader."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import download_and_extract_archive, download_url
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if source in ("cifar10", "cifar100"):
+            cls = datasets.CIFAR10 if source == "cifar10" else datasets.CIFAR100
+            download_and_extract_archive(cls.url, str(folder), filename=cls.filename, md5=cls.tgz_md5)
+        elif source == "mnist":
+            for name, md5 in datasets.MNIST.resources:
+                download_url(datasets.MNIST.mirrors[0] + name, str(folder), filename=name, md5=md5)
+        else:
+            raise DatasetError(f"source {source!r} has no download; put its files in {folder}")
+    except DatasetError:
+        raise
+    except Exception as err:
+        raise DatasetError(f"could not download {source} into {folder} ({type(err).__name__})") from None
+
+
 SOURCES = {
     "fashion_mnist": idx_dataset,
     "mnist": idx_dataset,
+    "cifar10": lambda path: cifar_dataset(path, 10),
+    "cifar100": lambda path: cifar_dataset(path, 100),
 }
+DOWNLOADABLE = ("mnist", "cifar10", "cifar100")
 
 
-def load_source(source: str, path: str | Path) -> Arrays:
-    """Load the dataset ``source`` from ``path`` (a folder in that source's published format)."""
+def load_source(source: str, path: str | Path, allow_download: bool = False) -> Arrays:
+    """Load the dataset ``source`` from ``path`` (a folder in that source's published format).
+
+    With ``allow_download``, a downloadable source whose files are missing is fetched first.
+    """
     if source not in SOURCES:
         raise DatasetError(f"unknown dataset source {source!r}; known: {', '.join(sorted(SOURCES))}")
+    try:
+        return SOURCES[source](path)
+    except MissingDataset:
+        if not (allow_download and source in DOWNLOADABLE):
+            raise
+    download(source, path)
     return SOURCES[source](path)
