@@ -63,3 +63,21 @@ def make_cifar_archive(folder: Path, num_classes: int = 10, n_per_batch: int = 6
             tar.addfile(info, io.BytesIO(blob))
             batches[name] = batch
     return batches
+
+
+def make_image_folder(root: Path, classes: int = 2, per_class: dict | None = None, size: int = 64, seed: int = 0) -> Path:
+    """An ILSVRC2012-style folder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG) of smooth JPEGs written with PIL."""
+    from PIL import Image
+
+    per_class = per_class or {"train": 5, "val": 2}
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for split, n in per_class.items():
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                a, b = rng.uniform(40, 200, size=2)
+                image = np.stack([a * yy + 30, b * xx + 30, (a + b) / 2 * (yy + xx) / 2 + 30], axis=-1)
+                Image.fromarray(image.astype(np.uint8)).save(folder / f"img_{i}.JPEG", quality=95)
+    return root

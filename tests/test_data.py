@@ -8,7 +8,7 @@ from convbias.data.convert import convert
 from convbias.data.ffcv_io import BatchTransform, DatasetMeta, load_split, make_loader
 from convbias.data.sources import DatasetError, MissingDataset, load_source, read_idx
 from convbias.data.sources import idx_dataset as read_source
-from conftest import make_cifar_archive
+from conftest import make_cifar_archive, make_image_folder
 from convbias.data.variants import noisy_labels, shuffle_pixels, train_indices, validation_indices
 
 SPEC = {"source": "mnist", "pad": 2, "val_fraction": 0.1, "split_seed": 0, "hflip": False,
@@ -71,7 +71,7 @@ def test_validation_split_is_fixed_and_disjoint():
 def test_loader_order_depends_on_seed_only(converted):
     out, meta = converted
     def order(seed, epoch):
-        loader = make_loader(out / "train.beton", 50, indices=meta.train_indices(), shuffle=True, seed=seed)
+        loader = make_loader(out / "train.beton", 50, meta=meta, indices=meta.train_indices(), train=True, seed=seed)
         loader.next_epoch = epoch
         return torch.cat([y for _, y in loader])
     assert torch.equal(order(3, 1), order(3, 1))
@@ -185,3 +185,30 @@ def test_cifar_batch_with_code_is_refused(tmp_path, capsys):
     with pytest.raises(DatasetError, match="not a CIFAR batch"):
         load_source("cifar10", tmp_path / "b")
     assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("compress", [0.0, 1.0])
+def test_image_folder_converts_within_jpeg_tolerance(tmp_path, compress):
+    from PIL import Image
+
+    root = make_image_folder(tmp_path / "imagenet")
+    spec = {**SPEC, "source": "imagenet", "path": str(root), "hflip": True, "max_resolution": 500,
+            "jpeg_quality": 90, "compress_probability": compress, "image_size": 56}
+    meta = convert("imagenet", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    assert meta.encoding == "jpeg" and meta.num_classes == 2 and meta.n_train == 10 and meta.n_test == 4
+    images, labels = load_split(tmp_path / "test.beton", meta=meta)
+    assert images.shape == (4, 56, 56, 3) and labels.tolist() == [0, 0, 1, 1]
+    files = sorted((root / "val").rglob("*.JPEG"))
+    # centre crop of 224/256 of a 64×64 image is its middle 56×56, stored raw or re-encoded as JPEG
+    expected = np.stack([np.asarray(Image.open(f).convert("RGB"))[4:60, 4:60] for f in files])
+    error = np.abs(images.numpy().astype(int) - expected.astype(int))
+    assert error.max() == 0 if compress == 0.0 else error.mean() < 3
+    train_images, _ = next(iter(make_loader(tmp_path / "train.beton", 4, meta=meta, train=True, seed=0)))
+    assert train_images.shape == (4, 56, 56, 3)
+
+
+def test_missing_image_folder_is_named(tmp_path):
+    spec = {**SPEC, "source": "imagenet", "path": str(tmp_path / "nowhere"), "max_resolution": 500,
+            "jpeg_quality": 90, "compress_probability": 0.5, "image_size": 224}
+    with pytest.raises(MissingDataset, match="nowhere/train"):
+        convert("imagenet", spec, tmp_path / "a", tmp_path / "b", tmp_path / "c")

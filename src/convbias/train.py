@@ -137,10 +137,10 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
                                 weight_decay=spec.weight_decay)
     transform = BatchTransform(meta, dev, channels_last=channels_last)
     workers = max(1, threads)
-    train_loader = make_loader(train_file, spec.batch_size, indices=meta.train_indices(), shuffle=True,
-                               seed=seed, workers=workers, device=dev, drop_last=False)
-    val_loader = make_loader(train_file, 512, indices=meta.val_indices(), workers=workers, device=dev)
-    test_loader = make_loader(test_file, 512, workers=workers, device=dev)
+    train_loader = make_loader(train_file, spec.batch_size, meta=meta, indices=meta.train_indices(), train=True,
+                               seed=seed, workers=workers, device=dev)
+    val_loader = make_loader(train_file, 512, meta=meta, indices=meta.val_indices(), workers=workers, device=dev)
+    test_loader = make_loader(test_file, 512, meta=meta, workers=workers, device=dev)
     ckpt_meta = {"seed": seed, "conv_layers": [name for name, _ in conv_layers(model)]}
 
     def measure(epoch, lr, train_loss, train_acc, seconds, images):

@@ -20,7 +20,7 @@ run = Path(snakemake.input.run)
 sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
 for epoch in range(spec.epochs + 1):
     sources[str(epoch)] = load_weights(run / f"epoch{epoch:03d}.safetensors")
-images, labels = load_split(snakemake.input.test, workers=snakemake.threads)
+images, labels = load_split(snakemake.input.test, meta=meta, workers=snakemake.threads)
 inputs = BatchTransform(meta, "cpu")(images).to(device)
 model = init_model(spec, meta, seed).to(device)
 table = reinit_sweep(model, sources[str(spec.epochs)], sources, inputs, labels.to(device))

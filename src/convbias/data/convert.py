@@ -4,14 +4,59 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .ffcv_io import DatasetMeta, write_beton
-from .sources import load_source
+import numpy as np
+
+from .ffcv_io import DatasetMeta, write_beton, write_samples
+from .sources import DatasetError, image_folders, load_source
 from .variants import channel_stats, noisy_labels, pad, shuffle_pixels, train_indices
+
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # torchvision's constants, in [0, 255] units
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+class _Relabelled:
+    """An (image, label) indexable with replaced labels."""
+
+    def __init__(self, samples, labels):
+        self.samples, self.labels = samples, labels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i][0], int(self.labels[i])
+
+
+def convert_image_folder(name: str, spec: dict, train_out, test_out, meta_out, workers: int = 1) -> DatasetMeta:
+    """An ImageNet-style folder → JPEG FFCV files (FFCV's ImageNet recipe), decoded at ``image_size``."""
+    from ffcv.fields import RGBImageField
+
+    if spec.get("pixel_shuffle", "none") != "none":
+        raise DatasetError(f"datasets.{name}.pixel_shuffle is not supported for JPEG datasets; set it to none")
+    train, val = image_folders(spec["path"])
+    labels = np.asarray(train.targets)
+    fit = train_indices(len(labels), spec["val_fraction"], spec["split_seed"])
+    labels = noisy_labels(labels, spec.get("label_noise", 0.0), len(train.classes), fit, spec.get("variant_seed", 0))
+    field = dict(write_mode="proportion", max_resolution=spec["max_resolution"], jpeg_quality=spec["jpeg_quality"],
+                 compress_probability=spec["compress_probability"])
+    write_samples(train_out, _Relabelled(train, labels), RGBImageField(**field), workers)
+    write_samples(test_out, val, RGBImageField(**field), workers)
+    size = spec["image_size"]
+    meta = DatasetMeta(
+        name=name, num_classes=len(train.classes), shape=(size, size, 3), n_train=len(train), n_test=len(val),
+        val_fraction=spec["val_fraction"], split_seed=spec["split_seed"], hflip=spec["hflip"],
+        pixel_range=spec["pixel_range"], mean=IMAGENET_MEAN, std=IMAGENET_STD, encoding="jpeg",
+    )
+    meta.save(meta_out)
+    return meta
 
 
 def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, meta_out: str | Path,
             workers: int = 1) -> DatasetMeta:
     """Read dataset ``name`` as ``spec`` (a validated ``datasets`` entry) describes; write both splits."""
+    if spec["source"] == "imagenet":
+        return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
     arrays = load_source(spec["source"], spec["path"], allow_download=spec.get("download", False))
     shuffle, seed = spec.get("pixel_shuffle", "none"), spec.get("variant_seed", 0)
     train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec["pad"])

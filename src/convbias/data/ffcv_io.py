@@ -33,17 +33,23 @@ class _Pairs:
 
 
 def write_beton(path: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 1) -> None:
-    """Write uint8 (N, H, W, C) images and integer labels to an FFCV file, atomically."""
-    from ffcv.fields import IntField, NDArrayField
+    """Write uint8 (N, H, W, C) images, raw, and integer labels to an FFCV file, atomically."""
+    from ffcv.fields import NDArrayField
+
+    field = NDArrayField(dtype=np.dtype("uint8"), shape=tuple(images.shape[1:]))
+    write_samples(path, _Pairs(np.ascontiguousarray(images, dtype=np.uint8), labels), field, workers)
+
+
+def write_samples(path: str | Path, samples, image_field, workers: int = 1) -> None:
+    """Write an indexable of (image, label) pairs with ``image_field`` to an FFCV file, atomically."""
+    from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fields = {"image": NDArrayField(dtype=np.dtype("uint8"), shape=tuple(images.shape[1:])), "label": IntField()}
-    DatasetWriter(str(tmp), fields, num_workers=max(1, workers)).from_indexed_dataset(
-        _Pairs(np.ascontiguousarray(images, dtype=np.uint8), labels)
-    )
+    fields = {"image": image_field, "label": IntField()}
+    DatasetWriter(str(tmp), fields, num_workers=max(1, workers)).from_indexed_dataset(samples)
     os.replace(tmp, path)
 
 
@@ -62,6 +68,7 @@ class DatasetMeta:
     pixel_range: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    encoding: str = "raw"  # raw: NDArrayField of shape ``shape``; jpeg: RGBImageField cropped to ``shape``
 
     @classmethod
     def load(cls, path: str | Path) -> "DatasetMeta":
@@ -82,32 +89,42 @@ class DatasetMeta:
         return validation_indices(self.n_train, self.val_fraction, self.split_seed)
 
 
-def make_loader(path: str | Path, batch_size: int, *, indices=None, shuffle: bool = False, seed: int = 0,
-                workers: int = 1, device: torch.device | str = "cpu", drop_last: bool = False,
-                distributed: bool = False):
-    """An FFCV Loader yielding (uint8 NHWC images, int64 labels) on ``device``; ``seed`` fixes the order."""
-    from ffcv.fields.decoders import IntDecoder, NDArrayDecoder
+def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None = None, indices=None,
+                train: bool = False, seed: int = 0, workers: int = 1, device: torch.device | str = "cpu",
+                drop_last: bool = False, distributed: bool = False):
+    """An FFCV Loader yielding (uint8 NHWC images, labels) on ``device``.
+
+    ``train`` gives a random order fixed by ``seed`` (and, for JPEG datasets, FFCV's random
+    resized crop); otherwise the order is sequential (and JPEGs are centre-cropped, 224 of 256).
+    """
+    from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
+                                      RandomResizedCropRGBImageDecoder)
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
     device = torch.device(device)
-    image = [NDArrayDecoder(), ToTensor()]
+    if meta is not None and meta.encoding == "jpeg":
+        size = meta.shape[:2]
+        decoder = RandomResizedCropRGBImageDecoder(size) if train else CenterCropRGBImageDecoder(size, 224 / 256)
+    else:
+        decoder = NDArrayDecoder()
+    image = [decoder, ToTensor()]
     label = [IntDecoder(), ToTensor(), Squeeze()]
     if device.type == "cuda":
         image.append(ToDevice(device, non_blocking=True))
         label.append(ToDevice(device, non_blocking=True))
     return Loader(
         str(path), batch_size=batch_size, num_workers=max(1, workers),
-        order=OrderOption.RANDOM if shuffle else OrderOption.SEQUENTIAL, seed=seed,
+        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=seed,
         indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
         distributed=distributed, pipelines={"image": image, "label": label},
     )
 
 
-def load_split(path: str | Path, *, indices=None, workers: int = 1, device="cpu"):
+def load_split(path: str | Path, *, meta: DatasetMeta | None = None, indices=None, workers: int = 1, device="cpu"):
     """The whole split (or ``indices`` of it) in memory: uint8 NHWC images and int64 labels."""
     images, labels = [], []
-    for x, y in make_loader(path, 1024, indices=indices, workers=workers, device=device):
+    for x, y in make_loader(path, 1024, meta=meta, indices=indices, workers=workers, device=device):
         images.append(x.clone())
         labels.append(y.long().clone())
     return torch.cat(images), torch.cat(labels)
@@ -117,7 +134,8 @@ class BatchTransform:
     """uint8 NHWC batch → float NCHW: random shifts and flips (seeded), then the pixel range."""
 
     def __init__(self, meta: DatasetMeta, device="cpu", shift: int = 4, channels_last: bool = False):
-        self.shift, self.hflip = shift, meta.hflip
+        # JPEG datasets are augmented by the loader's random resized crop instead of shifts
+        self.shift, self.hflip = (0 if meta.encoding == "jpeg" else shift), meta.hflip
         if meta.pixel_range == "standardize":
             scale = [1.0 / s for s in meta.std]
             offset = [-m / s for m, s in zip(meta.mean, meta.std)]

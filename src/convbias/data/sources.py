@@ -169,6 +169,24 @@ def download(source: str, folder: str | Path) -> None:
         raise DatasetError(f"could not download {source} into {folder} ({type(err).__name__})") from None
 
 
+def image_folders(root: str | Path):
+    """ILSVRC2012-style ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` as torchvision ImageFolders."""
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    splits = []
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise MissingDataset(f"{root / split} does not exist (expected {split}/<class>/<image>.JPEG)")
+        try:
+            splits.append(ImageFolder(str(root / split)))
+        except (FileNotFoundError, OSError) as err:
+            raise DatasetError(f"{root / split} is not an image folder ({err})") from None
+    if splits[0].classes != splits[1].classes:
+        raise DatasetError(f"{root}: train/ and val/ have different class folders")
+    return splits
+
+
 SOURCES = {
     "fashion_mnist": idx_dataset,
     "mnist": idx_dataset,
