@@ -212,3 +212,15 @@ def test_missing_image_folder_is_named(tmp_path):
             "jpeg_quality": 90, "compress_probability": 0.5, "image_size": 224}
     with pytest.raises(MissingDataset, match="nowhere/train"):
         convert("imagenet", spec, tmp_path / "a", tmp_path / "b", tmp_path / "c")
+
+
+def test_synthetic_is_seeded_and_learnable(tmp_path):
+    a = load_source("synthetic", None, n_train=300, n_test=100, size=16, channels=3, num_classes=4, seed=1)
+    b = load_source("synthetic", None, n_train=300, n_test=100, size=16, channels=3, num_classes=4, seed=1)
+    assert a.train_images.shape == (300, 16, 16, 3) and np.array_equal(a.train_images, b.train_images)
+    # a nearest-class-mean classifier already separates the classes: the labels are learnable
+    x = a.train_images.reshape(300, -1).astype(float)
+    means = np.stack([x[a.train_labels == c].mean(0) for c in range(4)])
+    test = a.test_images.reshape(100, -1).astype(float)
+    predicted = ((test[:, None] - means[None]) ** 2).sum(-1).argmin(1)
+    assert (predicted == a.test_labels).mean() > 0.9

@@ -57,7 +57,8 @@ def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, 
     """Read dataset ``name`` as ``spec`` (a validated ``datasets`` entry) describes; write both splits."""
     if spec["source"] == "imagenet":
         return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
-    arrays = load_source(spec["source"], spec["path"], allow_download=spec.get("download", False))
+    arrays = load_source(spec["source"], spec.get("path"), allow_download=spec.get("download", False),
+                         **spec.get("synthetic", {}))
     shuffle, seed = spec.get("pixel_shuffle", "none"), spec.get("variant_seed", 0)
     train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec["pad"])
     test_images = pad(shuffle_pixels(arrays.test_images, shuffle, seed), spec["pad"])

@@ -169,6 +169,24 @@ def download(source: str, folder: str | Path) -> None:
         raise DatasetError(f"could not download {source} into {folder} ({type(err).__name__})") from None
 
 
+def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, channels: int = 3,
+                      num_classes: int = 10, seed: int = 0) -> Arrays:
+    """A seeded, learnable dataset: each class is a smooth random pattern, each image a noisy shifted copy."""
+    rng = np.random.default_rng(seed)
+    cell = max(1, size // 4)
+    templates = np.kron(rng.normal(size=(num_classes, 4, 4, channels)), np.ones((1, cell, cell, 1)))
+    templates = np.pad(templates, ((0, 0), (0, size - 4 * cell), (0, size - 4 * cell), (0, 0)), mode="edge")
+
+    def draw(n):
+        labels = rng.integers(0, num_classes, size=n)
+        shifts = rng.integers(-2, 3, size=(n, 2))
+        images = np.stack([np.roll(templates[y], tuple(s), axis=(0, 1)) for y, s in zip(labels, shifts)])
+        images = images + rng.normal(scale=0.7, size=images.shape)
+        return np.clip(128 + 50 * images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+    return Arrays(*draw(n_train), *draw(n_test), num_classes=num_classes)
+
+
 def image_folders(root: str | Path):
     """ILSVRC2012-style ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` as torchvision ImageFolders."""
     from torchvision.datasets import ImageFolder
@@ -196,11 +214,14 @@ SOURCES = {
 DOWNLOADABLE = ("mnist", "cifar10", "cifar100")
 
 
-def load_source(source: str, path: str | Path, allow_download: bool = False) -> Arrays:
+def load_source(source: str, path: str | Path | None, allow_download: bool = False, **options) -> Arrays:
     """Load the dataset ``source`` from ``path`` (a folder in that source's published format).
 
-    With ``allow_download``, a downloadable source whose files are missing is fetched first.
+    With ``allow_download``, a downloadable source whose files are missing is fetched first;
+    ``synthetic`` takes no path but ``options`` (see :func:`synthetic_dataset`).
     """
+    if source == "synthetic":
+        return synthetic_dataset(**options)
     if source not in SOURCES:
         raise DatasetError(f"unknown dataset source {source!r}; known: {', '.join(sorted(SOURCES))}")
     try:
