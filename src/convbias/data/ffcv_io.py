@@ -133,7 +133,7 @@ def load_split(path: str | Path, *, meta: DatasetMeta | None = None, indices=Non
 class BatchTransform:
     """uint8 NHWC batch → float NCHW: random shifts and flips (seeded), then the pixel range."""
 
-    def __init__(self, meta: DatasetMeta, device="cpu", shift: int = 4, channels_last: bool = False):
+    def __init__(self, meta: DatasetMeta, device="cpu", shift: int = 4, channels_last: bool = True):
         # JPEG datasets are augmented by the loader's random resized crop instead of shifts
         self.shift, self.hflip = (0 if meta.encoding == "jpeg" else shift), meta.hflip
         if meta.pixel_range == "standardize":
@@ -155,18 +155,19 @@ class BatchTransform:
         s = self.shift
         offsets = torch.randint(0, 2 * s + 1, (n, 2), generator=generator).to(x.device)
         flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-        padded = torch.nn.functional.pad(x, (0, 0, s, s, s, s))
-        rows = offsets[:, :1] + torch.arange(h, device=x.device)
-        cols = offsets[:, 1:] + torch.arange(w, device=x.device)
-        x = padded[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        if s:
+            padded = torch.nn.functional.pad(x, (0, 0, s, s, s, s))
+            rows = offsets[:, :1] + torch.arange(h, device=x.device)
+            cols = offsets[:, 1:] + torch.arange(w, device=x.device)
+            x = padded[torch.arange(n, device=x.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
         if self.hflip:
-            x = torch.where(flips[:, None, None, None], x.flip(2), x)
+            x = x.clone() if not s else x
+            x[flips] = x[flips].flip(2)
         return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if generator is not None:
             x = self.augment(x, generator)
-        x = x.permute(0, 3, 1, 2).float() * self.scale + self.offset
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x.contiguous() if not self.channels_last else x
+        x = x.permute(0, 3, 1, 2).float()  # NCHW view of NHWC memory: channels-last already
+        x.mul_(self.scale).add_(self.offset)
+        return x if self.channels_last else x.contiguous()
