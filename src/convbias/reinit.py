@@ -43,6 +43,14 @@ def _forward(layers: Sequence[nn.Module], inputs: torch.Tensor, batch: int) -> t
     return torch.cat(outs)
 
 
+def _table(rows: list[tuple], base: float) -> pd.DataFrame:
+    """(source, layer, name, accuracy) rows with the relative drop from the final accuracy ``base``."""
+    frame = pd.DataFrame(rows, columns=["source", "layer", "name", "accuracy"])
+    frame["drop"] = (base - frame["accuracy"]) / base if base else float("nan")
+    frame["final_accuracy"] = base
+    return frame
+
+
 def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Mapping[str, torch.Tensor]],
                  inputs: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> pd.DataFrame:
     """Accuracy with each conv layer reset to each source's weights; one row per (source, layer).
@@ -68,12 +76,9 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
             else:
                 conv.load_state_dict(values)
                 acc = _accuracy(layers[pos:], acts, labels, batch)
-            rows.append({"source": source, "layer": number, "name": name, "accuracy": acc,
-                         "drop": (base - acc) / base if base else float("nan")})
+            rows.append((source, number, name, acc))
         conv.load_state_dict(kept)
-    frame = pd.DataFrame(rows)
-    frame["final_accuracy"] = base
-    return frame
+    return _table(rows, base)
 
 
 def naive_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Mapping[str, torch.Tensor]],
@@ -86,11 +91,9 @@ def naive_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Ma
     rows = []
     for number, (name, conv) in enumerate(conv_layers(model), 1):
         for source, state in sources.items():
-            model.load_state_dict({**final, **{f"{name}.{k}": state[f"{name}.{k}"] for k in ("weight", "bias") if f"{name}.{k}" in state}})
+            layer = {key: state[key] for key in (f"{name}.weight", f"{name}.bias") if key in state}
+            model.load_state_dict({**final, **layer})
             acc = _accuracy(layers, inputs, labels, batch)
-            rows.append({"source": source, "layer": number, "name": name, "accuracy": acc,
-                         "drop": (base - acc) / base if base else float("nan")})
+            rows.append((source, number, name, acc))
     model.load_state_dict(final)
-    frame = pd.DataFrame(rows)
-    frame["final_accuracy"] = base
-    return frame
+    return _table(rows, base)
