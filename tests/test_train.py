@@ -54,3 +54,55 @@ def test_changed_spec_starts_over(data, tmp_path):
     history = train_run(other, 2, meta, train, test, tmp_path / "run", tmp_path / "work")
     fresh = train_run(other, 2, meta, train, test, tmp_path / "fresh", tmp_path / "work2")
     pd.testing.assert_series_equal(history["train_loss"], fresh["train_loss"])
+
+
+KILLABLE = """
+import sys
+from convbias.config import TrainSpec
+from convbias.data.ffcv_io import DatasetMeta
+from convbias.train import train_run
+spec = TrainSpec.from_dict({spec!r})
+train_run(spec, 3, DatasetMeta.load({meta!r}), {train!r}, {test!r}, sys.argv[1], sys.argv[2])
+"""
+
+
+def test_sigkill_mid_run_then_rerun_is_bit_identical(data, tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    meta, train, test = data
+    spec = TrainSpec(**{**DROPOUT.__dict__, "epochs": 6})
+    script = tmp_path / "train.py"
+    script.write_text(KILLABLE.format(spec=spec.to_dict(), meta=str(train.with_name("meta.json")),
+                                      train=str(train), test=str(test)))
+    run = lambda out, work: subprocess.Popen([sys.executable, str(script), str(tmp_path / out), str(tmp_path / work)],  # noqa: E731
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    progress = tmp_path / "w_killed" / "progress.json"
+    victim = run("killed", "w_killed")
+    deadline = time.time() + 120
+    while time.time() < deadline and victim.poll() is None:
+        if progress.exists() and json.loads(progress.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = json.loads(progress.read_text())["epoch"]
+    assert 2 <= killed_at < 6 and not (tmp_path / "killed").exists()
+
+    resumed = run("killed", "w_killed")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming from epoch {killed_at}" in err
+    reference = run("reference", "w_reference")
+    reference.communicate(timeout=300)
+    assert reference.returncode == 0
+    for e in range(7):
+        a = load_weights(tmp_path / "reference" / f"epoch{e:03d}.safetensors")
+        b = load_weights(tmp_path / "killed" / f"epoch{e:03d}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), e
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "reference" / "history.parquet").drop(columns=["seconds", "images_per_second"]),
+        pd.read_parquet(tmp_path / "killed" / "history.parquet").drop(columns=["seconds", "images_per_second"]))

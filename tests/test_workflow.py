@@ -141,3 +141,16 @@ def test_bad_config_stops_before_any_job(tmp_path, data, edit, key):
     assert proc.returncode != 0
     assert key in proc.stderr + proc.stdout
     assert not (root / "results").exists()
+
+
+def test_missing_dataset_fails_at_job_time_with_one_sentence(tmp_path, data):
+    config = tiny_config(data)
+    config["datasets"]["tiny"].update(path=str(tmp_path / "nowhere"), download=False)
+    root = checkout(tmp_path / "project", config)
+    assert job_counts(snakemake(root, "-n", "quickstart").stdout)["convert"] == 1  # the DAG still shows
+    proc = snakemake(root, "--cores", "1", "results/data/tiny/meta.json", check=False)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "nowhere/train-images-idx3-ubyte.gz does not exist" in output
+    assert "datasets.tiny.path" in output
+    assert "Traceback" not in output

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -155,6 +156,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         last = 0
     else:
         history = work.restore(last, model, optimizer)
+        tqdm.write(f"resuming from epoch {last} saved in {work.folder}", file=sys.stderr)
 
     epochs = range(last + 1, spec.epochs + 1)
     for epoch in tqdm(epochs, desc=f"seed {seed}", unit="epoch", initial=last, total=spec.epochs):
