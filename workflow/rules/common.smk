@@ -74,8 +74,12 @@ def train_spec(wildcards):
     return TrainSpec.from_config(EXPERIMENTS[wildcards.experiment]).to_dict()
 
 
+def figure_file(name):
+    return f"results/{name}.pdf"
+
+
 def figure_targets(study=None):
-    return [f"results/{name}.pdf" for name, fig in FIGURES.items() if study is None or fig["study"] == study]
+    return [figure_file(name) for name, fig in FIGURES.items() if study is None or fig["study"] == study]
 
 
 def figure_inputs(wildcards):

@@ -3,7 +3,7 @@ rule figure:
     input:
         unpack(figure_inputs),
     output:
-        report("results/{figure}.pdf", caption="../report/figure.rst", category="Figures"),
+        report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=lambda wildcards: FIGURES[wildcards.figure],
     script:
