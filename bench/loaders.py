@@ -82,7 +82,8 @@ def main():
     from convbias.data.sources import synthetic_dataset
 
     arrays = synthetic_dataset(n_train=args.images, n_test=10, size=32, channels=3)
-    normalize = transforms.Normalize([m / 255 for m in meta.mean], [s / 255 for s in meta.std])
+    mean, std = meta.normalization()
+    normalize = transforms.Normalize((mean / 255).tolist(), (std / 255).tolist())
     tv = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor(), normalize])
     tv_loader = DataLoader(ArrayDataset(arrays.train_images, arrays.train_labels, tv), batch_size=args.batch_size,
@@ -108,6 +109,7 @@ def main():
     ffcv_batches = lambda: ((augment(x, generator), y) for x, y in loader)  # noqa: E731
     tv = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
                              transforms.Normalize([m / 255 for m in IMAGENET_MEAN], [s / 255 for s in IMAGENET_STD])])
+    # (the FFCV side standardizes with the same ImageNet constants: meta.normalization())
     tv_loader = DataLoader(datasets.ImageFolder(str(work / "imagenet" / "train"), tv), batch_size=args.batch_size,
                            shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda",
                            persistent_workers=True)

@@ -78,6 +78,17 @@ class DatasetMeta:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
+    def normalization(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (mean, std) in [0, 255] units that map pixels to the configured range."""
+        c = self.shape[2]
+        if self.pixel_range == "standardize":
+            return np.array(self.mean), np.array(self.std)
+        if self.pixel_range == "minus_one_one":
+            return np.full(c, 127.5), np.full(c, 127.5)
+        if self.pixel_range == "unit":
+            return np.zeros(c), np.full(c, 255.0)
+        raise ValueError(f"unknown pixel_range {self.pixel_range!r}; use one of {PIXEL_RANGES}")
+
     def train_indices(self) -> np.ndarray:
         from .variants import train_indices
 
@@ -136,15 +147,8 @@ class BatchTransform:
     def __init__(self, meta: DatasetMeta, device="cpu", shift: int = 4, channels_last: bool = True):
         # JPEG datasets are augmented by the loader's random resized crop instead of shifts
         self.shift, self.hflip = (0 if meta.encoding == "jpeg" else shift), meta.hflip
-        if meta.pixel_range == "standardize":
-            scale = [1.0 / s for s in meta.std]
-            offset = [-m / s for m, s in zip(meta.mean, meta.std)]
-        elif meta.pixel_range == "minus_one_one":
-            scale, offset = [1 / 127.5] * meta.shape[2], [-1.0] * meta.shape[2]
-        elif meta.pixel_range == "unit":
-            scale, offset = [1 / 255] * meta.shape[2], [0.0] * meta.shape[2]
-        else:
-            raise ValueError(f"unknown pixel_range {meta.pixel_range!r}; use one of {PIXEL_RANGES}")
+        mean, std = meta.normalization()
+        scale, offset = (1.0 / std).tolist(), (-mean / std).tolist()
         self.scale = torch.tensor(scale, device=device).view(1, -1, 1, 1)
         self.offset = torch.tensor(offset, device=device).view(1, -1, 1, 1)
         self.channels_last = channels_last
