@@ -226,8 +226,11 @@ def load_source(source: str, path: str | Path | None, allow_download: bool = Fal
         raise DatasetError(f"unknown dataset source {source!r}; known: {', '.join(sorted(SOURCES))}")
     try:
         return SOURCES[source](path)
-    except MissingDataset:
+    except MissingDataset as missing:
         if not (allow_download and source in DOWNLOADABLE):
             raise
-    download(source, path)
+        try:
+            download(source, path)
+        except DatasetError as failed:
+            raise DatasetError(f"{missing}, and {failed}") from None
     return SOURCES[source](path)
