@@ -21,12 +21,13 @@ def lr_drops(history: pd.DataFrame) -> list[int]:
 
 
 def _training_panel(ax, history: pd.DataFrame) -> None:
-    """Train/val loss (each rescaled by its maximum) and accuracy, mean ± std over seeds."""
+    """Train/val loss (each rescaled by its maximum in its run) and accuracy, mean ± std over runs."""
     colors = {"train_loss": "tab:blue", "val_loss": "tab:orange", "train_acc": "tab:green", "val_acc": "tab:red"}
+    run = [c for c in ("experiment", "seed") if c in history.columns]
     for column, color in colors.items():
-        values = history[["seed", "epoch", column]].dropna()
+        values = history[[*run, "epoch", column]].dropna()
         if column.endswith("loss"):
-            values[column] = values[column] / values[column].max()
+            values[column] = values[column] / values.groupby(run)[column].transform("max")
         stats = values.groupby("epoch")[column].agg(["mean", "std"]).fillna(0)
         label = column.replace("_", " ") + (" (rescaled)" if column.endswith("loss") else "")
         ax.plot(stats.index, stats["mean"], color=color, label=label)

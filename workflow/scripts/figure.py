@@ -10,7 +10,8 @@ spec = snakemake.params.spec
 if spec["kind"] == "measure":
     measure = pd.concat([pd.read_parquet(p) for p in snakemake.input.measure], ignore_index=True)
     history = pd.concat(
-        [pd.read_parquet(Path(run) / "history.parquet").assign(seed=int(Path(run).name.removeprefix("seed")))
+        [pd.read_parquet(Path(run) / "history.parquet").assign(
+            experiment=Path(run).parent.name, seed=int(Path(run).name.removeprefix("seed")))
          for run in snakemake.input.runs],
         ignore_index=True,
     )
