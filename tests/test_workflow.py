@@ -63,6 +63,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 def checkout(root: Path, config: dict) -> Path:
     """A copy of the workflow with ``config``, as a user's checkout would be."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "profiles"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
