@@ -106,3 +106,14 @@ def test_sigkill_mid_run_then_rerun_is_bit_identical(data, tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "reference" / "history.parquet").drop(columns=["seconds", "images_per_second"]),
         pd.read_parquet(tmp_path / "killed" / "history.parquet").drop(columns=["seconds", "images_per_second"]))
+
+
+@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}], ids=["bf16", "compile"])
+def test_bf16_and_compile_options_train(data, tmp_path, options):
+    meta, train, test = data
+    spec = TrainSpec(**{**SPEC.__dict__, "epochs": 1, **options})
+    history = train_run(spec, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
+    assert history["train_loss"].notna().iloc[1:].all()
+    weights = load_weights(tmp_path / "run" / "epoch001.safetensors")
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    assert not torch.equal(weights["features.0.weight"], load_weights(tmp_path / "run" / "epoch000.safetensors")["features.0.weight"])

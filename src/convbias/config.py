@@ -56,6 +56,8 @@ class TrainSpec:
     schedule: Schedule = field(default_factory=Schedule)
     epochs: int = 1
     augment: bool = True
+    precision: str = "fp32"  # fp32 | bf16 (autocast); the paper's runs are fp32
+    compile: bool = False  # torch.compile the model
 
     @classmethod
     def from_config(cls, exp: dict) -> "TrainSpec":
@@ -65,7 +67,7 @@ class TrainSpec:
             init=init["scheme"], init_std=init["std"],
             lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"],
             batch_size=opt["batch_size"], schedule=Schedule(**sched),
-            epochs=exp["epochs"], augment=exp["augment"],
+            epochs=exp["epochs"], augment=exp["augment"], precision=exp["precision"], compile=exp["compile"],
         )
 
     @classmethod

@@ -51,13 +51,20 @@ def init_model(spec: TrainSpec, meta: DatasetMeta, seed: int) -> torch.nn.Module
     return initialize(model, spec.init, spec.init_std)
 
 
-def evaluate(model: torch.nn.Module, loader, transform: BatchTransform) -> tuple[float, float]:
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (a no-op for fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precision: str = "fp32") -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` over ``loader``."""
     model.eval()
     loss = correct = count = 0
+    device = next(model.parameters()).device
     with torch.no_grad():
         for x, y in loader:
-            out = model(transform(x))
+            with autocast(device, precision):
+                out = model(transform(x)).float()
             y = y.long()
             loss = loss + F.cross_entropy(out, y, reduction="sum")
             correct = correct + (out.argmax(1) == y).sum()
@@ -134,6 +141,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                 weight_decay=spec.weight_decay)
+    forward = torch.compile(model) if spec.compile else model  # shares the parameters of ``model``
     transform = BatchTransform(meta, dev)
     workers = max(1, threads)
     train_loader = make_loader(train_file, spec.batch_size, meta=meta, indices=meta.train_indices(), train=True,
@@ -143,8 +151,8 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     ckpt_meta = {"seed": seed, "conv_layers": [name for name, _ in conv_layers(model)]}
 
     def measure(epoch, lr, train_loss, train_acc, seconds, images):
-        val_loss, val_acc = evaluate(model, val_loader, transform)
-        test_loss, test_acc = evaluate(model, test_loader, transform)
+        val_loss, val_acc = evaluate(forward, val_loader, transform, spec.precision)
+        test_loss, test_acc = evaluate(forward, test_loader, transform, spec.precision)
         return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
                 "seconds": seconds, "images_per_second": images / seconds if seconds else float("nan")}
@@ -166,12 +174,13 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         torch.manual_seed(epoch_seed(seed, epoch))
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         train_loader.next_epoch = epoch - 1
-        model.train()
+        forward.train()
         start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
         for x, y in tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False):
             x = transform(x, generator if spec.augment else None)
             y = y.long()
-            out = model(x)
+            with autocast(dev, spec.precision):
+                out = forward(x).float()
             loss = F.cross_entropy(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
