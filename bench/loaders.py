@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from convbias.data.convert import IMAGENET_MEAN, IMAGENET_STD, convert
-from convbias.data.ffcv_io import BatchTransform, DatasetMeta, make_loader
+from convbias.data.ffcv_io import BatchTransform, make_loader
 
 
 class ArrayDataset(Dataset):
