@@ -8,11 +8,11 @@ from convbias.checkpoints import load_weights, read_metadata
 from convbias.stats import checkpoint_filters
 
 run = Path(snakemake.input.run)
+paths = [run / f"epoch{epoch:03d}.safetensors" for epoch in range(snakemake.params.epochs + 1)]
+order = read_metadata(paths[0]).get("conv_layers")  # the same layers in every epoch of a run
 frames = []
-for epoch in range(snakemake.params.epochs + 1):
-    path = run / f"epoch{epoch:03d}.safetensors"
-    table = checkpoint_filters(load_weights(path), read_metadata(path).get("conv_layers"),
-                               include_1x1=snakemake.params.include_1x1)
+for epoch, path in enumerate(paths):
+    table = checkpoint_filters(load_weights(path), order, include_1x1=snakemake.params.include_1x1)
     table.insert(0, "epoch", epoch)
     frames.append(table)
 table = pd.concat(frames, ignore_index=True)
