@@ -76,7 +76,7 @@ def main():
             "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True, "pixel_range": "standardize"}
     meta = convert("bench", spec, work / "train.beton", work / "test.beton", work / "meta.json", args.workers)
     loader = make_loader(work / "train.beton", args.batch_size, meta=meta, train=True, workers=args.workers, device=device)
-    augment = BatchTransform(meta, device)
+    augment = BatchTransform(meta, device, reuse_output=True)  # as the training loop
     generator = torch.Generator().manual_seed(0)
     ffcv_batches = lambda: ((augment(x, generator), y) for x, y in loader)  # noqa: E731
     from convbias.data.sources import synthetic_dataset
@@ -105,7 +105,7 @@ def main():
             "image_size": 224}
     meta = convert("bench-jpeg", spec, work / "jtrain.beton", work / "jtest.beton", work / "jmeta.json", args.workers)
     loader = make_loader(work / "jtrain.beton", args.batch_size, meta=meta, train=True, workers=args.workers, device=device)
-    augment = BatchTransform(meta, device)
+    augment = BatchTransform(meta, device, reuse_output=True)  # as the training loop
     ffcv_batches = lambda: ((augment(x, generator), y) for x, y in loader)  # noqa: E731
     tv = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
                              transforms.Normalize([m / 255 for m in IMAGENET_MEAN], [s / 255 for s in IMAGENET_STD])])

@@ -98,6 +98,26 @@ def test_batch_transform_scales_and_augments(converted):
     assert (a.float().sum((1, 2, 3)) <= images[:16].float().sum((1, 2, 3))).all()
 
 
+@pytest.mark.parametrize("channels,hflip,encoding", [(3, True, "raw"), (1, False, "raw"), (3, True, "jpeg")])
+def test_fused_cpu_transform_equals_tensor_ops(channels, hflip, encoding):
+    """The one-pass CPU kernel and the tensor operations (the GPU path) give the same floats."""
+    meta = DatasetMeta("t", 10, (20, 24, channels), 100, 10, 0.1, 0, hflip, "standardize",
+                       (120.0, 110.0, 100.0)[:channels], (60.0, 50.0, 40.0)[:channels], encoding)
+    x = torch.randint(0, 256, (64, 20, 24, channels), dtype=torch.uint8)
+    t = BatchTransform(meta)
+    reuse = BatchTransform(meta, reuse_output=True)
+    for seed in (None, 0, 1):
+        gen = lambda: None if seed is None else torch.Generator().manual_seed(seed)  # noqa: E731
+        expected = t(x, gen(), fused=False)
+        assert torch.equal(t(x, gen()), expected)
+        assert torch.equal(reuse(x, gen()), expected)
+        assert torch.equal(reuse(x[:10], gen()), t(x[:10], gen(), fused=False))  # a last, smaller batch
+    assert expected.shape == (64, channels, 20, 24)
+    assert expected.is_contiguous(memory_format=torch.channels_last) or channels == 1
+    if encoding == "raw":  # shifts happen: some output differs from the unshifted image
+        assert not torch.equal(t(x, torch.Generator().manual_seed(0)), t(x))
+
+
 def test_label_noise_is_exact_and_never_the_true_label():
     labels = np.random.default_rng(0).integers(0, 10, size=1000)
     fit = train_indices(1000, 0.1, 0)

@@ -142,7 +142,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                 weight_decay=spec.weight_decay)
     forward = torch.compile(model) if spec.compile else model  # shares the parameters of ``model``
-    transform = BatchTransform(meta, dev)
+    transform = BatchTransform(meta, dev, reuse_output=True)  # each batch is used before the next
     workers = max(1, threads)
     train_loader = make_loader(train_file, spec.batch_size, meta=meta, indices=meta.train_indices(), train=True,
                                seed=seed, workers=workers, device=dev)
