@@ -118,6 +118,37 @@ def test_fused_cpu_transform_equals_tensor_ops(channels, hflip, encoding):
         assert not torch.equal(t(x, torch.Generator().manual_seed(0)), t(x))
 
 
+def test_sharded_training_order_splits_every_global_batch(converted):
+    """Process r of W gets the r-th part of each single-process batch, augmented the same way."""
+    from ffcv.traversal_order import Random
+
+    from convbias.data.ffcv_io import _sharded_order, global_batches, shard_sizes
+
+    out, meta = converted
+    kwargs = {"meta": meta, "indices": meta.train_indices(), "train": True, "seed": 5}
+    single = make_loader(out / "train.beton", 35, **kwargs)
+    single.next_epoch = 2
+    transform = BatchTransform(meta)
+    gen = torch.Generator().manual_seed(9)
+    expected = [(transform(x, gen).clone(), y.clone()) for x, y in single]
+    world = 7
+    sizes = global_batches(len(meta.train_indices()), 35, world)
+    assert sizes == [len(y) for _, y in expected] and sizes[-1] % world  # uneven shares of the last batch
+    for rank in range(world):
+        loader = make_loader(out / "train.beton", 35 // world, **kwargs)
+        loader.traversal_order = _sharded_order(Random)(loader, 35, rank, world)
+        loader.first_traversal_order = loader.next_traversal_order()
+        loader.next_epoch = 2
+        gen = torch.Generator().manual_seed(9)
+        for step, (x, y) in enumerate(loader):
+            shares = shard_sizes(sizes[step], world)
+            start = sum(shares[:rank])
+            ex, ey = expected[step]
+            assert torch.equal(y, ey[start:start + len(y)])
+            assert torch.equal(transform(x, gen, part=(start, sizes[step])), ex[start:start + len(y)])
+        assert step == len(sizes) - 1
+
+
 def test_label_noise_is_exact_and_never_the_true_label():
     labels = np.random.default_rng(0).integers(0, 10, size=1000)
     fit = train_indices(1000, 0.1, 0)

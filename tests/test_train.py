@@ -5,7 +5,7 @@ import torch
 from convbias.checkpoints import load_weights, read_metadata
 from convbias.config import ModelSpec, TrainSpec
 from convbias.data.convert import convert
-from convbias.train import HISTORY_COLUMNS, train_run
+from convbias.train import HISTORY_COLUMNS, launch, train_run
 
 SPEC = TrainSpec(model=ModelSpec("lenet", hidden=32, dropout=0.0), epochs=3, batch_size=16, lr=0.01)
 # dropout draws random numbers in every step: resuming must reproduce them too
@@ -117,3 +117,36 @@ def test_bf16_and_compile_options_train(data, tmp_path, options):
     weights = load_weights(tmp_path / "run" / "epoch001.safetensors")
     assert all(v.dtype == torch.float32 for v in weights.values())
     assert not torch.equal(weights["features.0.weight"], load_weights(tmp_path / "run" / "epoch000.safetensors")["features.0.weight"])
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """torchrun with 2 gloo processes: the same global batches give the same run.
+
+    Two processes sum gradients in another order; the last-bit differences stay ~1e-7 but
+    occasionally cross a kink of the loss (a ReLU or max-pooling switch) and then grow, faster
+    with larger steps — hence a small learning rate, no augmentation (zero-filled borders make
+    more kinks) and a tolerance.  That each process gets its exact share of the augmented batch
+    is tested exactly in test_data.py."""
+    meta = convert("noisy", {"source": "synthetic", "synthetic": {"n_train": 800, "n_test": 200, "size": 28,
+                                                                  "channels": 1},
+                             "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True, "pixel_range": "standardize"},
+                   tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    train, test = tmp_path / "train.beton", tmp_path / "test.beton"
+    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 2, "augment": False, "lr": 0.002})
+    # 720 training images: 22 batches of 32 and a last one of 16
+    single = train_run(spec, 4, meta, train, test, tmp_path / "one", tmp_path / "w1", device="cpu")
+    job = {"spec": spec.to_dict(), "seed": 4, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
+           "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(tmp_path / "w2"),
+           "device": "cpu", "threads": 1}
+    meta.save(tmp_path / "meta.json")
+    launch(job, 2)
+    double = pd.read_parquet(tmp_path / "two" / "history.parquet")
+    for column in ("train_loss", "val_loss", "test_loss"):
+        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), rel=1e-3, abs=1e-3, nan_ok=True), column
+    for column in ("train_acc", "val_acc", "test_acc"):
+        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=0.02, nan_ok=True), column
+    assert single["train_loss"].iloc[2] < 0.6 * single["train_loss"].iloc[1]  # it learns
+    a = load_weights(tmp_path / "one" / "epoch002.safetensors")
+    b = load_weights(tmp_path / "two" / "epoch002.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
+    assert not (tmp_path / "w2").exists()

@@ -92,6 +92,9 @@ def check_references(config: dict) -> None:
                 f"experiments.{name}.dataset is {exp['dataset']!r}, which is not under datasets "
                 f"(known: {', '.join(sorted(datasets)) or 'none'})"
             )
+        if exp.get("gpus", 1) > 1 and exp["optimizer"]["batch_size"] % exp["gpus"]:
+            raise ConfigError(f"experiments.{name}.optimizer.batch_size {exp['optimizer']['batch_size']} is not "
+                              f"divisible by experiments.{name}.gpus {exp['gpus']}; change one of them")
     for name, fig in config["figures"].items():
         for exp in fig["experiments"]:
             if exp not in experiments:

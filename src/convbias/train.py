@@ -6,6 +6,11 @@ initialization), the optimizer's momentum of the last finished epoch, ``history.
 run continues after the last committed epoch; with another spec it starts over.  When the last
 epoch is committed the files are hard-linked into the output folder and the work folder is
 removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
+
+Several GPUs: :func:`launch` starts one process per GPU with ``torchrun``; each trains a
+``DistributedDataParallel`` replica on its part of every global batch (the batch size stays the
+configured one, the loss is scaled so that the averaged gradient is the single-process one),
+evaluation is split over the processes and summed, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .checkpoints import atomic_write, load_weights, save_weights
 from .config import TrainSpec
-from .data.ffcv_io import BatchTransform, DatasetMeta, make_loader
+from .data.ffcv_io import BatchTransform, DatasetMeta, global_batches, make_loader, shard_sizes
 from .models import build_model, conv_layers, initialize
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
@@ -56,8 +61,23 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def _world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _sum_over_processes(*values, device) -> list[float]:
+    """The sums of scalar tensors or numbers over all processes (one synchronization)."""
+    total = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    if _world()[1] > 1:
+        torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
 def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precision: str = "fp32") -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader``."""
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (over every process's loader)."""
     model.eval()
     loss = correct = count = 0
     device = next(model.parameters()).device
@@ -69,7 +89,8 @@ def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precisio
             loss = loss + F.cross_entropy(out, y, reduction="sum")
             correct = correct + (out.argmax(1) == y).sum()
             count += len(y)
-    return float(loss) / count, float(correct) / count
+    loss, correct, count = _sum_over_processes(loss, correct, count, device=device)
+    return loss / count, correct / count
 
 
 class _Work:
@@ -79,13 +100,13 @@ class _Work:
         self.folder, self.fingerprint = folder, fingerprint
         self.progress = folder / "progress.json"
 
-    def last_epoch(self) -> int | None:
+    def last_epoch(self, clear: bool = True) -> int | None:
         """The last committed epoch of a run with this spec, or None (a stale folder is cleared)."""
         if self.progress.exists():
             state = json.loads(self.progress.read_text())
             if state.get("fingerprint") == self.fingerprint:
                 return int(state["epoch"])
-        if self.folder.exists():
+        if clear and self.folder.exists():
             shutil.rmtree(self.folder)
         return None
 
@@ -131,43 +152,67 @@ class _Work:
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
               out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,
               stop_after: int | None = None) -> pd.DataFrame:
-    """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests)."""
+    """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests).
+
+    Run under ``torchrun`` (see :func:`launch`) it is one process of a data-parallel run.
+    """
+    rank, world = _world()
     dev = resolve_device(device)
-    torch.set_num_threads(max(1, threads))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     if dev.type == "cuda":
+        torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(max(1, threads))
     work = _Work(Path(work_dir), spec.fingerprint(seed=seed, data=meta.__dict__))
     # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                 weight_decay=spec.weight_decay)
-    forward = torch.compile(model) if spec.compile else model  # shares the parameters of ``model``
+    replica = model
+    if world > 1:
+        replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    forward = torch.compile(replica) if spec.compile else replica  # shares the parameters of ``model``
     transform = BatchTransform(meta, dev, reuse_output=True)  # each batch is used before the next
-    workers = max(1, threads)
-    train_loader = make_loader(train_file, spec.batch_size, meta=meta, indices=meta.train_indices(), train=True,
-                               seed=seed, workers=workers, device=dev)
-    val_loader = make_loader(train_file, 512, meta=meta, indices=meta.val_indices(), workers=workers, device=dev)
-    test_loader = make_loader(test_file, 512, meta=meta, workers=workers, device=dev)
+    workers, shared = max(1, threads), {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1}
+    train_indices = meta.train_indices()
+    train_loader = make_loader(train_file, spec.batch_size, indices=train_indices, train=True, seed=seed, **shared)
+    val_loader = make_loader(train_file, 512, indices=meta.val_indices(), **shared)
+    test_loader = make_loader(test_file, 512, **shared)
+    steps = global_batches(len(train_indices), spec.batch_size, world)  # the global batch sizes
     ckpt_meta = {"seed": seed, "conv_layers": [name for name, _ in conv_layers(model)]}
 
+    evaluated = model if world > 1 else forward  # shares differ in size: no DDP collectives here
+
     def measure(epoch, lr, train_loss, train_acc, seconds, images):
-        val_loss, val_acc = evaluate(forward, val_loader, transform, spec.precision)
-        test_loss, test_acc = evaluate(forward, test_loader, transform, spec.precision)
+        val_loss, val_acc = evaluate(evaluated, val_loader, transform, spec.precision)
+        test_loss, test_acc = evaluate(evaluated, test_loader, transform, spec.precision)
         return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                 "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
                 "seconds": seconds, "images_per_second": images / seconds if seconds else float("nan")}
 
-    last = work.last_epoch()
+    def commit(epoch):
+        if rank == 0:
+            work.commit(epoch, model, optimizer, history, ckpt_meta)
+        if world > 1:
+            torch.distributed.barrier()
+
+    if rank == 0:
+        work.last_epoch()  # clears the folder of another spec before anyone reads it
+    if world > 1:
+        torch.distributed.barrier()
+    last = work.last_epoch(clear=False)
     if last is None:
         history = [measure(0, float("nan"), float("nan"), float("nan"), 0.0, 0)]
-        work.commit(0, model, optimizer, history, ckpt_meta)
+        commit(0)
         last = 0
     else:
         history = work.restore(last, model, optimizer)
-        tqdm.write(f"resuming from epoch {last} saved in {work.folder}", file=sys.stderr)
+        if rank == 0:
+            tqdm.write(f"resuming from epoch {last} saved in {work.folder}", file=sys.stderr)
 
     epochs = range(last + 1, spec.epochs + 1)
-    for epoch in tqdm(epochs, desc=f"seed {seed}", unit="epoch", initial=last, total=spec.epochs):
+    for epoch in tqdm(epochs, desc=f"seed {seed}", unit="epoch", initial=last, total=spec.epochs, disable=rank > 0):
         lr = spec.schedule.lr(spec.lr, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -176,22 +221,77 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         train_loader.next_epoch = epoch - 1
         forward.train()
         start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-        for x, y in tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False):
-            x = transform(x, generator if spec.augment else None)
+        batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=rank > 0)
+        for step, (x, y) in enumerate(batches):
+            if world == 1:
+                x = transform(x, generator if spec.augment else None)
+            else:  # this process's share of global batch ``step``
+                shares = shard_sizes(steps[step], world)
+                x = transform(x, generator if spec.augment else None, part=(sum(shares[:rank]), steps[step]))
             y = y.long()
             with autocast(dev, spec.precision):
                 out = forward(x).float()
-            loss = F.cross_entropy(out, y)
+            if world == 1:
+                loss = F.cross_entropy(out, y)
+                batch_loss = loss.detach() * len(y)
+            else:  # DDP averages the W gradients: scale each share's sum to get the global mean
+                batch_loss = F.cross_entropy(out, y, reduction="sum")
+                loss = batch_loss * (world / steps[step])
+                batch_loss = batch_loss.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum = loss_sum + loss.detach() * len(y)
+            loss_sum = loss_sum + batch_loss
             correct = correct + (out.detach().argmax(1) == y).sum()
             seen += len(y)
         seconds = time.perf_counter() - start
-        history.append(measure(epoch, lr, float(loss_sum) / seen, float(correct) / seen, seconds, seen))
-        work.commit(epoch, model, optimizer, history, ckpt_meta)
+        loss_sum, correct, seen = _sum_over_processes(loss_sum, correct, seen, device=dev)
+        history.append(measure(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
+        commit(epoch)
         if stop_after is not None and epoch >= stop_after:
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    work.publish(Path(out_dir), spec.epochs)
+    if rank == 0:
+        work.publish(Path(out_dir), spec.epochs)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def launch(job: dict, processes: int) -> None:
+    """Run the training ``job`` (:func:`train_run`'s arguments, spec as a dict) in ``processes``
+    data-parallel processes started by ``torchrun`` on this node; blocks until they finish."""
+    import subprocess
+    import tempfile
+
+    work = Path(job["work_dir"])
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=work, prefix=".job-", delete=False) as f:
+        json.dump(job, f)
+    try:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "convbias.train", f.name]
+        result = subprocess.run(cmd)
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    if result.returncode:
+        raise RuntimeError(f"data-parallel training failed (exit status {result.returncode}); "
+                           f"the log above names the failing process")
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m convbias.train JOB.json``: one process of a :func:`launch`-ed run."""
+    job = json.loads(Path(argv[0]).read_text())
+    device = resolve_device(job.get("device", "auto"))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if device.type == "cuda" and torch.cuda.device_count() < world:
+        sys.exit(f"error: {world} training processes but {torch.cuda.device_count()} visible GPUs; "
+                 f"give the job {world} GPUs or lower the experiment's gpus")
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
+                  job["test_file"], job["out_dir"], job["work_dir"], device=job.get("device", "auto"),
+                  threads=job.get("threads", 1), stop_after=job.get("stop_after"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -2,6 +2,7 @@ rule train:
     """Train one seed of an experiment, saving the weights of every epoch (0 = initialization).
 
     A killed job continues from its last finished epoch when it runs again (see convbias.train).
+    An experiment with gpus > 1 asks for that many GPUs and trains with DDP inside the job.
     """
     input:
         unpack(experiment_data),
@@ -12,5 +13,7 @@ rule train:
         work=work_dir,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
     threads: 1
+    resources:
+        gpu=lambda wildcards: EXPERIMENTS[wildcards.experiment]["gpus"],
     script:
         "../scripts/train.py"

@@ -1,17 +1,23 @@
-"""Rule train: one seed of one experiment, resumable."""
+"""Rule train: one seed of one experiment, resumable; several GPUs → DDP processes via torchrun."""
 
 from convbias.config import TrainSpec
 from convbias.data.ffcv_io import DatasetMeta
-from convbias.train import train_run
+from convbias.train import launch, train_run
 
-train_run(
-    TrainSpec.from_dict(snakemake.params.spec),
-    int(snakemake.wildcards.seed),
-    DatasetMeta.load(snakemake.input.meta),
-    snakemake.input.train,
-    snakemake.input.test,
-    out_dir=snakemake.output[0],
-    work_dir=snakemake.params.work,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-)
+job = {
+    "spec": snakemake.params.spec,
+    "seed": int(snakemake.wildcards.seed),
+    "meta": snakemake.input.meta,
+    "train_file": snakemake.input.train,
+    "test_file": snakemake.input.test,
+    "out_dir": snakemake.output[0],
+    "work_dir": snakemake.params.work,
+    "device": snakemake.params.device,
+    "threads": snakemake.threads,
+}
+processes = int(snakemake.resources.get("gpu", 1) or 1)
+if processes > 1:
+    launch({**job, "threads": max(1, snakemake.threads // processes)}, processes)
+else:
+    spec, meta = TrainSpec.from_dict(job.pop("spec")), DatasetMeta.load(job.pop("meta"))
+    train_run(spec, job.pop("seed"), meta, job.pop("train_file"), job.pop("test_file"), **job)

@@ -100,6 +100,43 @@ class DatasetMeta:
         return validation_indices(self.n_train, self.val_fraction, self.split_seed)
 
 
+def shard_sizes(n: int, world: int) -> list[int]:
+    """How a batch of ``n`` images is split over ``world`` processes (contiguous, sizes differ by ≤ 1)."""
+    return [len(part) for part in np.array_split(np.arange(n), world)]
+
+
+def global_batches(n: int, batch_size: int, world: int = 1) -> list[int]:
+    """The sizes of one epoch's global batches; a last batch smaller than ``world`` is dropped."""
+    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    return sizes[:-1] if sizes and sizes[-1] < world else sizes
+
+
+def _sharded_order(base):
+    """FFCV's random order, cut into per-process shards of every global batch.
+
+    Process r of W gets the r-th contiguous part of each global batch of the single-process
+    order, so the W processes together see exactly the batches one process would see, and the
+    global batch size stays the configured one.  (FFCV's own ``distributed=True`` uses PyTorch's
+    ``DistributedSampler``, whose order depends on W.)
+    """
+
+    class ShardedRandom(base):
+        def __init__(self, loader, global_batch: int, rank: int, world: int):
+            super().__init__(loader)
+            self.global_batch, self.rank, self.world = global_batch, rank, world
+
+        def sample_order(self, epoch: int):
+            order = np.random.default_rng(self.seed + epoch).permutation(self.indices)
+            parts, start = [], 0
+            for size in global_batches(len(order), self.global_batch, self.world):
+                offsets = np.cumsum([0] + shard_sizes(size, self.world))
+                parts.append(order[start + offsets[self.rank]:start + offsets[self.rank + 1]])
+                start += size
+            return np.concatenate(parts) if parts else order[:0]
+
+    return ShardedRandom
+
+
 def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None = None, indices=None,
                 train: bool = False, seed: int = 0, workers: int = 1, device: torch.device | str = "cpu",
                 drop_last: bool = False, distributed: bool = False):
@@ -107,10 +144,14 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
 
     ``train`` gives a random order fixed by ``seed`` (and, for JPEG datasets, FFCV's random
     resized crop); otherwise the order is sequential (and JPEGs are centre-cropped, 224 of 256).
+    ``distributed`` (``torch.distributed`` initialized, rank r of W): a training loader yields
+    rank r's part of every global batch of ``batch_size`` (see :func:`_sharded_order`); an
+    evaluation loader yields the r-th contiguous part of the indices.
     """
     from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
                                       RandomResizedCropRGBImageDecoder)
     from ffcv.loader import Loader, OrderOption
+    from ffcv.traversal_order import Random
     from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
     device = torch.device(device)
@@ -124,12 +165,32 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     if device.type == "cuda":
         image.append(ToDevice(device, non_blocking=True))
         label.append(ToDevice(device, non_blocking=True))
-    return Loader(
-        str(path), batch_size=batch_size, num_workers=max(1, workers),
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    if distributed and not train:
+        everything = np.arange(_num_samples(path)) if indices is None else np.asarray(indices)
+        indices = np.array_split(everything, world)[rank]
+    per_rank = batch_size
+    if distributed and train:
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
+                             f"change optimizer.batch_size or the number of GPUs")
+        per_rank = batch_size // world
+    loader = Loader(
+        str(path), batch_size=per_rank, num_workers=max(1, workers),
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=seed,
         indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
-        distributed=distributed, pipelines={"image": image, "label": label},
+        pipelines={"image": image, "label": label},
     )
+    if distributed and train:  # FFCV accepts only its own orders by name: swap ours in
+        loader.traversal_order = _sharded_order(Random)(loader, batch_size, rank, world)
+        loader.first_traversal_order = loader.next_traversal_order()
+    return loader
+
+
+def _num_samples(path: str | Path) -> int:
+    from ffcv.reader import Reader
+
+    return int(Reader(str(path)).num_samples)
 
 
 def load_split(path: str | Path, *, meta: DatasetMeta | None = None, indices=None, workers: int = 1, device="cpu"):
@@ -195,10 +256,15 @@ class BatchTransform:
         x = x.permute(0, 3, 1, 2).float()  # NCHW view of NHWC memory: channels-last already
         return x.mul_(self.scale).add_(self.offset)
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, fused: bool = True) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, fused: bool = True,
+                 part: tuple[int, int] | None = None) -> torch.Tensor:
+        """``part=(start, m)``: ``x`` holds images start… of a global batch of m (one process's
+        share); the random choices are drawn for all m and this share's are used."""
         n = len(x)
         if generator is not None:
-            offsets, flips = self.draw(n, generator)
+            start, m = part or (0, n)
+            offsets, flips = self.draw(m, generator)
+            offsets, flips = offsets[start:start + n], flips[start:start + n]
         else:
             offsets, flips = torch.full((n, 2), self.shift), torch.zeros(n, dtype=torch.bool)
         if x.device.type == "cpu" and fused:
