@@ -43,6 +43,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def job_threads(threads: int, processes: int = 1) -> int:
+    """CPU threads of a job: Slurm's allocation when run under Slurm, else Snakemake's ``threads``.
+
+    The workflow profile asks Slurm for CPUs per GPU; inside the job Snakemake's own thread count
+    (capped by the rule) does not know it, the environment does.
+    """
+    if os.environ.get("SLURM_JOB_ID"):
+        if os.environ.get("SLURM_CPUS_PER_GPU"):
+            return int(os.environ["SLURM_CPUS_PER_GPU"]) * max(1, processes)
+        if os.environ.get("SLURM_CPUS_PER_TASK"):
+            return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return max(1, threads)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of everything random in one epoch of one run (dropout, shifts, flips)."""
     return seed * 100_003 + epoch

@@ -8,19 +8,20 @@ from convbias.checkpoints import load_weights
 from convbias.config import TrainSpec
 from convbias.data.ffcv_io import BatchTransform, DatasetMeta, load_split
 from convbias.reinit import RAND_SEED_OFFSET, reinit_sweep
-from convbias.train import init_model, resolve_device
+from convbias.train import init_model, job_threads, resolve_device
 
 spec = TrainSpec.from_dict(snakemake.params.spec)
 seed = int(snakemake.wildcards.seed)
 meta = DatasetMeta.load(snakemake.input.meta)
 device = resolve_device(snakemake.params.device)
-torch.set_num_threads(snakemake.threads)
+threads = job_threads(snakemake.threads)
+torch.set_num_threads(threads)
 
 run = Path(snakemake.input.run)
 sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
 for epoch in range(spec.epochs + 1):
     sources[str(epoch)] = load_weights(run / f"epoch{epoch:03d}.safetensors")
-images, labels = load_split(snakemake.input.test, meta=meta, workers=snakemake.threads)
+images, labels = load_split(snakemake.input.test, meta=meta, workers=threads)
 inputs = BatchTransform(meta, "cpu")(images).to(device)
 model = init_model(spec, meta, seed).to(device)
 table = reinit_sweep(model, sources[str(spec.epochs)], sources, inputs, labels.to(device))

@@ -2,7 +2,7 @@
 
 from convbias.config import TrainSpec
 from convbias.data.ffcv_io import DatasetMeta
-from convbias.train import launch, train_run
+from convbias.train import job_threads, launch, train_run
 
 job = {
     "spec": snakemake.params.spec,
@@ -13,11 +13,11 @@ job = {
     "out_dir": snakemake.output[0],
     "work_dir": snakemake.params.work,
     "device": snakemake.params.device,
-    "threads": snakemake.threads,
 }
 processes = int(snakemake.resources.get("gpu", 1) or 1)
+job["threads"] = job_threads(snakemake.threads, processes)
 if processes > 1:
-    launch({**job, "threads": max(1, snakemake.threads // processes)}, processes)
+    launch({**job, "threads": max(1, job["threads"] // processes)}, processes)
 else:
     spec, meta = TrainSpec.from_dict(job.pop("spec")), DatasetMeta.load(job.pop("meta"))
     train_run(spec, job.pop("seed"), meta, job.pop("train_file"), job.pop("test_file"), **job)

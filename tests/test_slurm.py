@@ -1,0 +1,155 @@
+"""`snakemake --profile slurm` against a real one-node Slurm cluster (started by .ci/run).
+
+Every job goes through sbatch. Test-only overrides, on top of the shipped ./slurm profile and
+profiles/default: no GPUs, CPUs and memory that fit this node, squeue as the status command
+(the test cluster has no accounting for sacct), a short wait before the first status check, and
+the logs of successful jobs kept so the test can read them.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_idx_dataset
+from test_workflow import REPO, SNAKEMAKE, checkout
+
+pytestmark = pytest.mark.slurm
+
+TEST_OVERRIDES = [
+    "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2", "--slurm-no-account",
+    "--slurm-keep-successful-logs",
+    "--set-threads", "convert=1",
+    "--set-resources", "train:gpu=0", "reinit:gpu=0", "train:mem_mb=1500", "reinit:mem_mb=1500",
+    "convert:mem_mb=1500", "stats:mem_mb=1500",
+    "--default-resources", "mem_mb=1000", "runtime=30",
+]
+
+
+def slurm_problem() -> str | None:
+    """Why Slurm cannot be used here, or None when a node is up."""
+    if not shutil.which("sbatch"):
+        return "sbatch is not installed (bash .ci/slurm.sh start installs and starts a one-node cluster as root)"
+    try:
+        states = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20).stdout.split()
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"sinfo failed: {err}"
+    if not {"idle", "mix", "alloc"} & set(states):
+        return f"no Slurm node is up (sinfo: {states or 'nothing'}); start one with: bash .ci/slurm.sh start"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A running cluster: the one .ci/run started, else one started here (as root) and stopped after."""
+    started = False
+    if slurm_problem() and os.geteuid() == 0 and shutil.which("apt-get"):
+        started = subprocess.run(["bash", str(REPO / ".ci" / "slurm.sh"), "start"]).returncode == 0
+    problem = slurm_problem()
+    if problem:
+        pytest.skip(f"SLURM INTEGRATION TEST NOT RUN: {problem}")
+    yield
+    if started:
+        subprocess.run(["bash", str(REPO / ".ci" / "slurm.sh"), "stop"])
+
+
+def slurm_checkout(root: Path, config: dict) -> Path:
+    checkout(root, config)
+    shutil.copytree(REPO / "slurm", root / "slurm")
+    return root
+
+
+def run_on_slurm(root: Path, *targets: str, timeout: int = 600) -> subprocess.Popen:
+    """Start `snakemake --profile slurm` as a user types it, plus the test overrides."""
+    cmd = ["timeout", "-k", "10", str(timeout), SNAKEMAKE, *targets, "--profile", "slurm", *TEST_OVERRIDES]
+    return subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, _ = proc.communicate()
+    return proc.returncode, out
+
+
+def config_for(data: Path, epochs: int, seeds: list[int], figures: bool = True) -> dict:
+    exp = {"dataset": "tiny", "epochs": epochs, "seeds": seeds, "optimizer": {"batch_size": 64},
+           "model": {"arch": "vgg11", "width": 0.125, "hidden": 16, "dropout": 0.0}}
+    figs = {f"quickstart/tiny_{kind}": {"kind": kind, "study": "quickstart", "experiments": ["tiny"],
+                                        "caption": kind} for kind in ("measure", "reinit")} if figures else {}
+    return {"datasets": {"tiny": {"source": "mnist", "path": str(data), "pad": 2, "hflip": False}},
+            "experiments": {"tiny": exp}, "figures": figs}
+
+
+def slurm_logs(root: Path, rule: str) -> list[Path]:
+    return sorted((root / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/**/*.log"))
+
+
+def test_workflow_runs_through_sbatch(cluster, tmp_path):
+    data = make_idx_dataset(tmp_path / "idx")
+    root = slurm_checkout(tmp_path / "project", config_for(data, epochs=2, seeds=[0, 1]))
+    start = time.time()
+    code, out = finish(run_on_slurm(root, "quickstart"))
+    assert code == 0, out[-6000:]
+    for name in ("quickstart/tiny_measure.pdf", "quickstart/tiny_reinit.pdf"):
+        assert (root / "results" / name).stat().st_size > 0
+    # the cluster jobs really went through Slurm: one log each; the local rules did not
+    assert len(slurm_logs(root, "convert")) == 1
+    assert len(slurm_logs(root, "train")) == 2 and len(slurm_logs(root, "reinit")) == 2
+    assert not slurm_logs(root, "figure") and not slurm_logs(root, "measure")
+    assert re.search(r"Job \d+ has been submitted with SLURM jobid \d+", out)
+    print(f"slurm end-to-end run: {time.time() - start:.0f} s")
+
+
+def test_failing_job_fails_the_run_and_names_its_log(cluster, tmp_path):
+    root = slurm_checkout(tmp_path / "project", config_for(tmp_path / "no-such-folder", epochs=1, seeds=[0]))
+    code, out = finish(run_on_slurm(root, "quickstart"))
+    assert code != 0
+    logs = slurm_logs(root, "convert")
+    assert logs, out[-4000:]
+    assert any(str(log.relative_to(root)) in out or str(log) in out for log in logs), out[-4000:]
+    text = "\n".join(log.read_text() for log in logs)
+    assert "datasets.tiny.path" in text  # the job's own one-sentence error is in the named log
+
+
+def test_cancelled_training_job_is_resubmitted_and_resumes(cluster, tmp_path):
+    data = make_idx_dataset(tmp_path / "idx", n_train=3000, n_test=200)
+    epochs = 6
+    root = slurm_checkout(tmp_path / "project", config_for(data, epochs=epochs, seeds=[0], figures=False))
+    progress = root / "results" / "resume" / "tiny" / "seed0" / "progress.json"
+    run_dir = root / "results" / "runs" / "tiny" / "seed0"
+    proc = run_on_slurm(root, str(run_dir.relative_to(root)))
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if progress.exists() and json.loads(progress.read_text())["epoch"] >= 2:
+                break  # epoch 2 committed, later epochs to come
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"training never reached epoch 2 on Slurm:\n{finish(proc)[1][-4000:]}")
+        jobs = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True).stdout
+        train_jobs = [line.split()[0] for line in jobs.splitlines() if "rule_train" in line]
+        assert len(train_jobs) == 1, jobs
+        subprocess.run(["scancel", train_jobs[0]], check=True)
+        code, out = finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, out[-6000:]
+    logs = slurm_logs(root, "train")
+    assert len(logs) == 2, [str(p) for p in logs]  # the cancelled job and its resubmission
+    resumed = re.findall(r"resuming from epoch (\d+)", "\n".join(log.read_text() for log in logs))
+    assert resumed and int(resumed[0]) >= 2, resumed
+    history = pd.read_parquet(run_dir / "history.parquet")
+    assert list(history["epoch"]) == list(range(epochs + 1))
+    assert sorted(p.name for p in run_dir.glob("epoch*.safetensors")) == [f"epoch{e:03d}.safetensors"
+                                                                         for e in range(epochs + 1)]
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
