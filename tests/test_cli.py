@@ -40,3 +40,35 @@ def test_stats_refuses_non_weights_and_pickled_code(tmp_path, capsys, content):
     assert main(["stats", str(path)]) == 2
     captured = capsys.readouterr()
     assert "bad.pt" in captured.err and "code ran" not in captured.out
+
+
+def test_stats_of_torchvision_weights_from_torch_home(tmp_path, monkeypatch, capsys):
+    """torchvision:NAME reads the file torchvision caches under TORCH_HOME; never downloads unasked."""
+    from torchvision import models
+
+    from convbias.pretrained import weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert main(["stats", "torchvision:alexnet"]) == 2
+    err = capsys.readouterr().err
+    path, url = weights_file("alexnet")
+    assert str(path.parent) in err and path.name in err and url in err and "\n" not in err.strip()
+    # the file, made here with torchvision's own AlexNet (random weights) in the published format
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True)
+    torch.save(models.alexnet(weights=None).state_dict(), path)
+    assert main(["stats", "torchvision:alexnet", "--output", str(tmp_path / "t.csv"),
+                 "--histograms", str(tmp_path / "h.pdf")]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert list(table["name"]) == ["features.0", "features.3", "features.6", "features.8", "features.10"]
+    assert list(table["layer"]) == [1, 2, 3, 4, 5]
+    assert (tmp_path / "h.pdf").stat().st_size > 0
+    assert main(["stats", "torchvision:no_such_net"]) == 2
+    assert "no_such_net" in capsys.readouterr().err
+
+
+def test_stats_strips_torch_compile_prefix(tmp_path):
+    state = {"_orig_mod.conv.weight": torch.rand(4, 3, 3, 3)}
+    torch.save(state, tmp_path / "w.pt")
+    assert main(["stats", str(tmp_path / "w.pt"), "--output", str(tmp_path / "t.csv")]) == 0
+    assert list(pd.read_csv(tmp_path / "t.csv")["name"]) == ["conv"]

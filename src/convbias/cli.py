@@ -8,18 +8,33 @@ import sys
 import pandas as pd
 
 
-def stats_table(path: str, include_1x1: bool = False) -> pd.DataFrame:
-    """Per-layer table (layer, name, filters, kernel, n_l, mean cosine, p-value) of a weights file."""
+def read_filters(path: str, include_1x1: bool = False, allow_download: bool = False):
+    """(state dict, per-filter cosine table) of a weights file or ``torchvision:NAME``."""
     from .checkpoints import load_weights, read_metadata
-    from .stats import checkpoint_filters, summarize
+    from .stats import checkpoint_filters
 
-    state = load_weights(path)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        order = read_metadata(path).get("conv_layers")
-    except Exception:  # not a safetensors file: no stored layer order
-        order = None
-    filters = checkpoint_filters(state, order, include_1x1=include_1x1)
+    if path.startswith("torchvision:"):
+        from .pretrained import conv_order, torchvision_weights
+
+        name = path.split(":", 1)[1]
+        state, order = torchvision_weights(name, allow_download), conv_order(name)
+    else:
+        state = load_weights(path)
+        try:
+            order = read_metadata(path).get("conv_layers")
+        except Exception:  # not a safetensors file: no stored layer order, natural name order instead
+            order = None
+    # wrappers' prefixes: DataParallel/DDP (module.), torch.compile (_orig_mod.)
+    for prefix in ("module.", "_orig_mod."):
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state, checkpoint_filters(state, order, include_1x1=include_1x1)
+
+
+def stats_table(path: str, include_1x1: bool = False, allow_download: bool = False) -> pd.DataFrame:
+    """Per-layer table (layer, name, filters, kernel, n_l, mean cosine, p-value) of a weights file."""
+    from .stats import summarize
+
+    state, filters = read_filters(path, include_1x1, allow_download)
     table = summarize(filters, ["layer", "name"])
     table.insert(3, "kernel", ["×".join(map(str, state[f"{n}.weight"].shape[1:])) for n in table["name"]])
     return table
@@ -29,15 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convbias", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="the projection statistics of every conv layer of a weights file")
-    stats.add_argument("weights", help="a safetensors file or a torch state dict (loaded with weights_only=True)")
+    stats.add_argument("weights", help="a safetensors file, a torch state dict (loaded with weights_only=True), "
+                                        "or torchvision:NAME (ImageNet weights from $TORCH_HOME/hub/checkpoints)")
     stats.add_argument("--include-1x1", action="store_true", help="also count 1×1 convolutions")
     stats.add_argument("--output", help="write the table to this .csv or .parquet file")
+    stats.add_argument("--histograms", metavar="PDF", help="draw the cosine histogram of every layer to this file")
+    stats.add_argument("--download", action="store_true", help="torchvision:NAME: download missing weights")
     args = parser.parse_args(argv)
 
     from .checkpoints import WeightsError
 
     try:
-        table = stats_table(args.weights, args.include_1x1)
+        table = stats_table(args.weights, args.include_1x1, args.download)
     except WeightsError as err:
         print(f"convbias stats: {err}", file=sys.stderr)
         return 2
@@ -47,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.output:
         (table.to_parquet if args.output.endswith(".parquet") else table.to_csv)(args.output, index=False)
+    if args.histograms:
+        from .figures import cosine_histograms
+
+        _, filters = read_filters(args.weights, args.include_1x1, args.download)
+        cosine_histograms(filters, title=args.weights).savefig(args.histograms)
     return 0
 
 

@@ -93,6 +93,11 @@ def histogram_figure(filters: pd.DataFrame, epochs: tuple[int, int], labels: tup
     return fig
 
 
+def cosine_histograms(filters: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Per-layer histograms of the filter cosines of one network (``layer``, ``cosine`` columns)."""
+    return histogram_figure(filters.assign(epoch=0), (0,), labels=("weights",), title=title)
+
+
 def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
     """Heatmaps of the relative test-accuracy drop: rows = source epoch (``rand`` first), columns = layer, a panel per seed."""
     seeds = sorted(reinit["seed"].unique())
