@@ -27,3 +27,10 @@ def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
     meta = DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3)
     spec = TrainSpec(model=ModelSpec("vgg11", width=0.125, dropout=0.0))
     assert cpu_vs_device_step(spec, meta, torch.device("cpu")) == (0.0, 0.0, 0.0)
+
+
+def test_reinit_bench_runs_and_both_sweeps_agree():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "reinit.py"), "--width", "0.0625", "--images", "40",
+                          "--sources", "2", "--batch", "20"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "identical accuracies: True" in out.stdout and "conv-MAC bound 2.0" in out.stdout
