@@ -66,9 +66,9 @@ def slurm_checkout(root: Path, config: dict) -> Path:
     return root
 
 
-def run_on_slurm(root: Path, *targets: str, timeout: int = 600) -> subprocess.Popen:
+def run_on_slurm(root: Path, *targets: str, extra: tuple[str, ...] = (), timeout: int = 600) -> subprocess.Popen:
     """Start `snakemake --profile slurm` as a user types it, plus the test overrides."""
-    cmd = ["timeout", "-k", "10", str(timeout), SNAKEMAKE, *targets, "--profile", "slurm", *TEST_OVERRIDES]
+    cmd = ["timeout", "-k", "10", str(timeout), SNAKEMAKE, *targets, *extra, "--profile", "slurm", *TEST_OVERRIDES]
     return subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -108,7 +108,7 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
 
 def test_failing_job_fails_the_run_and_names_its_log(cluster, tmp_path):
     root = slurm_checkout(tmp_path / "project", config_for(tmp_path / "no-such-folder", epochs=1, seeds=[0]))
-    code, out = finish(run_on_slurm(root, "quickstart"))
+    code, out = finish(run_on_slurm(root, "quickstart", extra=("--retries", "0")))  # no point retrying it
     assert code != 0
     logs = slurm_logs(root, "convert")
     assert logs, out[-4000:]
