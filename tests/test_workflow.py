@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -155,3 +156,31 @@ def test_missing_dataset_fails_at_job_time_with_one_sentence(tmp_path, data):
     assert "nowhere/train-images-idx3-ubyte.gz does not exist" in output
     assert "datasets.tiny.path" in output
     assert "Traceback" not in output
+
+
+def test_pretrained_histograms_from_a_weights_file_and_a_missing_torchvision_file(tmp_path, data, monkeypatch):
+    """Figures of kind pretrained: a user's weights file works; absent torchvision weights fail
+    that job with one sentence naming the file and folder, and never download."""
+    import torch
+    from torchvision import models
+
+    torch.manual_seed(0)
+    features = {k: v for k, v in models.vgg11(weights=None).state_dict().items() if k.startswith("features.")}
+    torch.save({f"module.{k}": v for k, v in features.items()}, tmp_path / "vgg11_elsewhere.pt")
+    config = tiny_config(data)
+    config["pretrained"] = {"elsewhere": {"weights": str(tmp_path / "vgg11_elsewhere.pt"), "arch": "vgg11"},
+                            "tv": {"weights": "torchvision:alexnet", "arch": "alexnet"}}
+    config["figures"] = {name: {"kind": "pretrained", "pretrained": name, "caption": name, "study": "paper"}
+                         for name in ("elsewhere", "tv")}
+    root = checkout(tmp_path / "project", config)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert job_counts(snakemake(root, "-n", "all").stdout) == {"all": 1, "figure": 2, "pretrained_stats": 2}
+    snakemake(root, "--cores", "1", "results/elsewhere.pdf")
+    table = pd.read_parquet(root / "results" / "stats" / "pretrained" / "elsewhere.parquet")
+    assert sorted(table["epoch"].unique()) == [0, 1] and table["layer"].max() == 8
+    assert (root / "results" / "elsewhere.pdf").stat().st_size > 0
+    proc = snakemake(root, "--cores", "1", "results/tv.pdf", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "pretrained.tv.weights" in output
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in output and "Traceback" not in output
+    assert not (tmp_path / "torch_home" / "hub" / "checkpoints").exists()  # nothing was downloaded

@@ -96,6 +96,11 @@ def check_references(config: dict) -> None:
             raise ConfigError(f"experiments.{name}.optimizer.batch_size {exp['optimizer']['batch_size']} is not "
                               f"divisible by experiments.{name}.gpus {exp['gpus']}; change one of them")
     for name, fig in config["figures"].items():
+        if fig["kind"] == "pretrained":
+            if fig["pretrained"] not in config.get("pretrained", {}):
+                raise ConfigError(f"figures.{name}.pretrained is {fig['pretrained']!r}, which is not under pretrained "
+                                  f"(known: {', '.join(sorted(config.get('pretrained', {}))) or 'none'})")
+            continue
         for exp in fig["experiments"]:
             if exp not in experiments:
                 raise ConfigError(

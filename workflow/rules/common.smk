@@ -20,6 +20,7 @@ except ConfigError as err:
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
 FIGURES = config["figures"]
+PRETRAINED = config.get("pretrained", {})
 
 
 def _alternatives(names):
@@ -30,6 +31,7 @@ wildcard_constraints:
     dataset=_alternatives(DATASETS),
     experiment=_alternatives(EXPERIMENTS),
     figure=_alternatives(FIGURES),
+    pretrained=_alternatives(PRETRAINED),
     seed=r"\d+",
 
 
@@ -74,6 +76,11 @@ def train_spec(wildcards):
     return TrainSpec.from_config(EXPERIMENTS[wildcards.experiment]).to_dict()
 
 
+def pretrained_stats(name):
+    """Filter cosines of a pretrained network (epoch 1) and of a random initialization (epoch 0)."""
+    return f"results/stats/pretrained/{name}.parquet"
+
+
 def figure_file(name):
     return f"results/{name}.pdf"
 
@@ -85,7 +92,7 @@ def figure_targets(study=None):
 def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
-    exps = fig["experiments"]
+    exps = fig.get("experiments", [])
     if fig["kind"] == "measure":
         return {
             "measure": [measure_file(e) for e in exps],
@@ -96,4 +103,6 @@ def figure_inputs(wildcards):
         return {"stats": [seed_stats(exps[0], seed)]}
     if fig["kind"] == "reinit":
         return {"reinit": [reinit_file(e, s) for e in exps for s in seeds(e)]}
+    if fig["kind"] == "pretrained":
+        return {"stats": [pretrained_stats(fig["pretrained"])]}
     raise WorkflowError(f"figures.{wildcards.figure}.kind {fig['kind']!r} has no inputs defined")

@@ -19,3 +19,17 @@ rule measure:
         measure_file("{experiment}"),
     script:
         "../scripts/measure.py"
+
+
+rule pretrained_stats:
+    """Filter cosines of a network trained elsewhere and of a random initialization of its architecture.
+
+    The weights are read when the job runs: a missing torchvision file fails that job with one
+    sentence saying where to put it (never a silent download), and `snakemake -n` still works.
+    """
+    output:
+        pretrained_stats("{pretrained}"),
+    params:
+        spec=lambda wildcards: PRETRAINED[wildcards.pretrained],
+    script:
+        "../scripts/pretrained_stats.py"

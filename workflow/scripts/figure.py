@@ -20,6 +20,10 @@ elif spec["kind"] == "histograms":
     filters = pd.read_parquet(snakemake.input.stats[0])
     epochs = (int(filters["epoch"].min()), int(filters["epoch"].max()))
     fig = figures.histogram_figure(filters, epochs, title=f"{spec['experiments'][0]}, seed {filters['seed'].iloc[0]}")
+elif spec["kind"] == "pretrained":
+    filters = pd.read_parquet(snakemake.input.stats[0])
+    fig = figures.histogram_figure(filters, (0, 1), labels=("random initialization", "pretrained"),
+                                   title=spec["pretrained"])
 elif spec["kind"] == "reinit":
     reinit = pd.concat([pd.read_parquet(p) for p in snakemake.input.reinit], ignore_index=True)
     fig = figures.reinit_figure(reinit, title=", ".join(spec["experiments"]))
