@@ -48,3 +48,23 @@ def test_reinit_figure_rows_start_with_rand():
     assert len(panels) == 3
     assert [t.get_text() for t in panels[0].get_yticklabels()] == ["rand", "0", "1", "2", "10"]
     assert panels[0].get_xlabel() == "layer"
+
+
+def test_layer_figure_has_a_line_per_experiment():
+    a, _ = measure_tables()
+    b, _ = measure_tables()
+    measure = pd.concat([a.assign(experiment="cifar10"), b.assign(experiment="mnist", n_l=b["n_l"] / 2)])
+    fig = figures.layer_figure(measure, layer=1)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cifar10", "mnist"]
+    assert ax.get_ylabel().startswith("layer 1") and ax.get_xlabel() == "epoch"
+    assert np.allclose(ax.get_lines()[1].get_ydata(), ax.get_lines()[0].get_ydata() / 2)
+
+
+def test_grid_figure_has_a_panel_per_experiment_row_major():
+    tables = [measure_tables()[0].assign(experiment=name) for name in ("c_step", "c_exp", "i_step")]
+    fig = figures.grid_figure(pd.concat(tables), ["c_step", "c_exp", "i_step"], columns=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["c_step", "c_exp", "i_step"]
+    assert len(fig.axes) == 4 and not fig.axes[3].get_visible()
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [f"layer {l}" for l in range(1, 5)]

@@ -67,6 +67,53 @@ def measure_figure(measure: pd.DataFrame, history: pd.DataFrame, panels: Sequenc
     return fig
 
 
+def _measure_lines(ax, measure: pd.DataFrame, key: str, values, cmap, label) -> None:
+    """n_l over epochs, mean ± std over seeds, one line per value of ``key``."""
+    for i, value in enumerate(values):
+        stats = measure[measure[key] == value].groupby("epoch")["n_l"].agg(["mean", "std"]).fillna(0)
+        color = cmap(i)
+        ax.plot(stats.index, stats["mean"], color=color, label=label(value))
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=color, alpha=0.2)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(-0.02, 1.02)
+
+
+def layer_figure(measure: pd.DataFrame, layer: int = 1, title: str = "") -> plt.Figure:
+    """One layer's n_l over epochs in several experiments (``experiment`` column), a line each (fig 21)."""
+    experiments = list(dict.fromkeys(measure["experiment"]))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    _measure_lines(ax, measure[measure["layer"] == layer], "experiment", experiments,
+                   plt.get_cmap("tab10"), str)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"layer {layer}: fraction negative $n_l$")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def grid_figure(measure: pd.DataFrame, experiments: Sequence[str], columns: int = 2, title: str = "") -> plt.Figure:
+    """A panel per experiment (row-major, ``columns`` per row), n_l of every layer over epochs (fig 22)."""
+    rows = math.ceil(len(experiments) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3 * rows), sharey=True, squeeze=False)
+    for ax, experiment in zip(axes.flat, experiments):
+        part = measure[measure["experiment"] == experiment]
+        layers = sorted(part["layer"].unique())
+        _measure_lines(ax, part, "layer", layers, plt.get_cmap("viridis", max(len(layers), 2)), lambda l: f"layer {l}")
+        ax.set_title(experiment, fontsize="medium")
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(experiments):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("fraction negative $n_l$")
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def histogram_figure(filters: pd.DataFrame, epochs: tuple[int, int], labels: tuple[str, str] = ("initialization", "trained"),
                      title: str = "") -> plt.Figure:
     """Per-layer histograms of filter cosines at two epochs (e.g. initialization vs final)."""

@@ -98,6 +98,8 @@ def figure_inputs(wildcards):
             "measure": [measure_file(e) for e in exps],
             "runs": [run_dir(e, s) for e in exps for s in seeds(e)],
         }
+    if fig["kind"] in ("layer", "grid"):
+        return {"measure": [measure_file(e) for e in exps]}
     if fig["kind"] == "histograms":
         seed = fig.get("seed", seeds(exps[0])[0])
         return {"stats": [seed_stats(exps[0], seed)]}

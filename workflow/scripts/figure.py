@@ -20,6 +20,12 @@ elif spec["kind"] == "histograms":
     filters = pd.read_parquet(snakemake.input.stats[0])
     epochs = (int(filters["epoch"].min()), int(filters["epoch"].max()))
     fig = figures.histogram_figure(filters, epochs, title=f"{spec['experiments'][0]}, seed {filters['seed'].iloc[0]}")
+elif spec["kind"] in ("layer", "grid"):
+    measure = pd.concat([pd.read_parquet(p) for p in snakemake.input.measure], ignore_index=True)
+    if spec["kind"] == "layer":
+        fig = figures.layer_figure(measure, spec.get("layer", 1))
+    else:
+        fig = figures.grid_figure(measure, spec["experiments"], spec.get("columns", 2))
 elif spec["kind"] == "pretrained":
     filters = pd.read_parquet(snakemake.input.stats[0])
     fig = figures.histogram_figure(filters, (0, 1), labels=("random initialization", "pretrained"),
