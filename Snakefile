@@ -21,8 +21,9 @@ localrules: all, quickstart, measure, figure, pretrained_stats
 
 
 rule all:
+    """Every data figure of the paper (figures of study paper)."""
     input:
-        figure_targets(),
+        figure_targets(study="paper"),
 
 
 rule quickstart:

@@ -107,6 +107,10 @@ def check_references(config: dict) -> None:
                     f"figures.{name}.experiments names {exp!r}, which is not under experiments "
                     f"(known: {', '.join(sorted(experiments)) or 'none'})"
                 )
+        for seed in fig.get("seeds", []):
+            if seed not in experiments[fig["experiments"][0]]["seeds"]:
+                raise ConfigError(f"figures.{name}.seeds has {seed}, which is not one of experiment "
+                                  f"{fig['experiments'][0]}'s seeds")
         seed = fig.get("seed")
         if seed is not None and seed not in experiments[fig["experiments"][0]]["seeds"]:
             raise ConfigError(f"figures.{name}.seed {seed} is not one of experiment {fig['experiments'][0]}'s seeds")

@@ -104,7 +104,7 @@ def figure_inputs(wildcards):
         seed = fig.get("seed", seeds(exps[0])[0])
         return {"stats": [seed_stats(exps[0], seed)]}
     if fig["kind"] == "reinit":
-        return {"reinit": [reinit_file(e, s) for e in exps for s in seeds(e)]}
+        return {"reinit": [reinit_file(e, s) for e in exps for s in fig.get("seeds", seeds(e))]}
     if fig["kind"] == "pretrained":
         return {"stats": [pretrained_stats(fig["pretrained"])]}
     raise WorkflowError(f"figures.{wildcards.figure}.kind {fig['kind']!r} has no inputs defined")
