@@ -112,6 +112,23 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
     assert "lenet_measure" in (project / "report.html").read_text(errors="ignore")
 
 
+def test_layer_and_grid_figures_from_finished_runs(project, data):
+    """Figure kinds layer (fig 21) and grid (fig 22) drawn by the workflow from the runs above."""
+    config = tiny_config(data)
+    both = list(EXPERIMENTS)
+    config["figures"].update({"layer": {"kind": "layer", "experiments": both, "caption": "first layers"},
+                              "grid": {"kind": "grid", "experiments": both, "columns": 1, "caption": "grid"}})
+    write_config(project, config)
+    try:
+        proc = snakemake(project, "--cores", "1", "results/layer.pdf", "results/grid.pdf")
+    finally:
+        write_config(project, tiny_config(data))
+    out = proc.stdout + proc.stderr
+    assert out.count("rule figure:") == 2 and "rule train:" not in out  # only the two figure jobs
+    for name in ("layer", "grid"):
+        assert (project / "results" / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+
+
 def test_learning_rate_change_reruns_only_that_experiment(project, data):
     config = tiny_config(data)
     config["experiments"]["tiny_vgg"]["optimizer"]["lr"] = 0.02
