@@ -18,6 +18,9 @@ def test_cached_sweep_equals_naive_sweep():
     cached = reinit_sweep(model, final, states, inputs, labels, batch=128)
     naive = naive_sweep(model, final, states, inputs, labels, batch=128)
     pd.testing.assert_frame_equal(cached, naive)
+    # in chunks (the last one smaller), scaling each chunk on the way: the same table
+    chunked = reinit_sweep(model, final, states, inputs / 2, labels, batch=64, chunk=70, transform=lambda x: x * 2)
+    pd.testing.assert_frame_equal(chunked, naive)
     assert len(cached) == 8 * 4
     assert cached["final_accuracy"].iloc[0] == 1.0
     assert (cached["drop"] > 0).any()

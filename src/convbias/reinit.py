@@ -4,12 +4,14 @@ For a run with final epoch T, every conv layer l and every source — ``rand`` (
 the run's init scheme) and each saved epoch e — layer l's weight and bias take the source's
 values, every other layer keeps epoch T, and the test accuracy is measured.  The layers before
 l are the same for every source, so the test set's activations entering l are computed once
-per layer and only the rest of the network runs per source.
+per layer and only the rest of the network runs per source.  The test set is swept in chunks
+(activations of a whole ImageNet validation set would not fit in any memory): per chunk, the
+activations advance layer by layer and every (layer, source) pair counts its correct answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -21,7 +23,7 @@ from .models import conv_layers, sequential_layers
 RAND_SEED_OFFSET = 1_000_000  # the ``rand`` source of seed s is the init of seed s + this
 
 
-def _accuracy(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+def _correct(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> int:
     correct = 0
     with torch.no_grad():
         for i in range(0, len(labels), batch):
@@ -29,7 +31,11 @@ def _accuracy(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.T
             for layer in layers:
                 x = layer(x)
             correct += int((x.argmax(1) == labels[i : i + batch]).sum())
-    return correct / len(labels)
+    return correct
+
+
+def _accuracy(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+    return _correct(layers, inputs, labels, batch) / len(labels)
 
 
 def _forward(layers: Sequence[nn.Module], inputs: torch.Tensor, batch: int) -> torch.Tensor:
@@ -52,32 +58,49 @@ def _table(rows: list[tuple], base: float) -> pd.DataFrame:
 
 
 def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Mapping[str, torch.Tensor]],
-                 inputs: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> pd.DataFrame:
+                 inputs: torch.Tensor, labels: torch.Tensor, batch: int = 1000, chunk: int = 4096,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> pd.DataFrame:
     """Accuracy with each conv layer reset to each source's weights; one row per (source, layer).
 
     ``final`` is the state dict at epoch T, ``sources`` maps a source name (``rand``, ``0``, …) to a
-    state dict, ``inputs`` are the test images already scaled, on the model's device.
+    state dict; ``inputs`` are the test images on the model's device, already scaled, or raw if
+    ``transform`` scales each chunk of ``chunk`` images (then only one chunk is ever scaled).
     """
     model.load_state_dict(final)
     model.eval()
     layers = sequential_layers(model)
     convs = conv_layers(model)
     positions = [next(i for i, m in enumerate(layers) if m is conv) for _, conv in convs]
-    base = _accuracy(layers, inputs, labels, batch)
-    rows, acts, done = [], inputs, 0
-    for number, ((name, conv), pos) in enumerate(tqdm(list(zip(convs, positions)), desc="layers", unit="layer"), 1):
-        acts = _forward(layers[done:pos], acts, batch)  # activations entering this layer, computed once
-        done = pos
-        kept = {k: v.clone() for k, v in conv.state_dict().items()}
-        for source, state in sources.items():
-            values = {k: state[f"{name}.{k}"] for k in kept}
-            if all(torch.equal(values[k].to(v.device), v) for k, v in kept.items()):
-                acc = base  # the final epoch itself: nothing changes
-            else:
-                conv.load_state_dict(values)
-                acc = _accuracy(layers[pos:], acts, labels, batch)
-            rows.append((source, number, name, acc))
-        conv.load_state_dict(kept)
+    kept = [{k: v.clone() for k, v in conv.state_dict().items()} for _, conv in convs]
+    # a source equal to the final weights changes nothing: its accuracy is the final accuracy
+    same = [[all(torch.equal(state[f"{name}.{k}"].to(v.device), v) for k, v in kept[i].items())
+             for state in sources.values()] for i, (name, _) in enumerate(convs)]
+    values = [[{k: state[f"{name}.{k}"] for k in kept[i]} for state in sources.values()]
+              for i, (name, _) in enumerate(convs)]
+    correct = torch.zeros(len(convs), len(sources), dtype=torch.long)
+    base_correct = 0
+    starts = range(0, len(labels), chunk)
+    with tqdm(total=len(starts) * len(convs), desc="reinit", unit="layer") as progress:
+        for start in starts:
+            x = inputs[start:start + chunk]
+            x = transform(x) if transform is not None else x
+            y = labels[start:start + chunk]
+            base_correct += _correct(layers, x, y, batch)
+            acts, done = x, 0
+            for i, ((name, conv), pos) in enumerate(zip(convs, positions)):
+                acts = _forward(layers[done:pos], acts, batch)  # activations entering layer i, once per chunk
+                done = pos
+                for j in range(len(sources)):
+                    if not same[i][j]:
+                        conv.load_state_dict(values[i][j])
+                        correct[i, j] += _correct(layers[pos:], acts, y, batch)
+                conv.load_state_dict(kept[i])
+                progress.update()
+    base = base_correct / len(labels)
+    rows = []
+    for i, (name, _) in enumerate(convs):
+        for j, source in enumerate(sources):
+            rows.append((source, i + 1, name, base if same[i][j] else int(correct[i, j]) / len(labels)))
     return _table(rows, base)
 
 

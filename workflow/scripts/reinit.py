@@ -22,9 +22,10 @@ sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
 for epoch in range(spec.epochs + 1):
     sources[str(epoch)] = load_weights(run / f"epoch{epoch:03d}.safetensors")
 images, labels = load_split(snakemake.input.test, meta=meta, workers=threads)
-inputs = BatchTransform(meta, "cpu")(images).to(device)
+# the test set stays on the device as bytes; each chunk is scaled there when its turn comes
 model = init_model(spec, meta, seed).to(device)
-table = reinit_sweep(model, sources[str(spec.epochs)], sources, inputs, labels.to(device))
+table = reinit_sweep(model, sources[str(spec.epochs)], sources, images.to(device), labels.to(device),
+                     transform=BatchTransform(meta, device, channels_last=False))
 table.insert(0, "seed", seed)
 table.insert(0, "experiment", snakemake.wildcards.experiment)
 table.to_parquet(snakemake.output[0], index=False)
