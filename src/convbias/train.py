@@ -188,7 +188,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     forward = torch.compile(replica) if spec.compile else replica  # shares the parameters of ``model``
     transform = BatchTransform(meta, dev, reuse_output=True)  # each batch is used before the next
-    workers, shared = max(1, threads), {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1}
+    shared = {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1}
     train_indices = meta.train_indices()
     train_loader = make_loader(train_file, spec.batch_size, indices=train_indices, train=True, seed=seed, **shared)
     val_loader = make_loader(train_file, 512, indices=meta.val_indices(), **shared)
@@ -237,11 +237,8 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
         batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=rank > 0)
         for step, (x, y) in enumerate(batches):
-            if world == 1:
-                x = transform(x, generator if spec.augment else None)
-            else:  # this process's share of global batch ``step``
-                shares = shard_sizes(steps[step], world)
-                x = transform(x, generator if spec.augment else None, part=(sum(shares[:rank]), steps[step]))
+            shares = shard_sizes(steps[step], world)  # x is this process's share of global batch ``step``
+            x = transform(x, generator if spec.augment else None, part=(sum(shares[:rank]), steps[step]))
             y = y.long()
             with autocast(dev, spec.precision):
                 out = forward(x).float()
