@@ -285,9 +285,10 @@ class BatchTransform:
 def _fused_cpu(x, rows, cols, flips, lut, shift, out):
     """out[i, r, c] = lut[x[i, r + rows[i] − shift, c′ + cols[i] − shift]], c′ = c or W−1−c when
     flipped, lut[0] outside the image — shift, flip and scaling in one parallel pass."""
+    import numba
+
     global _fused_cpu_kernel
     if _fused_cpu_kernel is None:
-        import numba
 
         @numba.njit(inline="always")
         def fill(o, start, stop, lut):
@@ -295,7 +296,7 @@ def _fused_cpu(x, rows, cols, flips, lut, shift, out):
                 for ch in range(o.shape[1]):
                     o[col, ch] = lut[0, ch]
 
-        @numba.njit(parallel=True, cache=True, nogil=True)
+        @numba.njit(parallel=True, nogil=True)
         def kernel(x, rows, cols, flips, lut, shift, out):
             n, h, w, c = x.shape
             for i in numba.prange(n):
@@ -321,8 +322,6 @@ def _fused_cpu(x, rows, cols, flips, lut, shift, out):
                                 o[k, ch] = lut[src[k + dx, ch], ch]
 
         _fused_cpu_kernel = kernel
-    import numba
-
     numba.set_num_threads(min(numba.config.NUMBA_NUM_THREADS, torch.get_num_threads()))  # the job's share
     _fused_cpu_kernel(x, rows, cols, flips, lut, shift, out)
 
