@@ -30,11 +30,10 @@ def read_filters(path: str, include_1x1: bool = False, allow_download: bool = Fa
     return state, checkpoint_filters(state, order, include_1x1=include_1x1)
 
 
-def stats_table(path: str, include_1x1: bool = False, allow_download: bool = False) -> pd.DataFrame:
-    """Per-layer table (layer, name, filters, kernel, n_l, mean cosine, p-value) of a weights file."""
+def stats_table(state, filters: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer table (layer, name, filters, kernel, n_l, mean cosine, p-value) of :func:`read_filters`' result."""
     from .stats import summarize
 
-    state, filters = read_filters(path, include_1x1, allow_download)
     table = summarize(filters, ["layer", "name"])
     table.insert(3, "kernel", ["×".join(map(str, state[f"{n}.weight"].shape[1:])) for n in table["name"]])
     return table
@@ -55,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints import WeightsError
 
     try:
-        table = stats_table(args.weights, args.include_1x1, args.download)
+        state, filters = read_filters(args.weights, args.include_1x1, args.download)
+        table = stats_table(state, filters)
     except WeightsError as err:
         print(f"convbias stats: {err}", file=sys.stderr)
         return 2
@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.histograms:
         from .figures import cosine_histograms
 
-        _, filters = read_filters(args.weights, args.include_1x1, args.download)
         cosine_histograms(filters, title=args.weights).savefig(args.histograms)
     return 0
 

@@ -72,11 +72,12 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
     convs = conv_layers(model)
     positions = [next(i for i, m in enumerate(layers) if m is conv) for _, conv in convs]
     kept = [{k: v.clone() for k, v in conv.state_dict().items()} for _, conv in convs]
-    # a source equal to the final weights changes nothing: its accuracy is the final accuracy
-    same = [[all(torch.equal(state[f"{name}.{k}"].to(v.device), v) for k, v in kept[i].items())
-             for state in sources.values()] for i, (name, _) in enumerate(convs)]
-    values = [[{k: state[f"{name}.{k}"] for k in kept[i]} for state in sources.values()]
+    # every source's conv weights moved to the device once (not once per chunk)
+    values = [[{k: state[f"{name}.{k}"].to(v.device) for k, v in kept[i].items()} for state in sources.values()]
               for i, (name, _) in enumerate(convs)]
+    # a source equal to the final weights changes nothing: its accuracy is the final accuracy
+    same = [[all(torch.equal(value[k], v) for k, v in kept[i].items()) for value in values[i]]
+            for i in range(len(convs))]
     correct = torch.zeros(len(convs), len(sources), dtype=torch.long)
     base_correct = 0
     starts = range(0, len(labels), chunk)
