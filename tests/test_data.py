@@ -120,8 +120,6 @@ def test_fused_cpu_transform_equals_tensor_ops(channels, hflip, encoding):
 
 def test_sharded_training_order_splits_every_global_batch(converted):
     """Process r of W gets the r-th part of each single-process batch, augmented the same way."""
-    from ffcv.traversal_order import Random
-
     from convbias.data.ffcv_io import _sharded_order, global_batches, shard_sizes
 
     out, meta = converted
@@ -136,7 +134,7 @@ def test_sharded_training_order_splits_every_global_batch(converted):
     assert sizes == [len(y) for _, y in expected] and sizes[-1] % world  # uneven shares of the last batch
     for rank in range(world):
         loader = make_loader(out / "train.beton", 35 // world, **kwargs)
-        loader.traversal_order = _sharded_order(Random)(loader, 35, rank, world)
+        loader.traversal_order = _sharded_order()(loader, 35, rank, world)
         loader.first_traversal_order = loader.next_traversal_order()
         loader.next_epoch = 2
         gen = torch.Generator().manual_seed(9)

@@ -111,7 +111,7 @@ def global_batches(n: int, batch_size: int, world: int = 1) -> list[int]:
     return sizes[:-1] if sizes and sizes[-1] < world else sizes
 
 
-def _sharded_order(base):
+def _sharded_order():
     """FFCV's random order, cut into per-process shards of every global batch.
 
     Process r of W gets the r-th contiguous part of each global batch of the single-process
@@ -119,14 +119,15 @@ def _sharded_order(base):
     global batch size stays the configured one.  (FFCV's own ``distributed=True`` uses PyTorch's
     ``DistributedSampler``, whose order depends on W.)
     """
+    from ffcv.traversal_order import Random
 
-    class ShardedRandom(base):
+    class ShardedRandom(Random):
         def __init__(self, loader, global_batch: int, rank: int, world: int):
             super().__init__(loader)
             self.global_batch, self.rank, self.world = global_batch, rank, world
 
         def sample_order(self, epoch: int):
-            order = np.random.default_rng(self.seed + epoch).permutation(self.indices)
+            order = super().sample_order(epoch)  # the single-process order (the loader is not distributed)
             parts, start = [], 0
             for size in global_batches(len(order), self.global_batch, self.world):
                 offsets = np.cumsum([0] + shard_sizes(size, self.world))
@@ -151,7 +152,6 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
                                       RandomResizedCropRGBImageDecoder)
     from ffcv.loader import Loader, OrderOption
-    from ffcv.traversal_order import Random
     from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
     device = torch.device(device)
@@ -182,7 +182,7 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
         pipelines={"image": image, "label": label},
     )
     if distributed and train:  # FFCV accepts only its own orders by name: swap ours in
-        loader.traversal_order = _sharded_order(Random)(loader, batch_size, rank, world)
+        loader.traversal_order = _sharded_order()(loader, batch_size, rank, world)
         loader.first_traversal_order = loader.next_traversal_order()
     return loader
 
