@@ -294,3 +294,50 @@ def test_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
     assert len(calls) == 2 and calls[1].endswith("cifar-10-python.tar.gz")
     with pytest.raises(MissingDataset):
         load_source("cifar10", tmp_path / "cifar10", allow_download=False)
+
+
+def test_epoch_draws_are_the_per_batch_draws_in_one_piece():
+    meta = DatasetMeta("m", 10, (8, 8, 3), 100, 10, 0.1, 0, True, "unit", (0.0,) * 3, (1.0,) * 3)
+    transform = BatchTransform(meta)
+    sizes = [32, 32, 7]
+    epoch = transform.draw_epoch(sizes, torch.Generator().manual_seed(3))
+    generator = torch.Generator().manual_seed(3)
+    for (offsets, flips), m in zip(epoch, sizes):
+        expected = transform.draw(m, generator)
+        assert torch.equal(offsets, expected[0]) and torch.equal(flips, expected[1])
+    x = torch.randint(0, 256, (7, 8, 8, 3), dtype=torch.uint8)
+    assert torch.equal(transform(x, draws=epoch[2]), transform(x, draws=epoch[2], fused=False))
+    assert not torch.equal(transform(x, draws=epoch[2]), transform(x))
+
+
+def test_one_ahead_takes_a_gpu_batch_only_after_the_device_began_the_previous_one(monkeypatch):
+    """FFCV refills the pinned buffer of batch j-1 as soon as batch j is taken."""
+    from convbias.data import ffcv_io
+
+    log = []
+
+    class Event:
+        def __init__(self):
+            self.id = None
+
+        def record(self):
+            self.id = len([e for e in log if e[0] == "record"])
+            log.append(("record", self.id))
+
+        def synchronize(self):
+            log.append(("wait", self.id))
+
+    class Batch:
+        is_cuda = True
+
+    def loader():
+        for j in range(3):
+            log.append(("take", j))
+            yield Batch(), j
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    for _, j in ffcv_io.one_ahead(loader()):
+        log.append(("step", j))
+    assert log == [("take", 0), ("record", 0), ("step", 0), ("wait", 0),
+                   ("take", 1), ("record", 1), ("step", 1), ("wait", 1),
+                   ("take", 2), ("record", 2), ("step", 2), ("wait", 2)]

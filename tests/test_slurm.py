@@ -1,7 +1,8 @@
 """`snakemake --profile slurm` against a real one-node Slurm cluster (started by .ci/run).
 
 Every job goes through sbatch. Test-only overrides, on top of the shipped ./slurm profile and
-profiles/default: no GPUs, CPUs and memory that fit this node, squeue as the status command
+profiles/default: CPUs and memory that fit this node (the experiments train on the CPU, so
+their jobs ask for no GPU and one CPU), squeue as the status command
 (the test cluster has no accounting for sacct), a short wait before the first status check, and
 the logs of successful jobs kept so the test can read them.
 """
@@ -27,7 +28,7 @@ TEST_OVERRIDES = [
     "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2", "--slurm-no-account",
     "--slurm-keep-successful-logs",
     "--set-threads", "convert=1",
-    "--set-resources", "train:gpu=0", "reinit:gpu=0", "train:mem_mb=1500", "reinit:mem_mb=1500",
+    "--set-resources", "train:mem_mb=1500", "reinit:mem_mb=1500",
     "convert:mem_mb=1500", "stats:mem_mb=1500",
     "--default-resources", "mem_mb=1000", "runtime=30",
 ]
@@ -78,7 +79,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def config_for(data: Path, epochs: int, seeds: list[int], figures: bool = True) -> dict:
-    exp = {"dataset": "tiny", "epochs": epochs, "seeds": seeds, "optimizer": {"batch_size": 64},
+    exp = {"dataset": "tiny", "epochs": epochs, "seeds": seeds, "optimizer": {"batch_size": 64}, "device": "cpu",
            "model": {"arch": "vgg11", "width": 0.125, "hidden": 16, "dropout": 0.0}}
     figs = {f"quickstart/tiny_{kind}": {"kind": kind, "study": "quickstart", "experiments": ["tiny"],
                                         "caption": kind} for kind in ("measure", "reinit")} if figures else {}

@@ -150,3 +150,46 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     b = load_weights(tmp_path / "two" / "epoch002.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
     assert not (tmp_path / "w2").exists()
+
+
+def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
+    """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
+    from convbias.train import _Work, init_model
+
+    meta, train, test = data
+    train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
+    model = init_model(SPEC, meta, 0).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _Work(tmp_path / "work", "unused").restore(1, model, optimizer)
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    for p in model.parameters():
+        buffer = optimizer.state[p]["momentum_buffer"]
+        assert buffer.stride() == p.stride() and buffer.abs().sum() > 0
+
+
+def test_each_process_draws_its_own_dropout_masks():
+    from convbias.train import dropout_seed, epoch_seed
+
+    assert dropout_seed(3, 7, 0) == epoch_seed(3, 7)  # one process: the single-process run
+    seeds = {dropout_seed(s, e, r) for s in range(3) for e in range(1, 50) for r in range(8)}
+    assert len(seeds) == 3 * 49 * 8
+
+
+def test_compile_warmup_changes_nothing_but_the_compiled_code(data):
+    from convbias.data.ffcv_io import BatchTransform
+    from convbias.train import compile_warmup, init_model
+
+    meta, _, _ = data
+    model = init_model(DROPOUT, meta, 0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    rng = torch.get_rng_state()
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    compile_warmup(model, optimizer, BatchTransform(meta), meta, [16, 9], "fp32")
+    assert calls == [16, 9]  # one training pass per batch size of an epoch
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout drew from a forked generator
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and not optimizer.state

@@ -30,7 +30,7 @@ def tiny_config(data: Path) -> dict:
                                                    "caption": f"{kind} of {exp}"}
     return {
         "datasets": {"tiny": {"source": "mnist", "path": str(data), "pad": 2, "hflip": False}},
-        "experiments": {name: {"dataset": "tiny", "epochs": 2, "seeds": [0, 1],
+        "experiments": {name: {"dataset": "tiny", "epochs": 2, "seeds": [0, 1], "device": "cpu",
                                "optimizer": {"batch_size": 64}, **exp} for name, exp in EXPERIMENTS.items()},
         "figures": figures,
     }
@@ -224,3 +224,23 @@ def test_paper_study_dry_runs(tmp_path):
     assert counts["pretrained_stats"] == 7 and counts["convert"] == 7
     fig7 = job_counts(snakemake(root, "-n", "results/fig7.pdf").stdout)
     assert fig7 == {"convert": 1, "train": 10, "stats": 10, "measure": 1, "figure": 1}
+
+
+def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path):
+    """A GPU training job asks for the experiment's GPUs and 8 CPU threads per GPU (FFCV's loader
+    would starve a GPU on one); a CPU job (the quickstart) for no GPU and one thread."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    root = checkout(tmp_path / "project", config)
+
+    def first_block(target, rule):
+        out = snakemake(root, "-n", "--cores", "64", target).stdout
+        block = out.split(f"rule {rule}:", 1)[1].split("\n\n", 1)[0].split("[", 1)[0]
+        threads = re.search(r"threads: (\d+)", block)
+        return int(threads.group(1)) if threads else 1, dict(re.findall(r"(\w+)=(\w+)", block.split("resources:")[1]))
+
+    threads, resources = first_block("results/fig4.pdf", "train")  # AlexNet on ImageNet, gpus: 4
+    assert (threads, resources["gpu"], resources["cpus_per_gpu"]) == (32, "4", "8")
+    threads, resources = first_block("results/fig18.pdf", "reinit")
+    assert (threads, resources["gpu"]) == (8, "1")
+    threads, resources = first_block("quickstart", "train")  # device: cpu
+    assert (threads, resources["gpu"]) == (1, "0")

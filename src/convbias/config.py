@@ -56,7 +56,7 @@ class TrainSpec:
     schedule: Schedule = field(default_factory=Schedule)
     epochs: int = 1
     augment: bool = True
-    precision: str = "fp32"  # fp32 | bf16 (autocast); the paper's runs are fp32
+    precision: str = "fp32"  # fp32 (IEEE, no TF32) | tf32 | bf16 (autocast); the paper's runs are fp32
     compile: bool = False  # torch.compile the model
 
     @classmethod

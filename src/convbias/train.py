@@ -29,37 +29,23 @@ from tqdm.auto import tqdm
 
 from .checkpoints import atomic_write, load_weights, save_weights
 from .config import TrainSpec
-from .data.ffcv_io import BatchTransform, DatasetMeta, global_batches, make_loader, shard_sizes
+from .data.ffcv_io import BatchTransform, DatasetMeta, global_batches, make_loader, one_ahead, shard_sizes
+from .devices import autocast, resolve_device, set_precision, use_device
 from .models import build_model, conv_layers, initialize
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                    "seconds", "images_per_second"]
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def job_threads(threads: int, processes: int = 1) -> int:
-    """CPU threads of a job: Slurm's allocation when run under Slurm, else Snakemake's ``threads``.
-
-    The workflow profile asks Slurm for CPUs per GPU; inside the job Snakemake's own thread count
-    (capped by the rule) does not know it, the environment does.
-    """
-    if os.environ.get("SLURM_JOB_ID"):
-        if os.environ.get("SLURM_CPUS_PER_GPU"):
-            return int(os.environ["SLURM_CPUS_PER_GPU"]) * max(1, processes)
-        if os.environ.get("SLURM_CPUS_PER_TASK"):
-            return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, threads)
-
-
 def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of everything random in one epoch of one run (dropout, shifts, flips)."""
+    """The seed of everything random in one epoch of one run (shifts, flips; dropout of process 0)."""
     return seed * 100_003 + epoch
+
+
+def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of the dropout masks of process ``rank``: each process of a data-parallel run
+    draws its own masks (the same seed would repeat one mask pattern in every share)."""
+    return epoch_seed(seed, epoch) + (rank << 32)
 
 
 def init_model(spec: TrainSpec, meta: DatasetMeta, seed: int) -> torch.nn.Module:
@@ -68,11 +54,6 @@ def init_model(spec: TrainSpec, meta: DatasetMeta, seed: int) -> torch.nn.Module
     h, _, c = meta.shape
     model = build_model(spec.model, c, meta.num_classes, h)
     return initialize(model, spec.init, spec.init_std)
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of ``precision`` (a no-op for fp32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _world() -> tuple[int, int]:
@@ -96,7 +77,7 @@ def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precisio
     loss = correct = count = 0
     device = next(model.parameters()).device
     with torch.no_grad():
-        for x, y in loader:
+        for x, y in one_ahead(loader):
             with autocast(device, precision):
                 out = model(transform(x)).float()
             y = y.long()
@@ -144,8 +125,8 @@ class _Work:
         if opt_file.exists():
             buffers = load_weights(opt_file)
             for name, p in model.named_parameters():
-                if name in buffers:
-                    optimizer.state[p]["momentum_buffer"] = buffers[name].to(p.device)
+                if name in buffers:  # in the parameter's layout (channels-last): SGD keeps its multi-tensor path
+                    optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffers[name])
         history = pd.read_parquet(self.folder / "history.parquet")
         return history[history["epoch"] <= epoch].to_dict("records")
 
@@ -163,6 +144,62 @@ class _Work:
         shutil.rmtree(self.folder)
 
 
+def train_epoch(forward, optimizer, loader, transform: BatchTransform, steps: list[int],
+                draws: list | None, precision: str, rank: int = 0, world: int = 1):
+    """One pass over ``loader``; returns this process's (loss sum, correct answers, images).
+
+    ``steps`` are the global batch sizes, ``draws`` their augmentation (None: no augmentation).
+    Nothing in the loop waits for the device: sums stay device tensors until the epoch ends.
+    """
+    forward.train()
+    device = next(forward.parameters()).device
+    loss_sum, correct, seen = 0.0, 0, 0
+    batches = tqdm(one_ahead(loader), desc="train", total=len(steps), unit="batch", leave=False, disable=rank > 0)
+    with torch.profiler.record_function("convbias.train_epoch"):
+        for step, (x, y) in enumerate(batches):
+            shares = shard_sizes(steps[step], world)  # x is this process's share of global batch ``step``
+            x = transform(x, draws=None if draws is None else draws[step], part=(sum(shares[:rank]), steps[step]))
+            y = y.long()
+            with autocast(device, precision):
+                out = forward(x).float()
+            if world == 1:
+                loss = F.cross_entropy(out, y)
+                batch_loss = loss.detach() * len(y)
+            else:  # DDP averages the W gradients: scale each share's sum to get the global mean
+                batch_loss = F.cross_entropy(out, y, reduction="sum")
+                loss = batch_loss * (world / steps[step])
+                batch_loss = batch_loss.detach()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum = loss_sum + batch_loss
+            correct = correct + (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+    return loss_sum, correct, seen
+
+
+def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetMeta, sizes: list[int],
+                   precision: str) -> float:
+    """Compile the training graphs of ``forward`` for batches of ``sizes`` before any epoch is
+    timed; weights, gradients and random state are left as they were.  Returns the seconds.
+
+    In a data-parallel run every process must pass as many sizes (each backward all-reduces)."""
+    device = next(forward.parameters()).device
+    h, w, c = meta.shape
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        forward.train()
+        for n in sizes:
+            x = transform(torch.zeros((n, h, w, c), dtype=torch.uint8, device=device))
+            with autocast(device, precision):
+                out = forward(x).float()
+            out.sum().backward()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
               out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,
               stop_after: int | None = None) -> pd.DataFrame:
@@ -174,9 +211,8 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-        torch.backends.cudnn.benchmark = True
+    use_device(dev)
+    set_precision(spec.precision)
     torch.set_num_threads(max(1, threads))
     work = _Work(Path(work_dir), spec.fingerprint(seed=seed, data=meta.__dict__))
     # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
@@ -226,35 +262,24 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
             tqdm.write(f"resuming from epoch {last} saved in {work.folder}", file=sys.stderr)
 
     epochs = range(last + 1, spec.epochs + 1)
+    if spec.compile and len(epochs):  # so that no epoch's time includes compiling
+        sizes = [shard_sizes(m, world)[rank] for m in sorted(set(steps))]  # as many in every process
+        seconds = compile_warmup(forward, optimizer, transform, meta, sizes, spec.precision)
+        if rank == 0:
+            tqdm.write(f"torch.compile: {seconds:.1f} s", file=sys.stderr)
     for epoch in tqdm(epochs, desc=f"seed {seed}", unit="epoch", initial=last, total=spec.epochs, disable=rank > 0):
         lr = spec.schedule.lr(spec.lr, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        torch.manual_seed(epoch_seed(seed, epoch))
+        torch.manual_seed(dropout_seed(seed, epoch, rank))
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        draws = transform.draw_epoch(steps, generator, dev) if spec.augment else None
         train_loader.next_epoch = epoch - 1
-        forward.train()
-        start, loss_sum, correct, seen = time.perf_counter(), 0.0, 0, 0
-        batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=rank > 0)
-        for step, (x, y) in enumerate(batches):
-            shares = shard_sizes(steps[step], world)  # x is this process's share of global batch ``step``
-            x = transform(x, generator if spec.augment else None, part=(sum(shares[:rank]), steps[step]))
-            y = y.long()
-            with autocast(dev, spec.precision):
-                out = forward(x).float()
-            if world == 1:
-                loss = F.cross_entropy(out, y)
-                batch_loss = loss.detach() * len(y)
-            else:  # DDP averages the W gradients: scale each share's sum to get the global mean
-                batch_loss = F.cross_entropy(out, y, reduction="sum")
-                loss = batch_loss * (world / steps[step])
-                batch_loss = batch_loss.detach()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum = loss_sum + batch_loss
-            correct = correct + (out.detach().argmax(1) == y).sum()
-            seen += len(y)
+        start = time.perf_counter()
+        loss_sum, correct, seen = train_epoch(forward, optimizer, train_loader, transform, steps, draws,
+                                              spec.precision, rank, world)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)  # the epoch ends when the device is done
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = _sum_over_processes(loss_sum, correct, seen, device=dev)
         history.append(measure(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
@@ -295,7 +320,12 @@ def _main(argv: list[str]) -> None:
     if device.type == "cuda" and torch.cuda.device_count() < world:
         sys.exit(f"error: {world} training processes but {torch.cuda.device_count()} visible GPUs; "
                  f"give the job {world} GPUs or lower the experiment's gpus")
-    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":  # one GPU per process, bound before NCCL starts
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        use_device(device)
+        torch.distributed.init_process_group("nccl", device_id=device)
+    else:
+        torch.distributed.init_process_group("gloo")
     try:
         train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
                   job["test_file"], job["out_dir"], job["work_dir"], device=job.get("device", "auto"),

@@ -71,6 +71,22 @@ def seeds(experiment):
     return EXPERIMENTS[experiment]["seeds"]
 
 
+# CPU threads per GPU of a GPU job (FFCV loader threads): a local job uses this many, a Slurm job
+# asks for them (cpus_per_gpu). Override: --set-threads train=N, --set-resources train:cpus_per_gpu=N.
+CPUS_PER_GPU = 8
+
+
+def experiment_gpus(wildcards):
+    """GPUs of one training job: the experiment's ``gpus``, none when it computes on the CPU."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    return 0 if exp["device"] == "cpu" else exp["gpus"]
+
+
+def gpu_threads(wildcards):
+    """Threads of a job of this experiment: CPUS_PER_GPU per GPU; one on the CPU, where jobs run side by side."""
+    return CPUS_PER_GPU * experiment_gpus(wildcards) or 1
+
+
 def train_spec(wildcards):
     """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
     return TrainSpec.from_config(EXPERIMENTS[wildcards.experiment]).to_dict()

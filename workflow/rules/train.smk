@@ -12,8 +12,9 @@ rule train:
         spec=train_spec,
         work=work_dir,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
-    threads: 1
+    threads: gpu_threads
     resources:
-        gpu=lambda wildcards: EXPERIMENTS[wildcards.experiment]["gpus"],
+        gpu=experiment_gpus,
+        cpus_per_gpu=CPUS_PER_GPU,
     script:
         "../scripts/train.py"

@@ -187,6 +187,25 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     return loader
 
 
+def one_ahead(loader):
+    """Iterate ``loader``, letting the host run at most one batch ahead of the GPU.
+
+    The host never waits for the device inside a training step, so it could queue many steps
+    ahead; but FFCV reuses a few pinned host buffers for its copies to the GPU, and fills the
+    buffer of batch j−1 again as soon as batch j is taken.  So before taking batch j, wait until
+    the device has begun the work queued with batch j−1 (its copy is then finished).  The device
+    still always has the next step queued.  On the CPU this is plain iteration.
+    """
+    for batch in loader:
+        started = None
+        if batch[0].is_cuda:
+            started = torch.cuda.Event()
+            started.record()  # after FFCV made this stream wait for the batch's copy
+        yield batch
+        if started is not None:
+            started.synchronize()
+
+
 def _num_samples(path: str | Path) -> int:
     from ffcv.reader import Reader
 
@@ -196,7 +215,7 @@ def _num_samples(path: str | Path) -> int:
 def load_split(path: str | Path, *, meta: DatasetMeta | None = None, indices=None, workers: int = 1, device="cpu"):
     """The whole split (or ``indices`` of it) in memory: uint8 NHWC images and int64 labels."""
     images, labels = [], []
-    for x, y in make_loader(path, 1024, meta=meta, indices=indices, workers=workers, device=device):
+    for x, y in one_ahead(make_loader(path, 1024, meta=meta, indices=indices, workers=workers, device=device)):
         images.append(x.clone())
         labels.append(y.long().clone())
     return torch.cat(images), torch.cat(labels)
@@ -235,6 +254,23 @@ class BatchTransform:
         flips = torch.rand(n, generator=generator) < 0.5
         return offsets, flips & self.hflip
 
+    def draw_epoch(self, sizes: list[int], generator: torch.Generator,
+                   device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The draws of every global batch of an epoch (``sizes``), in one copy to ``device``.
+
+        The numbers are those of one :meth:`draw` per batch, in order; drawing them up front means
+        the training loop never copies random choices to the GPU between two steps.
+        """
+        if not sizes:
+            return []
+        drawn = [self.draw(m, generator) for m in sizes]
+        offsets, flips = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
+        device = torch.device(device)
+        if device.type == "cuda":  # pinned, so that the copy does not wait for the device
+            offsets = offsets.pin_memory().to(device, non_blocking=True)
+            flips = flips.pin_memory().to(device, non_blocking=True)
+        return list(zip(offsets.split(sizes), flips.split(sizes)))
+
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Shift each image by up to ``shift`` pixels (zero fill) and flip it with probability ½."""
         return self._shift_flip(x, *self.draw(len(x), generator))
@@ -257,14 +293,18 @@ class BatchTransform:
         return x.mul_(self.scale).add_(self.offset)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, fused: bool = True,
-                 part: tuple[int, int] | None = None) -> torch.Tensor:
-        """``part=(start, m)``: ``x`` holds images start… of a global batch of m (one process's
-        share); the random choices are drawn for all m and this share's are used."""
+                 part: tuple[int, int] | None = None,
+                 draws: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Augment (with ``draws`` of the batch, or new ones from ``generator``) and scale ``x``.
+
+        ``part=(start, m)``: ``x`` holds images start… of a global batch of m (one process's
+        share); the random choices are those of all m and this share's are used."""
         n = len(x)
-        if generator is not None:
-            start, m = part or (0, n)
-            offsets, flips = self.draw(m, generator)
-            offsets, flips = offsets[start:start + n], flips[start:start + n]
+        start, m = part or (0, n)
+        if draws is None and generator is not None:
+            draws = self.draw(m, generator)
+        if draws is not None:
+            offsets, flips = draws[0][start:start + n], draws[1][start:start + n]
         else:
             offsets, flips = torch.full((n, 2), self.shift), torch.zeros(n, dtype=torch.bool)
         if x.device.type == "cpu" and fused:
@@ -278,7 +318,7 @@ class BatchTransform:
                        self.lut, self.shift, out.numpy())
             out = out.permute(0, 3, 1, 2)
         else:
-            out = self._scale(self._shift_flip(x, offsets, flips) if generator is not None else x)
+            out = self._scale(self._shift_flip(x, offsets, flips) if draws is not None else x)
         return out if self.channels_last else out.contiguous()
 
 

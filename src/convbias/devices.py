@@ -1,0 +1,176 @@
+"""Where a job computes: its GPUs (claimed before CUDA starts), device, threads and float32 precision.
+
+A local Snakemake run starts every job on the same machine: :func:`job_gpus` gives each job its
+own GPUs through lock files and ``CUDA_VISIBLE_DEVICES`` (set before anything starts CUDA), and
+hides every GPU from jobs that compute on the CPU.  Under Slurm the scheduler already did both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` is the current CUDA device when there is one, else the CPU; a bare ``cuda`` gets its index."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:  # torch.cuda.set_device refuses a device without index
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def use_device(device: torch.device) -> None:
+    """Make ``device`` the current one (CUDA: set it, let cuDNN pick the fastest algorithms)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+
+
+def set_precision(precision: str) -> None:
+    """The float32 arithmetic of CUDA convolutions and matmuls: ``tf32`` allows TensorFloat-32,
+    ``fp32`` and ``bf16`` (whose fp32 parts stay fp32) do not.  No effect on the CPU.
+
+    Uses the flags PyTorch has had for years (torch 2.9's ``fp32_precision`` flags refuse to be
+    read through these once set, which breaks code that reads them).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+
+
+@contextlib.contextmanager
+def precision(name: str) -> Iterator[None]:
+    """:func:`set_precision` for a ``with`` block only."""
+    saved = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    set_precision(name)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved[0]
+        torch.set_float32_matmul_precision(saved[1])
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` (bf16 autocast; a no-op for fp32 and tf32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def job_threads(threads: int, processes: int = 1) -> int:
+    """CPU threads of a job: Slurm's allocation when run under Slurm, else Snakemake's ``threads``.
+
+    The workflow asks Slurm for CPUs per GPU; inside the job Snakemake's own thread count
+    (capped by the rule) does not know it, the environment does.
+    """
+    if os.environ.get("SLURM_JOB_ID"):
+        if os.environ.get("SLURM_CPUS_PER_GPU"):
+            return int(os.environ["SLURM_CPUS_PER_GPU"]) * max(1, processes)
+        if os.environ.get("SLURM_CPUS_PER_TASK"):
+            return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return max(1, threads)
+
+
+def gpu_pool() -> list[str]:
+    """This machine's GPUs a job may take, found without starting CUDA: the entries of
+    ``CUDA_VISIBLE_DEVICES`` when it is set, else the indices ``nvidia-smi`` lists."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
+
+
+def wants_gpus(device: str) -> bool:
+    """Whether a job with ``device`` computes on GPUs here (``auto``: when this machine has one)."""
+    return device.startswith("cuda") or (device == "auto" and bool(gpu_pool()))
+
+
+def lock_dir() -> Path:
+    """Where the GPU lock files of this machine live (``CONVBIAS_GPU_LOCKS`` or the temp folder)."""
+    return Path(os.environ.get("CONVBIAS_GPU_LOCKS") or Path(tempfile.gettempdir()) / "convbias-gpu-locks")
+
+
+@contextlib.contextmanager
+def claim_gpus(n: int, pool: list[str], folder: Path, poll: float = 2.0) -> Iterator[list[str]]:
+    """Hold ``n`` GPUs of ``pool`` that no other job holds (one lock file each) while the block runs.
+
+    Waits while fewer than ``n`` are free.  A killed job's locks go with its process (``flock``).
+    """
+    if n > len(pool):
+        raise RuntimeError(f"the job needs {n} GPUs but this machine shows {len(pool)} ({','.join(pool) or 'none'}); "
+                           f"lower the experiment's gpus or run it where there are more")
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # shared by every user of the machine
+        folder.chmod(0o1777)
+    said = False
+    while True:
+        held = []
+        for gpu in pool:
+            fd = os.open(folder / f"gpu{gpu}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held.append((gpu, fd))
+            if len(held) == n:
+                break
+        if len(held) == n:
+            break
+        for _, fd in held:
+            os.close(fd)
+        if not said:
+            print(f"waiting for {n} free GPU(s) of {','.join(pool)} (the others are held by other jobs; "
+                  f"limit concurrent GPU jobs with snakemake --resources gpu={len(pool)})", file=sys.stderr)
+            said = True
+        time.sleep(poll)
+    try:
+        yield [gpu for gpu, _ in held]
+    finally:
+        for _, fd in held:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def job_gpus(device: str, n: int = 1) -> Iterator[list[str]]:
+    """The GPUs of a workflow job while it runs; call before anything starts CUDA.
+
+    Under Slurm nothing changes (the scheduler set ``CUDA_VISIBLE_DEVICES``).  A job that computes
+    on the CPU sees no GPU at all (so neither it nor its loaders touch one); a GPU job on a local
+    machine claims ``n`` free GPUs and sees only those.  An explicit ``cuda:N`` is left as it is.
+    """
+    if os.environ.get("SLURM_JOB_ID") or (device.startswith("cuda:")):
+        yield gpu_pool()
+        return
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        if not wants_gpus(device) or n == 0:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+            yield []
+        else:
+            with claim_gpus(n, gpu_pool(), lock_dir()) as gpus:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+                yield gpus
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved

@@ -1,0 +1,140 @@
+"""Devices without a GPU: the CUDA calls a GPU job makes, its precision, and the local GPU allocator."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from convbias.config import ModelSpec, TrainSpec
+from convbias.devices import claim_gpus, gpu_pool, job_gpus, precision, resolve_device, set_precision, use_device
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda as on a one-GPU machine, up to the point where a kernel would run."""
+    calls = []
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # restored after
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_setDevice", lambda index: calls.append(index), raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_a_single_gpu_job_sets_an_indexed_device(fake_cuda, name):
+    device = resolve_device(name)
+    assert device == torch.device("cuda", 0)
+    use_device(device)  # what train_run does first; a device without index made torch raise here
+    assert fake_cuda == [0]
+    with pytest.raises(ValueError):  # the call as it was made before
+        torch.cuda.set_device(torch.device("cuda"))
+
+
+def test_explicit_index_is_kept(fake_cuda):
+    assert resolve_device("cuda:3") == torch.device("cuda", 3)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def _modes():
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_precision_decides_tf32_for_convolutions_and_matmuls():
+    before = _modes()
+    with precision("fp32"):
+        assert _modes() == (False, False)
+    with precision("tf32"):
+        assert _modes() == (True, True)
+    with precision("bf16"):  # autocast does the bf16 part; what stays float32 is IEEE
+        assert _modes() == (False, False)
+    assert _modes() == before
+    with pytest.raises(ValueError, match="precision"):
+        set_precision("fp16")
+
+
+def test_precision_is_part_of_a_runs_identity():
+    base = TrainSpec(model=ModelSpec("lenet"))
+    prints = {p: TrainSpec(**{**base.__dict__, "precision": p}).fingerprint(seed=0) for p in ("fp32", "tf32", "bf16")}
+    assert len(set(prints.values())) == 3
+
+
+def test_gpu_pool_follows_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5,GPU-abc")
+    assert gpu_pool() == ["2", "5", "GPU-abc"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_pool() == []
+
+
+def test_claims_never_share_a_gpu_and_wait_for_a_free_one(tmp_path):
+    pool = ["0", "1", "2"]
+    with claim_gpus(2, pool, tmp_path) as first:
+        assert first == ["0", "1"]
+        with claim_gpus(1, pool, tmp_path) as second:
+            assert second == ["2"]
+            waited = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+                from pathlib import Path
+                from convbias.devices import claim_gpus
+                with claim_gpus(1, {pool!r}, Path({str(tmp_path)!r}), poll=0.05) as got:
+                    print(got[0], flush=True)
+                """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert "waiting for 1 free GPU" in waited.stderr.readline()  # all three are held: it waits
+            time.sleep(0.3)
+            assert waited.poll() is None
+        out, _ = waited.communicate(timeout=60)  # "2" was given back
+        assert out.strip() == "2"
+    with pytest.raises(RuntimeError, match="needs 4 GPUs"):
+        with claim_gpus(4, pool, tmp_path):
+            pass
+
+
+def test_a_killed_jobs_gpu_is_free_again(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from convbias.devices import claim_gpus
+        with claim_gpus(1, ["0"], Path({str(tmp_path)!r})):
+            print("held", flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with claim_gpus(1, ["0"], tmp_path, poll=0.05) as got:
+        assert got == ["0"]
+
+
+def test_job_gpus_hides_gpus_from_cpu_jobs_and_gives_gpu_jobs_their_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVBIAS_GPU_LOCKS", str(tmp_path))
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with job_gpus("cpu"):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    with job_gpus("auto") as mine:
+        assert mine == ["3"] and os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+        other = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+            import os
+            from convbias.devices import job_gpus
+            with job_gpus("cuda"):
+                print(os.environ["CUDA_VISIBLE_DEVICES"])
+            """)], capture_output=True, text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": "3,5"})
+        assert other.stdout.strip() == "5"  # another job started beside it gets the other GPU
+    with job_gpus("auto", 2) as both:
+        assert both == ["3", "5"] and os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with job_gpus("auto") as none:  # a machine without GPUs: auto computes on the CPU
+        assert none == [] and os.environ["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_under_slurm_the_scheduler_decides(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVBIAS_GPU_LOCKS", str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    with job_gpus("auto", 1):
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+    assert not list(tmp_path.iterdir())  # no lock taken
