@@ -54,3 +54,13 @@ def test_schedules():
     assert [step.lr(0.01, e) for e in (1, 25, 26, 51)] == pytest.approx([0.01, 0.01, 0.001, 0.0001])
     assert Schedule("constant").lr(0.01, 99) == 0.01
     assert math.isclose(Schedule().gamma, 10 ** (-1 / 25))
+
+
+@pytest.mark.parametrize("arch", ["vgg19", "alexnet"])
+def test_torchvision_head_follows_the_width(arch):
+    """The head's first Linear takes the pooled maps of the last conv, whatever the width."""
+    model = build_model(ModelSpec(arch, width=0.0625, head="torchvision"), 3, 10, 224)
+    last = [m for m in model.features if isinstance(m, torch.nn.Conv2d)][-1].out_channels
+    first = next(m for m in model.classifier if isinstance(m, torch.nn.Linear))
+    assert first.in_features == last * (49 if arch == "vgg19" else 36)
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 10)

@@ -26,3 +26,27 @@ def test_cached_sweep_equals_naive_sweep():
     assert (cached["drop"] > 0).any()
     # the model is left at its final weights
     assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
+
+
+def test_chunks_are_sized_from_the_memory_budget_and_change_nothing():
+    from convbias.reinit import plan_chunks
+
+    # VGG19 at 224²: 12.8 MB per image enter conv 2; 54 GB of a card give ~1,500-image chunks
+    chunk, batch = plan_chunks(64 * 224 * 224 * 4, 64 * 224 * 224 * 4, 3 * 224 * 224 * 4, 50_000, 54 * 10**9, 256)
+    assert batch == 256 and chunk % batch == 0
+    assert 2 * chunk * 64 * 224 * 224 * 4 + 3 * batch * 64 * 224 * 224 * 4 <= 54 * 10**9
+    assert chunk >= 1024
+    assert plan_chunks(100, 100, 10, 40, 10**12) == (40, 40)  # everything fits: one chunk
+
+    torch.manual_seed(1)
+    model = build_model(ModelSpec("vgg11", width=0.125, dropout=0.0), 3, 10, 32)
+    states = {s: {k: v.clone() for k, v in initialize(model).state_dict().items()} for s in ("rand", "0")}
+    inputs = torch.randn(200, 3, 32, 32)
+    model.eval()
+    labels = model(inputs).argmax(1)
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    naive = naive_sweep(model, final, states, inputs, labels, batch=50)
+    # a budget that holds ~60 images (8×32×32 floats enter conv 2): several chunks, same table
+    small = reinit_sweep(model.to(memory_format=torch.channels_last), final, states,
+                         inputs.contiguous(memory_format=torch.channels_last), labels, memory=60 * 2 * 8 * 32 * 32 * 4)
+    pd.testing.assert_frame_equal(small, naive)

@@ -68,6 +68,12 @@ def build_model(spec: ModelSpec, in_channels: int, num_classes: int, image_size:
         else:
             raise ValueError("head 'torchvision' exists for vgg* and alexnet only; use head: compact")
         model.features = features
+        # a width ≠ 1 changes the channels entering the head's first Linear (7×7 / 6×6 pooled maps)
+        channels = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
+        i, first = next((i, m) for i, m in enumerate(model.classifier) if isinstance(m, nn.Linear))
+        inputs = channels * math.prod(model.avgpool.output_size)
+        if first.in_features != inputs:
+            model.classifier[i] = nn.Linear(inputs, first.out_features)
         return model
     if spec.head != "compact":
         raise ValueError(f"unknown head {spec.head!r}; use compact or torchvision")

@@ -8,6 +8,9 @@ rule reinit:
     params:
         spec=train_spec,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
-    threads: 1
+    threads: lambda wildcards: CPUS_PER_GPU if experiment_gpus(wildcards) else 1
+    resources:
+        gpu=lambda wildcards: min(1, experiment_gpus(wildcards)),
+        cpus_per_gpu=CPUS_PER_GPU,
     script:
         "../scripts/reinit.py"
