@@ -1,5 +1,6 @@
 """The benchmark scripts still run (on tiny inputs, on the CPU); their numbers are not checked here."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,13 +8,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_runs_on_cpu():
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--images", "600",
-                          "--width", "0.125", "--steps", "3", "--workers", "1"],
-                         capture_output=True, text=True, timeout=600)
+def test_gpu_check_runs_on_cpu(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--small",
+                          "--out", str(tmp_path / "check.json")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    for line in ("FFCV-fed training", "data on the device", "ratio", "peak GPU memory"):
-        assert line in out.stdout
+    assert "sections failed: none" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads((tmp_path / "check.json").read_text())
+    assert [row["precision"] for row in result["cifar_loop"]] == ["fp32", "tf32", "bf16", "tf32-per-step-copies"]
+    assert all(row["images_per_s"] > 0 and row["syncs_per_step"] == {} for row in result["cifar_loop"])  # no CUDA
+    assert result["reinit_224"]["chunk"] >= result["reinit_224"]["batch"] >= 1
+    assert result["precision"]["fp32"]["conv"] < 1e-5
 
 
 def test_cpu_vs_device_step_compares_two_runs_of_one_seed():

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The GPU check on an offline GPU machine (Python 3.12 with torch but no FFCV), in one command,
+# from the repository root after bench/device_bundle.sh made .device/ and it was carried there:
+#   bash bench/device_check.sh [gpu_check.py arguments]
+# Installs the FFCV wheel into a temporary folder, uses this checkout's src/ (no install), and
+# runs bench/gpu_check.py under a time limit (CHECK_LIMIT seconds, default 420). The log and the
+# figures (JSON) go to $OUT when it is set, else to the current folder.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+site=$(mktemp -d)
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .device/*.whl || exit 1
+export PYTHONPATH="$site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # no progress bars in a log
+out=${OUT:-.}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import ffcv, torch, numba, numpy; print('ffcv', ffcv.__version__, 'torch', torch.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)" || exit 1
+timeout -k 10 "${CHECK_LIMIT:-420}" python3 bench/gpu_check.py --out "$out/gpu_check.json" "$@" 2>&1 \
+  | tee "$out/gpu_check.log"
+exit "${PIPESTATUS[0]}"
