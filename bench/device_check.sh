@@ -11,7 +11,7 @@ site=$(mktemp -d)
 python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .device/*.whl || exit 1
 export PYTHONPATH="$site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # no progress bars in a log
+export PYTHONUNBUFFERED=1
 out=${OUT:-.}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import ffcv, torch, numba, numpy; print('ffcv', ffcv.__version__, 'torch', torch.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)" || exit 1
