@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 import torch
 
 from convbias.config import ModelSpec
@@ -50,3 +51,33 @@ def test_chunks_are_sized_from_the_memory_budget_and_change_nothing():
     small = reinit_sweep(model.to(memory_format=torch.channels_last), final, states,
                          inputs.contiguous(memory_format=torch.channels_last), labels, memory=60 * 2 * 8 * 32 * 32 * 4)
     pd.testing.assert_frame_equal(small, naive)
+
+
+def test_a_reset_layer_takes_the_sources_weight_and_bias():
+    """Sources with non-zero, distinct biases; the expected accuracies come from a forward pass
+    of a copy of the model with the layer set by hand, not from the code under test."""
+    import copy
+
+    torch.manual_seed(2)
+    model = build_model(ModelSpec("vgg11", width=0.125, dropout=0.0), 3, 10, 32).eval()
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs = torch.randn(120, 3, 32, 32)
+    with torch.no_grad():
+        labels = model(inputs).argmax(1)
+    # source "bias": the final weights, every conv bias shifted; source "both": weights and biases new
+    bias = {k: v + (torch.randn_like(v) * 3 if k.endswith("bias") and k.startswith("features") else 0)
+            for k, v in final.items()}
+    both = {k: v + torch.randn_like(v) * 0.3 for k, v in final.items()}
+    table = reinit_sweep(model, final, {"bias": bias, "both": both}, inputs, labels, batch=50)
+    convs = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    for layer, name in enumerate(convs, 1):
+        for source, state in (("bias", bias), ("both", both)):
+            by_hand = copy.deepcopy(model)
+            conv = dict(by_hand.named_modules())[name]
+            with torch.no_grad():
+                conv.weight.copy_(state[f"{name}.weight"])
+                conv.bias.copy_(state[f"{name}.bias"])
+                expected = (by_hand(inputs).argmax(1) == labels).float().mean().item()
+            got = table[(table["source"] == source) & (table["layer"] == layer)]["accuracy"].item()
+            assert got == pytest.approx(expected, abs=1e-9), (source, layer)
+    assert (table[table["source"] == "bias"]["accuracy"] < 1).any()  # a bias alone changes answers

@@ -49,11 +49,13 @@ def test_resume_is_bit_identical(data, tmp_path):
 
 def test_changed_spec_starts_over(data, tmp_path):
     meta, train, test = data
-    train_run(SPEC, 2, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
-    other = TrainSpec(**{**SPEC.__dict__, "lr": 0.01})
+    stopped = train_run(SPEC, 2, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
+    other = TrainSpec(**{**SPEC.__dict__, "lr": 2 * SPEC.lr})
     history = train_run(other, 2, meta, train, test, tmp_path / "run", tmp_path / "work")
     fresh = train_run(other, 2, meta, train, test, tmp_path / "fresh", tmp_path / "work2")
     pd.testing.assert_series_equal(history["train_loss"], fresh["train_loss"])
+    assert history["lr"].iloc[1] == 2 * SPEC.lr and stopped["lr"].iloc[1] == SPEC.lr
+    assert history["train_loss"].iloc[1] != stopped["train_loss"].iloc[1]  # epoch 1 was trained again
 
 
 KILLABLE = """
