@@ -195,3 +195,40 @@ def test_compile_warmup_changes_nothing_but_the_compiled_code(data):
     assert torch.equal(torch.get_rng_state(), rng)  # dropout drew from a forked generator
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters()) and not optimizer.state
+
+
+def test_each_epoch_augments_with_its_own_seed_and_every_step_uses_the_schedules_lr(data, tmp_path, monkeypatch):
+    """Spies on what the loop hands to the transform and to SGD, against values computed here."""
+    from convbias.config import Schedule
+    from convbias.data.ffcv_io import BatchTransform
+
+    meta, train, test = data
+    seeds, augmented, lrs = [], [], []
+    draw_epoch, call, step = BatchTransform.draw_epoch, BatchTransform.__call__, torch.optim.SGD.step
+
+    def spy_draw(self, sizes, generator, device="cpu"):
+        seeds.append(generator.initial_seed())
+        return draw_epoch(self, sizes, generator, device)
+
+    def spy_call(self, x, *args, **kwargs):
+        augmented.append(kwargs.get("draws") is not None)
+        return call(self, x, *args, **kwargs)
+
+    def spy_step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(BatchTransform, "draw_epoch", spy_draw)
+    monkeypatch.setattr(BatchTransform, "__call__", spy_call)
+    monkeypatch.setattr(torch.optim.SGD, "step", spy_step)
+    spec = TrainSpec(**{**SPEC.__dict__, "schedule": Schedule("step", gamma=0.1, step_size=1)})
+    history = train_run(spec, 5, meta, train, test, tmp_path / "run", tmp_path / "work")
+    assert seeds == [5 * 100_003 + e for e in (1, 2, 3)]  # one generator per (seed, epoch)
+    steps = -(-len(meta.train_indices()) // spec.batch_size)
+    assert lrs == pytest.approx([0.01] * steps + [0.001] * steps + [0.0001] * steps)
+    assert list(history["lr"].iloc[1:]) == pytest.approx([0.01, 0.001, 0.0001])
+    assert sum(augmented) == 3 * steps  # every training batch, no evaluation batch, is augmented
+    seeds.clear()
+    augmented.clear()
+    train_run(TrainSpec(**{**SPEC.__dict__, "augment": False}), 5, meta, train, test, tmp_path / "r2", tmp_path / "w2")
+    assert seeds == [] and not any(augmented)
