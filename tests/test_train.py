@@ -232,3 +232,22 @@ def test_each_epoch_augments_with_its_own_seed_and_every_step_uses_the_schedules
     augmented.clear()
     train_run(TrainSpec(**{**SPEC.__dict__, "augment": False}), 5, meta, train, test, tmp_path / "r2", tmp_path / "w2")
     assert seeds == [] and not any(augmented)
+
+
+def test_the_training_loader_is_iterated_once_per_epoch_in_epoch_order(data, tmp_path, monkeypatch):
+    """Epoch e takes FFCV's order e − 1, once. (tqdm.auto calls iter() on what it wraps: wrapped
+    around the loader itself it started a second pass, so every epoch took the next epoch's order
+    and left a loader thread decoding in the background.)"""
+    from ffcv.loader import Loader
+
+    passes = []
+    original = Loader.__iter__
+
+    def spy(self):
+        passes.append((self.batch_size, self.next_epoch))
+        return original(self)
+
+    monkeypatch.setattr(Loader, "__iter__", spy)
+    meta, train, test = data
+    train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
+    assert [epoch for size, epoch in passes if size == SPEC.batch_size] == [0, 1, 2]  # evaluation loaders: 512
