@@ -98,11 +98,6 @@ def gpu_pool() -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
 
 
-def wants_gpus(device: str) -> bool:
-    """Whether a job with ``device`` computes on GPUs here (``auto``: when this machine has one)."""
-    return device.startswith("cuda") or (device == "auto" and bool(gpu_pool()))
-
-
 def lock_dir() -> Path:
     """Where the GPU lock files of this machine live (``CONVBIAS_GPU_LOCKS`` or the temp folder)."""
     return Path(os.environ.get("CONVBIAS_GPU_LOCKS") or Path(tempfile.gettempdir()) / "convbias-gpu-locks")
@@ -160,13 +155,13 @@ def job_gpus(device: str, n: int = 1) -> Iterator[list[str]]:
     if os.environ.get("SLURM_JOB_ID") or (device.startswith("cuda:")):
         yield gpu_pool()
         return
-    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    saved, pool = os.environ.get("CUDA_VISIBLE_DEVICES"), gpu_pool()
     try:
-        if not wants_gpus(device) or n == 0:
+        if device == "cpu" or n == 0 or (device == "auto" and not pool):  # auto on a machine without GPUs
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
             yield []
         else:
-            with claim_gpus(n, gpu_pool(), lock_dir()) as gpus:
+            with claim_gpus(n, pool, lock_dir()) as gpus:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
                 yield gpus
     finally:

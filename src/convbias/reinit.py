@@ -26,19 +26,9 @@ from .models import conv_layers, sequential_layers
 RAND_SEED_OFFSET = 1_000_000  # the ``rand`` source of seed s is the init of seed s + this
 
 
-def _correct(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> int:
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(labels), batch):
-            x = inputs[i : i + batch]
-            for layer in layers:
-                x = layer(x)
-            correct += int((x.argmax(1) == labels[i : i + batch]).sum())
-    return correct
-
-
 def _accuracy(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
-    return _correct(layers, inputs, labels, batch) / len(labels)
+    with torch.no_grad():
+        return int(_count(layers, inputs, labels, batch)) / len(labels)
 
 
 def _table(rows: list[tuple], base: float) -> pd.DataFrame:

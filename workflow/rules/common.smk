@@ -82,9 +82,14 @@ def experiment_gpus(wildcards):
     return 0 if exp["device"] == "cpu" else exp["gpus"]
 
 
-def gpu_threads(wildcards):
-    """Threads of a job of this experiment: CPUS_PER_GPU per GPU; one on the CPU, where jobs run side by side."""
-    return CPUS_PER_GPU * experiment_gpus(wildcards) or 1
+def reinit_gpus(wildcards):
+    """GPUs of one re-initialization job: one, none when the experiment computes on the CPU."""
+    return min(1, experiment_gpus(wildcards))
+
+
+def threads_for(gpus):
+    """Threads of a job on ``gpus`` GPUs: CPUS_PER_GPU each; one on the CPU, where jobs run side by side."""
+    return CPUS_PER_GPU * gpus or 1
 
 
 def train_spec(wildcards):

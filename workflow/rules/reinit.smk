@@ -8,9 +8,9 @@ rule reinit:
     params:
         spec=train_spec,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
-    threads: lambda wildcards: CPUS_PER_GPU if experiment_gpus(wildcards) else 1
+    threads: lambda wildcards: threads_for(reinit_gpus(wildcards))
     resources:
-        gpu=lambda wildcards: min(1, experiment_gpus(wildcards)),
+        gpu=reinit_gpus,
         cpus_per_gpu=CPUS_PER_GPU,
     script:
         "../scripts/reinit.py"

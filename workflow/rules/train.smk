@@ -12,7 +12,7 @@ rule train:
         spec=train_spec,
         work=work_dir,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
-    threads: gpu_threads
+    threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
     resources:
         gpu=experiment_gpus,
         cpus_per_gpu=CPUS_PER_GPU,
