@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 
 from convbias import figures
 
@@ -68,3 +69,97 @@ def test_grid_figure_has_a_panel_per_experiment_row_major():
     assert [ax.get_title() for ax in visible] == ["c_step", "c_exp", "i_step"]
     assert len(fig.axes) == 4 and not fig.axes[3].get_visible()
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == [f"layer {l}" for l in range(1, 5)]
+
+
+# Content: the plotted numbers are the table's numbers, computed here with numpy from a random table.
+
+def random_measure(rng, layers=(1, 2, 3), epochs=4, seeds=(0, 1, 2), experiment="e"):
+    return pd.DataFrame([{"experiment": experiment, "seed": s, "epoch": e, "layer": layer, "n_l": rng.uniform()}
+                         for s in seeds for e in range(epochs + 1) for layer in layers])
+
+
+def mean_std(table, layer, epochs):
+    """n_l of ``layer`` per epoch: mean and sample std over seeds, by plain numpy."""
+    values = np.array([[r.n_l for r in table.itertuples() if r.layer == layer and r.epoch == e] for e in epochs])
+    return values.mean(axis=1), values.std(axis=1, ddof=1)
+
+
+def band(collection):
+    """Lower and upper edge of a fill_between band, per x, from its polygon's vertices."""
+    xy = collection.get_paths()[0].vertices
+    xs = np.unique(xy[:, 0])
+    return xs, np.array([xy[xy[:, 0] == x, 1].min() for x in xs]), np.array([xy[xy[:, 0] == x, 1].max() for x in xs])
+
+
+def test_measure_figure_plots_each_layers_mean_and_std_over_seeds():
+    rng = np.random.default_rng(0)
+    measure = random_measure(rng)
+    _, history = measure_tables(layers=3, epochs=4, seeds=(0, 1, 2))
+    fig = figures.measure_figure(measure, history, panels=[[1, 2], [3]])
+    epochs = range(5)
+    for ax, panel in zip(fig.axes, [[1, 2], [3]]):
+        lines = [line for line in ax.get_lines() if line.get_label().startswith("layer")]
+        for line, band_, layer in zip(lines, ax.collections, panel):
+            mean, std = mean_std(measure, layer, epochs)
+            assert line.get_label() == f"layer {layer}"
+            assert np.allclose(line.get_xdata(), list(epochs)) and np.allclose(line.get_ydata(), mean)
+            xs, low, high = band(band_)
+            assert np.allclose(xs, list(epochs)) and np.allclose(low, mean - std) and np.allclose(high, mean + std)
+
+
+def test_training_panel_plots_the_mean_accuracy_and_each_runs_rescaled_loss():
+    rng = np.random.default_rng(1)
+    history = pd.DataFrame([{"experiment": "e", "seed": s, "epoch": e, "lr": 0.1 if e < 3 else 0.01,
+                             "train_loss": rng.uniform(1, 3), "val_loss": rng.uniform(1, 3),
+                             "train_acc": rng.uniform(), "val_acc": rng.uniform()} for s in (0, 1) for e in range(6)])
+    fig = figures.measure_figure(random_measure(rng, epochs=5, seeds=(0, 1)), history)
+    lines = {line.get_label(): line for line in fig.axes[-1].get_lines()}
+    val_acc = history.pivot(index="epoch", columns="seed", values="val_acc").to_numpy()
+    assert np.allclose(lines["val acc"].get_ydata(), val_acc.mean(axis=1))
+    loss = history.pivot(index="epoch", columns="seed", values="train_loss").to_numpy()
+    assert np.allclose(lines["train loss (rescaled)"].get_ydata(), (loss / loss.max(axis=0)).mean(axis=1))
+    drops = [line.get_xdata()[0] for line in fig.axes[-1].get_lines() if line.get_marker() == "|"]
+    assert drops == [3]
+
+
+def test_layer_and_grid_figures_plot_the_right_layers_and_experiments():
+    rng = np.random.default_rng(2)
+    measure = pd.concat([random_measure(rng, experiment=name) for name in ("a", "b", "c")])
+    ax = figures.layer_figure(measure, layer=2).axes[0]
+    for line, name in zip(ax.get_lines(), ("a", "b", "c")):
+        assert np.allclose(line.get_ydata(), mean_std(measure[measure["experiment"] == name], 2, range(5))[0])
+    fig = figures.grid_figure(measure, ["c", "a", "b"], columns=2)
+    for ax, name in zip(fig.axes, ("c", "a", "b")):
+        lines = [line for line in ax.get_lines() if line.get_label().startswith("layer")]
+        for line, layer in zip(lines, (1, 2, 3)):
+            assert np.allclose(line.get_ydata(), mean_std(measure[measure["experiment"] == name], layer, range(5))[0])
+
+
+def test_histogram_bars_count_each_epochs_cosines_in_its_own_colour():
+    rng = np.random.default_rng(3)
+    filters = pd.DataFrame([{"epoch": e, "layer": layer, "cosine": c}
+                            for e, shift in ((0, 0.0), (9, -0.4)) for layer in (1, 2)
+                            for c in np.clip(rng.normal(shift, 0.2, 40 + 10 * layer), -1, 1)])
+    fig = figures.histogram_figure(filters, (0, 9))
+    for ax, layer in zip(fig.axes, (1, 2)):
+        part = filters[filters["layer"] == layer]
+        edges = np.histogram_bin_edges(part["cosine"], bins=30)
+        first, second = ax.containers
+        for container, epoch in ((first, 0), (second, 9)):
+            expected, _ = np.histogram(part[part["epoch"] == epoch]["cosine"], bins=edges)
+            assert [bar.get_height() for bar in container] == expected.tolist()
+            assert np.allclose([bar.get_x() for bar in container], edges[:-1])
+        assert ax.get_legend_handles_labels()[1] == ["initialization (epoch 0)", "trained (epoch 9)"]
+
+
+def test_reinit_heatmap_cells_are_the_drops_of_their_source_and_layer():
+    rng = np.random.default_rng(4)
+    table = pd.DataFrame([{"seed": s, "source": src, "layer": layer, "drop": rng.uniform()}
+                          for s in (0, 1) for src in ("10", "rand", "2", "0") for layer in (3, 1, 2)])
+    fig = figures.reinit_figure(table)
+    for ax, seed in zip([ax for ax in fig.axes if ax.get_title().startswith("seed")], (0, 1)):
+        image = ax.get_images()[0].get_array()
+        for i, source in enumerate(("rand", "0", "2", "10")):
+            for j, layer in enumerate((1, 2, 3)):
+                row = table[(table.seed == seed) & (table.source == source) & (table.layer == layer)]
+                assert image[i, j] == pytest.approx(row["drop"].item())
