@@ -341,3 +341,118 @@ def test_one_ahead_takes_a_gpu_batch_only_after_the_device_began_the_previous_on
     assert log == [("take", 0), ("record", 0), ("step", 0), ("wait", 0),
                    ("take", 1), ("record", 1), ("step", 1), ("wait", 1),
                    ("take", 2), ("record", 2), ("step", 2), ("wait", 2)]
+
+
+# Content against arrays the test writes and parses itself (never re-read through convbias's readers).
+
+def raw_idx(path):
+    """An IDX .gz file parsed by hand: 4 magic bytes, one big-endian uint32 per dimension, then the bytes."""
+    raw = gzip.open(path).read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw[4 + 4 * ndim:], dtype=np.uint8).reshape(shape)
+
+
+def test_idx_conversion_stores_the_files_pixels_row_major(tmp_path):
+    """Rows stay rows: images with a bright row (not column) come out with that row bright, padded by 2."""
+    from conftest import write_idx
+
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[np.arange(n)[:, None], (labels + 3)[:, None], np.arange(5, 20)] = (200 + labels)[:, None]  # a horizontal bar at a class-dependent row
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    convert("t", {**SPEC, "path": str(tmp_path)}, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "m.json")
+    for prefix, split in (("train", "train"), ("t10k", "test")):
+        images, labels = load_split(tmp_path / f"{split}.beton")
+        written = raw_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz")
+        assert np.array_equal(images.numpy()[..., 0], np.pad(written, ((0, 0), (2, 2), (2, 2))))
+        assert np.array_equal(labels.numpy(), raw_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz"))
+        for image, label in zip(images.numpy()[..., 0], labels.numpy()):
+            assert (image[label + 5, 7:22] == 200 + label).all() and image[:, 7:22].sum() == 15 * (200 + label)
+
+
+def test_conversion_stores_the_channel_statistics_of_the_training_part(idx_dataset, converted):
+    out, meta = converted
+    images = np.pad(raw_idx(idx_dataset / "train-images-idx3-ubyte.gz"), ((0, 0), (2, 2), (2, 2))).astype(float)
+    fit = np.setdiff1d(np.arange(800), np.sort(np.random.default_rng(0).permutation(800)[:80]))
+    assert meta.mean[0] == pytest.approx(images[fit].mean()) and meta.std[0] == pytest.approx(images[fit].std())
+    assert not np.isclose(meta.mean[0], images.mean())  # the validation images are left out
+
+
+@pytest.mark.parametrize("pixel_range,expected", [
+    ("unit", lambda x, m, s: x / 255.0),
+    ("minus_one_one", lambda x, m, s: x / 127.5 - 1.0),
+    ("standardize", lambda x, m, s: (x - m) / s),
+])
+@pytest.mark.parametrize("fused", [True, False])
+def test_pixel_ranges_map_each_value_exactly(pixel_range, expected, fused):
+    mean, std = (100.0, 120.0, 140.0), (50.0, 60.0, 70.0)
+    meta = DatasetMeta("t", 10, (6, 5, 3), 100, 10, 0.1, 0, False, pixel_range, mean, std)
+    x = torch.randint(0, 256, (4, 6, 5, 3), dtype=torch.uint8)
+    y = BatchTransform(meta)(x, fused=fused)
+    want = expected(x.double().numpy(), np.array(mean), np.array(std)).transpose(0, 3, 1, 2)
+    assert y.shape == (4, 3, 6, 5)
+    assert np.allclose(y.numpy(), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("hflip", [False, True])
+def test_shifts_stay_within_four_pixels_and_flips_happen_only_when_asked(hflip, fused):
+    """One bright pixel per image: after augmentation it lies within ±4 of where it was, or — only
+    with hflip — within ±4 of its mirror position; every offset in [-4, 4] occurs in both axes."""
+    meta = DatasetMeta("t", 10, (24, 24, 1), 100, 10, 0.1, 0, hflip, "unit", (0.0,), (1.0,))
+    n, r, c = 2000, 10, 6
+    x = torch.zeros(n, 24, 24, 1, dtype=torch.uint8)
+    x[:, r, c] = 255
+    y = BatchTransform(meta)(x, torch.Generator().manual_seed(0), fused=fused)[:, 0]
+    rows, cols = (y == 1).nonzero()[:, 1:].T
+    assert len(rows) == n  # the pixel never leaves a 24×24 image when 4 pixels from any border
+    dr, dc = rows - r, cols - c
+    mirrored = (cols - (23 - c)).abs() <= 4
+    assert set(dr.tolist()) == set(range(-4, 5))
+    if hflip:
+        assert 0.45 < mirrored.float().mean() < 0.55
+        assert set((cols - (23 - c))[mirrored].tolist()) == set(range(-4, 5))
+        assert set(dc[~mirrored].tolist()) == set(range(-4, 5))
+    else:
+        assert not mirrored.any() and set(dc.tolist()) == set(range(-4, 5))
+
+
+def test_augmentation_draws_differ_between_seeds_and_repeat_for_one_seed():
+    meta = DatasetMeta("t", 10, (16, 16, 3), 100, 10, 0.1, 0, True, "unit", (0.0,) * 3, (1.0,) * 3)
+    x = torch.randint(0, 256, (32, 16, 16, 3), dtype=torch.uint8)
+    t = BatchTransform(meta)
+    batch = lambda seed: t(x, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(batch(1), batch(1))
+    assert not torch.equal(batch(1), batch(2))
+    assert not torch.equal(batch(1), t(x))  # augmented differs from plain scaling
+
+
+def test_fixed_pixel_shuffle_moves_train_and_test_pixels_alike(tmp_path):
+    """The test set is a copy of the first training images: after conversion with one fixed
+    permutation, test image i equals training image i, and both differ from the written image."""
+    from conftest import learnable_images, write_idx
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 40).astype(np.uint8)
+    images = learnable_images(labels, rng)
+    for prefix, part in (("train", slice(None)), ("t10k", slice(0, 12))):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images[part])
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels[part])
+    spec = {**SPEC, "path": str(tmp_path), "pixel_shuffle": "fixed", "variant_seed": 3}
+    convert("s", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "m.json")
+    train, _ = load_split(tmp_path / "train.beton")
+    test, _ = load_split(tmp_path / "test.beton")
+    train, test = train.numpy()[..., 0], test.numpy()[..., 0]
+    assert np.array_equal(test, train[:12])
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))
+    assert (train != padded).mean() > 0.2  # shuffled …
+    assert (train[:, :2] == 0).all() and (train[:, :, -2:] == 0).all()  # … before padding: the border stays black
+    inner, written = train[:, 2:-2, 2:-2].reshape(40, -1), images.reshape(40, -1)
+    assert np.array_equal(np.sort(inner, axis=1), np.sort(written, axis=1))  # each image keeps its own pixels
+    # one permutation for all: a pixel position's values across the 40 images move together
+    moved = {tuple(column) for column in inner.T}
+    assert moved == {tuple(column) for column in written.T}
