@@ -64,3 +64,44 @@ def test_torchvision_head_follows_the_width(arch):
     first = next(m for m in model.classifier if isinstance(m, torch.nn.Linear))
     assert first.in_features == last * (49 if arch == "vgg19" else 36)
     assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 10)
+
+
+def _fans(m):
+    receptive = math.prod(m.kernel_size) if isinstance(m, torch.nn.Conv2d) else 1
+    return m.weight.shape[1] * receptive, m.weight.shape[0] * receptive
+
+
+@pytest.mark.parametrize("scheme,std", [("kaiming_normal", None), ("normal", 0.01), ("normal", 0.05),
+                                        ("xavier_uniform", None), ("torchvision_default", None)])
+def test_every_init_scheme_has_its_distribution_on_convs_and_linears(scheme, std):
+    """Std, bounds and gain of each scheme, from its formula (fans computed here), on every layer."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("vgg11", width=0.5, hidden=256), 3, 10, 32)
+    initialize(model, scheme, std if std is not None else 0.01)
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 8 + 3
+    for m in layers:
+        w, (fan_in, fan_out) = m.weight.detach().double(), _fans(m)
+        if scheme == "kaiming_normal":  # N(0, 2 / fan_out): He et al. with ReLU gain, fan_out mode
+            expected_std, bound = math.sqrt(2.0 / fan_out), None
+        elif scheme == "normal":
+            expected_std, bound = std, None
+        elif scheme == "xavier_uniform":  # U(±√2·√(6 / (fan_in + fan_out))): Glorot with ReLU gain
+            bound = math.sqrt(2.0) * math.sqrt(6.0 / (fan_in + fan_out))
+            expected_std = bound / math.sqrt(3.0)
+        else:  # PyTorch's default: U(±1/√fan_in) for weights and biases
+            bound = 1.0 / math.sqrt(fan_in)
+            expected_std = bound / math.sqrt(3.0)
+        assert w.std().item() == pytest.approx(expected_std, rel=0.06 if w.numel() > 2000 else 0.2)
+        assert abs(w.mean().item()) < 4 * expected_std / math.sqrt(w.numel())
+        if bound is not None:
+            assert w.abs().max().item() <= bound and w.abs().max().item() > 0.95 * bound
+        if scheme == "torchvision_default":
+            assert m.bias.abs().max().item() <= bound and torch.count_nonzero(m.bias) == m.bias.numel()
+        else:
+            assert torch.count_nonzero(m.bias) == 0
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="unknown init 'he'"):
+        initialize(build_model(ModelSpec("lenet"), 1, 10, 28), "he")
