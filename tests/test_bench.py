@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.subprocess
 def test_gpu_check_runs_on_cpu(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--small",
                           "--out", str(tmp_path / "check.json")], capture_output=True, text=True, timeout=600)
@@ -33,6 +36,7 @@ def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
     assert cpu_vs_device_step(spec, meta, torch.device("cpu")) == (0.0, 0.0, 0.0)
 
 
+@pytest.mark.subprocess
 def test_reinit_bench_runs_and_both_sweeps_agree():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "reinit.py"), "--width", "0.0625", "--images", "40",
                           "--sources", "2", "--batch", "20"], capture_output=True, text=True, timeout=600)

@@ -68,6 +68,7 @@ train_run(spec, 3, DatasetMeta.load({meta!r}), {train!r}, {test!r}, sys.argv[1],
 """
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_run_then_rerun_is_bit_identical(data, tmp_path):
     import json
     import signal
@@ -121,6 +122,7 @@ def test_bf16_and_compile_options_train(data, tmp_path, options):
     assert not torch.equal(weights["features.0.weight"], load_weights(tmp_path / "run" / "epoch000.safetensors")["features.0.weight"])
 
 
+@pytest.mark.subprocess
 def test_two_process_ddp_matches_one_process(tmp_path):
     """torchrun with 2 gloo processes: the same global batches give the same run.
 
@@ -251,3 +253,25 @@ def test_the_training_loader_is_iterated_once_per_epoch_in_epoch_order(data, tmp
     meta, train, test = data
     train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
     assert [epoch for size, epoch in passes if size == SPEC.batch_size] == [0, 1, 2]  # evaluation loaders: 512
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_precision_reaches_every_conv_and_linear_in_training_and_evaluation(data, tmp_path, monkeypatch, precision, dtype):
+    """Forward hooks record the dtype each conv and linear layer computes in: bf16 under autocast."""
+    import convbias.train as train
+
+    seen = {"train": set(), "eval": set()}
+
+    def hooked(*args, **kwargs):
+        model = init_model(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.register_forward_hook(lambda mod, i, out: seen["train" if mod.training else "eval"].add(out.dtype))
+        return model
+
+    init_model = train.init_model
+    monkeypatch.setattr(train, "init_model", hooked)
+    spec = TrainSpec(**{**SPEC.__dict__, "epochs": 1, "precision": precision})
+    train_run(spec, 0, *data, tmp_path / "run", tmp_path / "work")
+    assert seen == {"train": {dtype}, "eval": {dtype}}
+    assert all(v.dtype == torch.float32 for v in load_weights(tmp_path / "run" / "epoch001.safetensors").values())
