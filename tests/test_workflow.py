@@ -104,12 +104,44 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
     assert {"n_l", "mean_cosine", "p_value"} <= set(measure.columns)
     reinit = pd.read_parquet(project / "results" / "reinit" / "tiny_vgg" / "seed1.parquet")
     assert len(reinit) == 4 * 8 and set(reinit["source"]) == {"rand", "0", "1", "2"}
+    check_tables_against_the_weight_files(project, "tiny_lenet")
     assert not (project / "results" / "resume").exists() or not any((project / "results" / "resume").rglob("*.json"))
 
     again = snakemake(project, "-n", "quickstart")
     assert "Nothing to be done" in again.stdout + again.stderr
     snakemake(project, "--report", "report.html", "quickstart")
     assert "lenet_measure" in (project / "report.html").read_text(errors="ignore")
+
+
+def check_tables_against_the_weight_files(project: Path, experiment: str) -> None:
+    """Every table the workflow wrote, recomputed here from the run folders with numpy and scipy."""
+    import numpy as np
+    from safetensors.numpy import load_file
+    from scipy.stats import binomtest
+
+    measure = pd.read_parquet(project / "results" / "stats" / experiment / "measure.parquet")
+    for seed in (0, 1):
+        stats = pd.read_parquet(project / "results" / "stats" / experiment / f"seed{seed}.parquet")
+        for epoch in range(3):
+            weights = load_file(project / "results" / "runs" / experiment / f"seed{seed}" / f"epoch{epoch:03d}.safetensors")
+            convs = sorted((k for k, v in weights.items() if v.ndim == 4), key=lambda k: int(k.split(".")[1]))
+            assert len(convs) == 6
+            for layer, key in enumerate(convs, start=1):
+                rows = weights[key].reshape(len(weights[key]), -1).astype(np.float64)
+                cosines = rows.sum(1) / (np.linalg.norm(rows, axis=1) * np.sqrt(rows.shape[1]))
+                got = stats[(stats.epoch == epoch) & (stats.layer == layer)].sort_values("filter")
+                assert np.allclose(got["cosine"], cosines), (seed, epoch, layer)
+                row = measure[(measure.seed == seed) & (measure.epoch == epoch) & (measure.layer == layer)]
+                negatives = int((cosines <= 0).sum())
+                assert row["n_l"].item() == pytest.approx(negatives / len(cosines))
+                assert row["p_value"].item() == pytest.approx(binomtest(negatives, len(cosines), 0.5).pvalue)
+        # the learnt weights change from epoch to epoch, so equal tables would mean one epoch read twice
+        assert not np.allclose(*(stats[stats.epoch == e].sort_values(["layer", "filter"])["cosine"] for e in (0, 2)))
+        # re-initializing from a fresh random draw is not re-initializing from epoch 0
+        reinit = pd.read_parquet(project / "results" / "reinit" / experiment / f"seed{seed}.parquet")
+        by_source = reinit.set_index(["source", "layer"])["accuracy"]
+        assert not np.array_equal(by_source["rand"].sort_index(), by_source["0"].sort_index())
+        assert (by_source["2"] == reinit["final_accuracy"].iloc[0]).all()  # the final weights change nothing
 
 
 def test_layer_and_grid_figures_from_finished_runs(project, data):
