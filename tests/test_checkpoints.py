@@ -1,0 +1,49 @@
+"""Weights on disk: safetensors round trips, atomic writes, and which torch files load."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from convbias.checkpoints import WeightsError, atomic_write, load_weights, read_metadata, save_weights
+
+
+def test_save_writes_every_tensor_and_json_metadata(tmp_path):
+    state = {"a.weight": torch.randn(4, 3, 3, 3).transpose(2, 3), "a.bias": torch.arange(4.0)}
+    save_weights(tmp_path / "sub" / "w.safetensors", state, epoch=3, conv_layers=["a"], note={"k": [1, 2]})
+    stored = load_file(tmp_path / "sub" / "w.safetensors")  # read back with safetensors itself
+    assert stored.keys() == state.keys() and all(torch.equal(stored[k], state[k]) for k in state)
+    assert read_metadata(tmp_path / "sub" / "w.safetensors") == {"epoch": 3, "conv_layers": ["a"], "note": {"k": [1, 2]}}
+    assert all(torch.equal(load_weights(tmp_path / "sub" / "w.safetensors")[k], state[k]) for k in state)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["w.safetensors"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"old")
+
+    def fail(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["w.bin"]
+    atomic_write(path, lambda tmp: tmp.write_bytes(b"new"))
+    assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["w.bin"]
+
+
+@pytest.mark.parametrize("wrapper", [None, "state_dict", "model", "model_state_dict"])
+def test_torch_files_load_with_or_without_a_wrapping_dict(tmp_path, wrapper):
+    state = {"features.0.weight": torch.randn(2, 1, 3, 3), "features.0.bias": torch.randn(2)}
+    torch.save(state if wrapper is None else {wrapper: state, "epoch": 7}, tmp_path / "w.pt")
+    loaded = load_weights(tmp_path / "w.pt")
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+@pytest.mark.parametrize("content,message", [(None, "does not exist"), ({"w": torch.zeros(1), "n": 3}, "no state dict"),
+                                             ([torch.zeros(1)], "no state dict")])
+def test_files_that_are_not_state_dicts_are_refused(tmp_path, content, message):
+    if content is not None:
+        torch.save(content, tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=message):
+        load_weights(tmp_path / "w.pt")
