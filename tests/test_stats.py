@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import binom
@@ -84,8 +85,11 @@ def test_layer_order_from_metadata_and_natural_order():
     assert list(table["layer"].unique()) == [1, 2, 3]
     with_1x1 = checkpoint_filters(state, include_1x1=True)
     assert list(with_1x1.drop_duplicates("layer")["name"]) == ["features.0", "features.2", "features.4", "features.10"]
-    given = checkpoint_filters(state, ["features.10", "features.0"])
+    given = checkpoint_filters(state, ["features.10", "features.4", "features.0"])
     assert list(given.drop_duplicates("layer")["name"]) == ["features.10", "features.0"]
+    assert list(given["layer"].unique()) == [1, 2]
+    given = checkpoint_filters(state, ["features.10", "features.4", "features.0"], include_1x1=True)
+    assert list(given.drop_duplicates("layer")["name"]) == ["features.10", "features.4", "features.0"]
     assert sorted(["b10", "b2", "a"], key=natural_key) == ["a", "b2", "b10"]
 
 
@@ -94,3 +98,60 @@ def test_summarize_groups():
     table["epoch"] = 0
     out = summarize(table, ["epoch", "layer"])
     assert len(out) == 1 and out["n_l"].iloc[0] == pytest.approx(2 / 3) and out["filters"].iloc[0] == 3
+
+
+def test_cosines_are_computed_in_float64_whatever_the_stored_dtype():
+    """float16 weights whose filter sums overflow float16 (> 65504) still give exact cosines."""
+    w = np.full((2, 100, 1, 1), 1000.0, dtype=np.float16)
+    w[1, :50] = -1000.0
+    w[1, 50:] = 999.0
+    assert filter_cosines(w) == pytest.approx([1.0, -50 / (math.sqrt(50 * 1000.0**2 + 50 * 999.0**2) * 10)])
+
+
+def test_linear_weights_have_filters_and_vectors_do_not():
+    assert filter_cosines(np.array([[1.0, 1.0], [1.0, -3.0]])) == pytest.approx([1.0, -2 / (math.sqrt(10) * math.sqrt(2))])
+    with pytest.raises(ValueError, match="filter axis"):
+        filter_cosines(np.ones(3))
+
+
+def test_unit_norm_filters_are_kept_and_zero_norm_ones_warn_nothing():
+    import warnings
+
+    w = np.zeros((3, 1, 2, 2))
+    w[0, 0, 0, 0] = 1.0  # norm exactly 1
+    w[1, 0, 1, 1] = -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cos = filter_cosines(w)
+    assert cos[:2] == pytest.approx([0.5, -0.5]) and np.isnan(cos[2])
+
+
+def test_a_layer_with_no_usable_filter_has_nan_statistics():
+    summary = layer_summary(np.array([np.nan, np.nan]))
+    assert summary["filters"] == 2 and summary["zero_norm"] == 2 and summary["negatives"] == 0
+    assert all(np.isnan(summary[k]) for k in ("n_l", "mean_cosine", "p_value"))
+    assert np.isnan(binomial_pvalue(0, 0)) and binomial_pvalue(1, 1) == pytest.approx(1.0)
+    assert set(layer_summary(np.array([0.5]))) == {"filters", "zero_norm", "negatives", "n_l", "mean_cosine", "p_value"}
+
+
+def test_filter_table_columns_and_index_with_and_without_layers():
+    from convbias.stats import conv_weight_names, filter_table
+
+    table = filter_table({"a": np.ones((2, 1, 3, 3)), "b": -np.ones((3, 2, 3, 3))})
+    assert list(table.columns) == ["layer", "name", "filter", "cosine"]
+    assert list(table.index) == list(range(5)) and list(table["filter"]) == [0, 1, 0, 1, 2]
+    assert list(filter_table({}).columns) == ["layer", "name", "filter", "cosine"]
+    state = {"a.weight": torch.ones(2, 1, 1, 1), "a.bias": torch.ones(2), "b.weight": torch.ones(2, 2, 3, 3),
+             "fc.weight": torch.ones(3, 4), "step": 5}
+    assert conv_weight_names(state) == ["b.weight"] and conv_weight_names(state, True) == ["a.weight", "b.weight"]
+    # only 1×1 kernels are skipped: 1×3 and 3×1 kernels are convs of the statistic
+    assert conv_weight_names({"c.weight": torch.ones(2, 2, 1, 3), "d.weight": torch.ones(2, 2, 3, 1)}) == ["c.weight", "d.weight"]
+    given = checkpoint_filters({"c.weight": torch.ones(2, 2, 1, 3), "d.weight": torch.ones(2, 2, 3, 1)}, ["d", "c"])
+    assert list(given.drop_duplicates("layer")["name"]) == ["d", "c"]
+
+
+def test_summarize_sorts_groups_and_names_its_columns():
+    table = pd.DataFrame({"epoch": [2, 2, 0, 0, 1], "cosine": [0.5, -0.5, -0.1, -0.2, 0.3]})
+    out = summarize(table, ["epoch"])
+    assert list(out["epoch"]) == [0, 1, 2] and list(out["n_l"]) == [1.0, 0.0, 0.5]
+    assert list(out.columns) == ["epoch", "filters", "zero_norm", "negatives", "n_l", "mean_cosine", "p_value"]
