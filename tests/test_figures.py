@@ -163,3 +163,62 @@ def test_reinit_heatmap_cells_are_the_drops_of_their_source_and_layer():
             for j, layer in enumerate((1, 2, 3)):
                 row = table[(table.seed == seed) & (table.source == source) & (table.layer == layer)]
                 assert image[i, j] == pytest.approx(row["drop"].item())
+
+
+# What a reader sees besides the data: axis labels, ranges, distinct colours, no stray titles.
+
+def test_labels_ranges_and_colours_of_the_measure_figure():
+    measure, history = measure_tables(layers=3, seeds=(0,))
+    fig = figures.measure_figure(measure, history)
+    top, bottom = fig.axes
+    assert top.get_ylim() == (-0.02, 1.02) and bottom.get_ylim() == (0, 1.05)
+    assert top.get_ylabel() == "fraction negative $n_l$" and bottom.get_ylabel() == "loss / accuracy"
+    assert top.get_title() == "" and fig._suptitle is None
+    colours = [line.get_color() for line in top.get_lines() if line.get_label().startswith("layer")]
+    assert len({tuple(np.atleast_1d(c)) for c in colours}) == 3
+    training = [line.get_color() for line in bottom.get_lines() if line.get_marker() != "|"]
+    assert training == ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    assert all(tick == int(tick) for tick in bottom.get_xticks())
+    # one seed: the std band has no width
+    xs, low, high = band(top.collections[0])
+    assert np.allclose(low, high)
+
+
+def test_lr_drops_are_halvings_or_more_anywhere_in_the_run():
+    history = pd.DataFrame({"epoch": range(6), "lr": [0.1, 0.1, 0.05, 0.04, 0.04, 0.01]})
+    assert figures.lr_drops(history) == [2, 5]
+    assert figures.lr_drops(pd.DataFrame({"epoch": [0, 1, 2], "lr": [0.1, 0.06, 0.06]})) == []
+
+
+def test_labels_and_ranges_of_layer_grid_histogram_and_reinit_figures():
+    measure = pd.concat([random_measure(np.random.default_rng(5), experiment=n) for n in ("a", "b", "c")])
+    ax = figures.layer_figure(measure).axes[0]
+    assert ax.get_ylabel() == "layer 1: fraction negative $n_l$" and ax.get_ylim() == (-0.02, 1.02)
+    assert ax.get_title() == ""
+    assert len({line.get_color() for line in ax.get_lines()[:3]}) == 3
+    grid = figures.grid_figure(measure, ["a", "b", "c"], columns=2)
+    assert [a.get_ylabel() for a in grid.axes] == ["fraction negative $n_l$", "", "fraction negative $n_l$", ""]
+    assert [a.get_xlabel() for a in grid.axes[:3]] == ["epoch"] * 3 and grid._suptitle is None
+    assert len(grid.axes) == 4 and [a.get_visible() for a in grid.axes] == [True, True, True, False]
+    assert len({tuple(line.get_color()) for line in grid.axes[0].get_lines()[:3]}) == 3
+
+    filters = pd.DataFrame({"layer": [1] * 6 + [2] * 6 + [3] * 6 + [4] * 6 + [5] * 6, "cosine": np.linspace(-1, 1, 30)})
+    hist = figures.cosine_histograms(filters)
+    assert [a.get_visible() for a in hist.axes] == [True] * 5 + [False] * 3  # 4 columns, 2 rows
+    assert hist.axes[0].get_ylabel() == "filters" and hist.axes[1].get_ylabel() == ""
+    assert [a.get_xlabel() for a in hist.axes[:5]] == ["cosine"] * 5 and hist._suptitle is None
+    assert hist.axes[0].get_legend_handles_labels()[1] == ["weights (epoch 0)"]
+    assert [b.get_height() for b in hist.axes[0].containers[0]] == np.histogram(np.linspace(-1, 1, 30)[:6], 30)[0].tolist()
+    assert figures.cosine_histograms(filters, title="T")._suptitle.get_text() == "T"
+
+    table = pd.DataFrame([{"seed": s, "source": src, "layer": layer, "drop": 0.5}
+                          for s in (0, 1) for src in ("rand", "0") for layer in (1, 2)])
+    fig = figures.reinit_figure(table)
+    panels = [a for a in fig.axes if a.get_title().startswith("seed")]
+    colorbar = [a for a in fig.axes if a not in panels][0]
+    assert colorbar.get_ylabel() == "relative test accuracy drop"
+    assert panels[0].get_ylabel() == "re-initialized from epoch" and panels[1].get_ylabel() == ""
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == ["1", "2"]
+    image = panels[0].get_images()[0]
+    assert image.get_clim() == (0, 1) and image.get_cmap().name == "viridis" and panels[0].get_aspect() == "auto"
+    assert fig._suptitle is None
