@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -81,3 +82,43 @@ def test_a_reset_layer_takes_the_sources_weight_and_bias():
             got = table[(table["source"] == source) & (table["layer"] == layer)]["accuracy"].item()
             assert got == pytest.approx(expected, abs=1e-9), (source, layer)
     assert (table[table["source"] == "bias"]["accuracy"] < 1).any()  # a bias alone changes answers
+    # the table around the accuracies: names, the final accuracy (here 1: labels are the model's
+    # own answers) and the relative drop (final − accuracy) / final
+    assert list(table.columns) == ["source", "layer", "name", "accuracy", "drop", "final_accuracy"]
+    assert list(table["name"]) == [name for name in convs for _ in range(2)]
+    assert (table["final_accuracy"] == 1.0).all()
+    assert np.allclose(table["drop"], 1.0 - table["accuracy"])
+    # the model is left as it was given: the final weights in every layer
+    assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
+
+
+def test_drop_is_relative_to_the_final_accuracy_and_undefined_without_one():
+    from convbias.reinit import _table
+
+    table = _table([("rand", 1, "features.0", 0.2), ("0", 1, "features.0", 0.5)], 0.8)
+    assert table["drop"].tolist() == pytest.approx([0.75, 0.375]) and (table["final_accuracy"] == 0.8).all()
+    assert _table([("rand", 1, "features.0", 0.0)], 0.0)["drop"].isna().all()
+
+
+def test_the_plan_measures_activations_and_keeps_both_buffers_and_a_batch_within_budget():
+    from convbias.models import sequential_layers
+    from convbias.reinit import _activation_bytes, plan_chunks, sweep_plan
+
+    model = build_model(ModelSpec("vgg11", width=0.125, dropout=0.0), 3, 10, 32).eval()
+    sample = torch.randn(1, 3, 32, 32)
+    layers = sequential_layers(model)
+    positions = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.Conv2d)]
+    # by hand: the first conv's 8×32×32 output is the largest layer output; convs 2.. are entered
+    # by at most 8×16×16 floats (after the first pooling) and conv 1 by the 3×32×32 input
+    assert _activation_bytes(layers, sample, positions) == (3 * 32 * 32 * 4, 8 * 32 * 32 * 4)
+    assert _activation_bytes(layers, sample, positions[1:]) == (8 * 16 * 16 * 4, 8 * 32 * 32 * 4)
+    cached, largest, image = 100, 400, 10
+    for budget in (10**4, 10**5, 10**6):
+        chunk, batch = plan_chunks(cached, largest, image, 5000, budget)
+        assert batch == max(1, budget // (12 * largest)) and chunk % batch == 0
+        assert 2 * cached * chunk + image * chunk + 3 * largest * batch <= budget
+        assert 2 * cached * (chunk + batch) + image * (chunk + batch) + 3 * largest * batch > budget
+    assert plan_chunks(cached, largest, image, 5000, 10**12, max_batch=64) == (5000, 64)
+    assert plan_chunks(cached, largest, image, 5000, 10) == (1, 1)  # never less than one image
+    chunk, batch, per_image = sweep_plan(model, sample, 1000, 10**6, max_batch=32)
+    assert per_image == 3 * 32 * 32 * 4 and batch == min(32, 10**6 // (12 * 8 * 32 * 32 * 4))
