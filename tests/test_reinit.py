@@ -122,3 +122,42 @@ def test_the_plan_measures_activations_and_keeps_both_buffers_and_a_batch_within
     assert plan_chunks(cached, largest, image, 5000, 10) == (1, 1)  # never less than one image
     chunk, batch, per_image = sweep_plan(model, sample, 1000, 10**6, max_batch=32)
     assert per_image == 3 * 32 * 32 * 4 and batch == min(32, 10**6 // (12 * 8 * 32 * 32 * 4))
+
+
+def test_free_memory_is_seventy_percent_of_what_is_available(monkeypatch):
+    import os
+
+    from convbias.reinit import free_memory
+
+    sizes = {"SC_AVPHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(os, "sysconf", lambda name: sizes[name])
+    assert free_memory(torch.device("cpu")) == int(0.7 * 1000 * 4096)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (10**9 if device == torch.device("cuda", 1) else 0, 0))
+    assert free_memory(torch.device("cuda", 1)) == 7 * 10**8
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_activation_buffers_take_the_shape_and_layout_of_the_activations(layout):
+    from convbias.reinit import _buffer
+
+    like = torch.randn(3, 5, 4, 6).contiguous(memory_format=layout)  # H ≠ W
+    flat = torch.zeros(2 * 5 * 4 * 6 * 4 + 16, dtype=torch.uint8)
+    out = _buffer(flat, like, 2)
+    assert out.shape == (2, 5, 4, 6) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=layout)
+    out.copy_(like[:2])
+    assert torch.equal(_buffer(flat, like, 2), like[:2])  # the bytes stay in the buffer
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_the_sweep_computes_in_the_runs_precision(precision, dtype):
+    torch.manual_seed(3)
+    model = build_model(ModelSpec("lenet", width=0.5, hidden=16, dropout=0.0), 1, 10, 28).eval()
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = set()
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(lambda mod, i, out: seen.add(out.dtype))
+    inputs, labels = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
+    reinit_sweep(model, final, {"0": final}, inputs, labels, precision=precision, memory=10**8)
+    assert seen == {dtype}
