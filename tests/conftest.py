@@ -81,3 +81,29 @@ def make_image_folder(root: Path, classes: int = 2, per_class: dict | None = Non
                 image = np.stack([a * yy + 30, b * xx + 30, (a + b) / 2 * (yy + xx) / 2 + 30], axis=-1)
                 Image.fromarray(image.astype(np.uint8)).save(folder / f"img_{i}.JPEG", quality=95)
     return root
+
+
+# Mutation testing (`make mutation`): each module's mutants are run against that module's own
+# fast test files only (mutmut further narrows them to the tests that reach the mutated function).
+# A mutant that none of these tests reaches counts as "no tests", never as killed.
+MUTATION_TESTS = {
+    "convbias.stats": ("test_stats.py", "test_cli.py"),
+    "convbias.checkpoints": ("test_checkpoints.py", "test_cli.py"),
+    "convbias.reinit": ("test_reinit.py",),
+    "convbias.models": ("test_models.py", "test_stats.py"),
+    "convbias.figures": ("test_figures.py",),
+    "convbias.data": ("test_data.py",),
+    "convbias.train": ("test_train.py",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import os
+
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    module = next((m for m in MUTATION_TESTS if mutant.startswith(m + ".")), None)
+    if module is None:  # not a mutation run, or mutmut's own stats/clean runs
+        return
+    keep = [item for item in items if item.path.name in MUTATION_TESTS[module]]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep

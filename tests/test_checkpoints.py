@@ -30,6 +30,8 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["w.bin"]
     atomic_write(path, lambda tmp: tmp.write_bytes(b"new"))
     assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["w.bin"]
+    atomic_write(tmp_path / "a" / "b" / "w.bin", lambda tmp: tmp.write_bytes(b"deep"))  # folders are made
+    assert (tmp_path / "a" / "b" / "w.bin").read_bytes() == b"deep"
 
 
 @pytest.mark.parametrize("wrapper", [None, "state_dict", "model", "model_state_dict"])

@@ -456,3 +456,25 @@ def test_fixed_pixel_shuffle_moves_train_and_test_pixels_alike(tmp_path):
     # one permutation for all: a pixel position's values across the 40 images move together
     moved = {tuple(column) for column in inner.T}
     assert moved == {tuple(column) for column in written.T}
+
+
+def test_variant_helpers_against_numpy_by_hand():
+    from convbias.data.variants import channel_stats, pad
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (20, 5, 7, 3), dtype=np.uint8)
+    mean, std = channel_stats(images)
+    assert mean == pytest.approx([images[..., c].mean() for c in range(3)])
+    assert std == pytest.approx([images[..., c].std() for c in range(3)])
+    one = pad(images, 1)
+    assert one.shape == (20, 7, 9, 3) and np.array_equal(one[:, 1:-1, 1:-1], images) and one[:, 0].sum() == 0
+    assert pad(images, 0) is images
+    shuffled = shuffle_pixels(images, "per_image", 0)
+    assert shuffled.shape == images.shape and shuffled.dtype == np.uint8
+
+
+def test_noisy_labels_use_every_other_class():
+    labels = np.zeros(3000, dtype=np.int64)
+    noisy = noisy_labels(labels, 1.0, 4, np.arange(3000), seed=0)
+    counts = np.bincount(noisy, minlength=4)
+    assert counts[0] == 0 and all(900 < c < 1100 for c in counts[1:])  # uniform over the 3 wrong classes

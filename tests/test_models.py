@@ -105,3 +105,23 @@ def test_every_init_scheme_has_its_distribution_on_convs_and_linears(scheme, std
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="unknown init 'he'"):
         initialize(build_model(ModelSpec("lenet"), 1, 10, 28), "he")
+
+
+def test_alexnet_and_tiny_widths_keep_kernels_and_at_least_one_filter():
+    model = build_model(ModelSpec("alexnet", width=0.25, head="torchvision", dropout=0.3), 3, 10, 224)
+    convs = [m for _, m in conv_layers(model)]
+    assert [c.out_channels for c in convs] == [16, 48, 96, 64, 64]
+    assert [c.kernel_size for c in convs] == [(11, 11), (5, 5), (3, 3), (3, 3), (3, 3)]
+    assert [c.stride for c in convs] == [(4, 4), (1, 1), (1, 1), (1, 1), (1, 1)]
+    assert all(c.bias is not None for c in convs)
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3, 0.3]
+    vgg = build_model(ModelSpec("vgg11", width=0.3, head="torchvision", dropout=0.2), 3, 10, 32)
+    assert [m.p for m in vgg.modules() if isinstance(m, torch.nn.Dropout)] == [0.2, 0.2]
+    tiny = build_model(ModelSpec("vgg11", width=1 / 100), 3, 10, 32)
+    assert [c.out_channels for _, c in conv_layers(tiny)] == [1, 1, 3, 3, 5, 5, 5, 5]  # round(v / 100), at least 1
+
+
+def test_normal_init_defaults_to_std_one_hundredth():
+    torch.manual_seed(0)
+    model = initialize(build_model(ModelSpec("vgg11", width=0.5), 3, 10, 32), "normal")
+    assert conv_layers(model)[-1][1].weight.std().item() == pytest.approx(0.01, rel=0.05)
