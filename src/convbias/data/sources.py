@@ -169,7 +169,8 @@ def download(source: str, folder: str | Path) -> None:  # pragma: no mutate bloc
         raise DatasetError(f"could not download {source} into {folder} ({type(err).__name__})") from None
 
 
-def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, channels: int = 3,  # pragma: no mutate block (demo data)
+# pragma: no mutate start (demo data: any seeded learnable images will do)
+def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, channels: int = 3,
                       num_classes: int = 10, seed: int = 0) -> Arrays:
     """A seeded, learnable dataset: each class is a smooth random pattern, each image a noisy shifted copy."""
     rng = np.random.default_rng(seed)
@@ -187,6 +188,7 @@ def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, c
     return Arrays(*draw(n_train), *draw(n_test), num_classes=num_classes)
 
 
+# pragma: no mutate end
 def image_folders(root: str | Path):
     """ILSVRC2012-style ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG`` as torchvision ImageFolders."""
     from torchvision.datasets import ImageFolder
