@@ -478,3 +478,18 @@ def test_noisy_labels_use_every_other_class():
     noisy = noisy_labels(labels, 1.0, 4, np.arange(3000), seed=0)
     counts = np.bincount(noisy, minlength=4)
     assert counts[0] == 0 and all(900 < c < 1100 for c in counts[1:])  # uniform over the 3 wrong classes
+
+
+def test_a_datasets_fingerprint_is_its_content_not_where_its_files_are(idx_dataset, tmp_path):
+    from convbias.config import dataset_fingerprint
+
+    base = {**SPEC, "path": "/data/mnist", "download": False}
+    same = [{**base, "path": "/elsewhere"}, {**base, "download": True}, {k: v for k, v in base.items() if k != "path"}]
+    assert all(dataset_fingerprint(s) == dataset_fingerprint(base) for s in same)
+    other = [{**base, "label_noise": 0.5}, {**base, "pixel_shuffle": "fixed"}, {**base, "variant_seed": 1},
+             {**base, "pad": 0}, {**base, "split_seed": 1}, {**base, "pixel_range": "unit"}, {**base, "source": "fashion_mnist"}]
+    prints = {dataset_fingerprint(s) for s in other}
+    assert len(prints) == len(other) and dataset_fingerprint(base) not in prints
+    meta = convert("t", {**base, "path": str(idx_dataset)}, tmp_path / "train.beton", tmp_path / "test.beton",
+                   tmp_path / "meta.json")
+    assert meta.fingerprint == dataset_fingerprint(base) == DatasetMeta.load(tmp_path / "meta.json").fingerprint

@@ -58,6 +58,28 @@ def test_changed_spec_starts_over(data, tmp_path):
     assert history["train_loss"].iloc[1] != stopped["train_loss"].iloc[1]  # epoch 1 was trained again
 
 
+def test_a_run_interrupted_on_other_data_starts_over(idx_dataset, tmp_path):
+    """Interrupted on clean labels, continued after the dataset got label noise: the run trains
+    again from epoch 0 on the new labels (the dataset's fingerprint is part of the run's)."""
+    spec = {"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1, "split_seed": 0,
+            "hflip": True, "pixel_range": "minus_one_one"}
+    clean = convert("d", spec, tmp_path / "a" / "train.beton", tmp_path / "a" / "test.beton", tmp_path / "a" / "m.json")
+    noisy = convert("d", {**spec, "label_noise": 0.5}, tmp_path / "b" / "train.beton", tmp_path / "b" / "test.beton",
+                    tmp_path / "b" / "m.json")
+    assert clean.fingerprint != noisy.fingerprint and len(clean.fingerprint) == 16
+    short = TrainSpec(**{**SPEC.__dict__, "epochs": 2})
+    files = lambda d: (tmp_path / d / "train.beton", tmp_path / d / "test.beton")  # noqa: E731
+    train_run(short, 0, clean, *files("a"), tmp_path / "run", tmp_path / "work", stop_after=1)
+    interrupted = load_weights(tmp_path / "work" / "epoch001.safetensors")
+    history = train_run(short, 0, noisy, *files("b"), tmp_path / "run", tmp_path / "work")
+    fresh = train_run(short, 0, noisy, *files("b"), tmp_path / "fresh", tmp_path / "work2")
+    timing = ["seconds", "images_per_second"]
+    pd.testing.assert_frame_equal(history.drop(columns=timing), fresh.drop(columns=timing))
+    resumed = load_weights(tmp_path / "run" / "epoch001.safetensors")
+    assert all(torch.equal(resumed[k], load_weights(tmp_path / "fresh" / "epoch001.safetensors")[k]) for k in resumed)
+    assert not torch.equal(resumed["features.0.weight"], interrupted["features.0.weight"])
+
+
 KILLABLE = """
 import sys
 from convbias.config import TrainSpec

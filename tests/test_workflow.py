@@ -177,6 +177,22 @@ def test_learning_rate_change_reruns_only_that_experiment(project, data):
     assert "Nothing to be done" in restored.stdout + restored.stderr
 
 
+def test_moving_the_files_reschedules_nothing_and_new_label_noise_retrains(project, data, tmp_path):
+    moved = shutil.copytree(data, tmp_path / "moved")
+    config = tiny_config(data)
+    config["datasets"]["tiny"].update(path=str(moved), download=True)
+    write_config(project, config)
+    try:
+        out = snakemake(project, "-n", "quickstart")
+        assert "Nothing to be done" in out.stdout + out.stderr
+        config["datasets"]["tiny"]["label_noise"] = 0.5
+        write_config(project, config)
+        counts = job_counts(snakemake(project, "-n", "quickstart").stdout)
+    finally:
+        write_config(project, tiny_config(data))
+    assert counts["convert"] == 1 and counts["train"] == 4
+
+
 @pytest.mark.parametrize("edit, key", [
     (lambda c: c["experiments"]["tiny_vgg"]["optimizer"].update(lerning_rate=0.1), "lerning_rate"),
     (lambda c: c["experiments"]["tiny_vgg"].update(epochs="ten"), "ten"),

@@ -83,6 +83,23 @@ class TrainSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Where a dataset's files are and whether they may be fetched say nothing about its content.
+NOT_IDENTITY = ("path", "download")
+
+
+def dataset_identity(spec: dict) -> dict:
+    """The keys of a ``datasets`` entry that decide the converted content: source, variants and
+    their seeds, split, padding, pixel range … — everything but :data:`NOT_IDENTITY`."""
+    return {k: v for k, v in spec.items() if k not in NOT_IDENTITY}
+
+
+def dataset_fingerprint(spec: dict) -> str:
+    """A hash of :func:`dataset_identity`: stored in ``meta.json`` and part of every training
+    run's fingerprint, so a run never resumes epochs trained on other data."""
+    blob = json.dumps(dataset_identity(spec), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def check_references(config: dict) -> None:
     """Every experiment names a known dataset and every figure known experiments."""
     datasets, experiments = config["datasets"], config["experiments"]

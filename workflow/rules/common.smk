@@ -5,7 +5,7 @@ import re
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from convbias.config import ConfigError, TrainSpec, check_references, config_errors
+from convbias.config import ConfigError, TrainSpec, check_references, config_errors, dataset_identity
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 errors = config_errors(config, SCHEMA)

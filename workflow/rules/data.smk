@@ -3,7 +3,9 @@ rule convert:
     output:
         **dataset_files("{dataset}"),
     params:
-        spec=lambda wildcards: DATASETS[wildcards.dataset],
+        # what the content depends on; path and download are read by the script, so that moving
+        # the files or allowing downloads reschedules nothing
+        identity=lambda wildcards: dataset_identity(DATASETS[wildcards.dataset]),
     threads: 2
     script:
         "../scripts/convert.py"

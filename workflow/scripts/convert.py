@@ -6,8 +6,9 @@ from convbias.data.convert import convert
 from convbias.data.sources import DatasetError
 
 name = snakemake.wildcards.dataset
+spec = snakemake.config["datasets"][name]  # identity (the rule's params) + path and download
 try:
-    convert(name, snakemake.params.spec, snakemake.output.train, snakemake.output.test, snakemake.output.meta,
+    convert(name, spec, snakemake.output.train, snakemake.output.test, snakemake.output.meta,
             workers=snakemake.threads)
 except DatasetError as err:
     sys.exit(f"dataset {name!r}: {err}. Put the files there, or set datasets.{name}.path in the config.")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import dataset_fingerprint
 from .ffcv_io import DatasetMeta, write_beton, write_samples
 from .sources import DatasetError, image_folders, load_source
 from .variants import channel_stats, noisy_labels, pad, shuffle_pixels, train_indices
@@ -47,6 +48,7 @@ def convert_image_folder(name: str, spec: dict, train_out, test_out, meta_out, w
         name=name, num_classes=len(train.classes), shape=(size, size, 3), n_train=len(train), n_test=len(val),
         val_fraction=spec["val_fraction"], split_seed=spec["split_seed"], hflip=spec["hflip"],
         pixel_range=spec["pixel_range"], mean=IMAGENET_MEAN, std=IMAGENET_STD, encoding="jpeg",
+        fingerprint=dataset_fingerprint(spec),
     )
     meta.save(meta_out)
     return meta
@@ -69,7 +71,7 @@ def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, 
         name=name, num_classes=arrays.num_classes, shape=tuple(int(s) for s in train_images.shape[1:]),
         n_train=len(train_images), n_test=len(test_images), val_fraction=spec["val_fraction"],
         split_seed=spec["split_seed"], hflip=spec["hflip"], pixel_range=spec["pixel_range"],
-        mean=tuple(mean), std=tuple(std),
+        mean=tuple(mean), std=tuple(std), fingerprint=dataset_fingerprint(spec),
     )
     write_beton(train_out, train_images, train_labels, workers)
     write_beton(test_out, test_images, arrays.test_labels, workers)
