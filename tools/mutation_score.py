@@ -38,6 +38,8 @@ def main() -> int:
         c = by_module[module]
         total.update(c)
         n, killed = sum(c.values()) - c["not checked"], sum(c[s] for s in KILLED)
+        if n == 0:  # not in this run's selection (MUTANTS)
+            continue
         score = killed / n if n else float("nan")
         target = TARGETS.get(module)
         ok &= target is None or score >= target
@@ -48,7 +50,8 @@ def main() -> int:
     print(f"{'overall':<16}{n:>8}{killed:>8}{total['survived']:>9}{total['no tests']:>9}{killed / n:>8.1%}  "
           f"≥ {OVERALL_TARGET:.0%}{'' if killed / n >= OVERALL_TARGET else '  BELOW'}")
     if total["not checked"]:
-        print(f"{total['not checked']} mutants not checked yet (an interrupted run): `make mutation` continues it")
+        print(f"{total['not checked']} mutants not checked: outside MUTANTS, or the run was interrupted "
+              "(`make mutation` continues it)")
     with open("mutants/survivors.txt", "w") as f:
         f.write("\n".join(survivors) + "\n")
     print("survivors: mutants/survivors.txt; see one with `.venv/bin/mutmut show NAME`")
