@@ -493,3 +493,48 @@ def test_a_datasets_fingerprint_is_its_content_not_where_its_files_are(idx_datas
     meta = convert("t", {**base, "path": str(idx_dataset)}, tmp_path / "train.beton", tmp_path / "test.beton",
                    tmp_path / "meta.json")
     assert meta.fingerprint == dataset_fingerprint(base) == DatasetMeta.load(tmp_path / "meta.json").fingerprint
+
+
+def test_idx_headers_types_and_plain_files(tmp_path):
+    """Plain (not gzipped) IDX files, big-endian int32 payloads, and every bad magic byte."""
+    values = np.arange(-3, 9, dtype=">i4").reshape(3, 4)
+    (tmp_path / "ints-idx2").write_bytes(bytes([0, 0, 0x0C, 2]) + (3).to_bytes(4, "big") + (4).to_bytes(4, "big")
+                                         + values.tobytes())
+    assert np.array_equal(read_idx(tmp_path / "ints-idx2"), values.astype(np.int32))
+    good = bytes([0, 0, 0x08, 1]) + (2).to_bytes(4, "big") + bytes([7, 9])
+    assert read_idx_bytes(tmp_path, good).tolist() == [7, 9]
+    for magic in ([1, 0, 0x08, 1], [0, 1, 0x08, 1], [0, 0, 0x07, 1]):
+        with pytest.raises(DatasetError, match="bad magic"):
+            read_idx_bytes(tmp_path, bytes(magic) + good[4:])
+    with pytest.raises(DatasetError, match="bad magic"):
+        read_idx_bytes(tmp_path, bytes([0, 0, 0x08]))
+
+
+def read_idx_bytes(folder, raw):
+    path = folder / "f-idx1"
+    path.write_bytes(raw)
+    return read_idx(path)
+
+
+def test_idx_datasets_whose_images_and_labels_disagree_are_refused(tmp_path):
+    from conftest import write_idx
+
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(4, np.uint8))
+    for images, labels in ((np.zeros((5, 28, 28)), np.zeros(4)), (np.zeros((4, 784)), np.zeros(4)),
+                           (np.zeros((4, 28, 28)), np.zeros((4, 1)))):
+        write_idx(tmp_path / "train-images-idx3-ubyte.gz", images.astype(np.uint8))
+        write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+        with pytest.raises(DatasetError, match="do not match"):
+            read_source(tmp_path)
+
+
+def test_image_folders_need_the_same_classes_in_train_and_val(tmp_path):
+    from convbias.data.sources import image_folders
+
+    make_image_folder(tmp_path, classes=2, per_class={"train": 1, "val": 1}, size=16)
+    import shutil
+
+    shutil.rmtree(tmp_path / "val" / "n00000001")
+    with pytest.raises(DatasetError, match="different class folders"):
+        image_folders(tmp_path)

@@ -125,3 +125,12 @@ def test_normal_init_defaults_to_std_one_hundredth():
     torch.manual_seed(0)
     model = initialize(build_model(ModelSpec("vgg11", width=0.5), 3, 10, 32), "normal")
     assert conv_layers(model)[-1][1].weight.std().item() == pytest.approx(0.01, rel=0.05)
+
+
+def test_the_compact_head_is_two_hidden_relu_layers_with_dropout():
+    model = build_model(ModelSpec("lenet", width=0.5, hidden=40, dropout=0.25), 1, 7, 28)
+    kinds = [type(m).__name__ for m in model.classifier]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(32 * 3 * 3, 20), (20, 20), (20, 7)]
+    assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.25, 0.25]
