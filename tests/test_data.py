@@ -538,3 +538,19 @@ def test_image_folders_need_the_same_classes_in_train_and_val(tmp_path):
     shutil.rmtree(tmp_path / "val" / "n00000001")
     with pytest.raises(DatasetError, match="different class folders"):
         image_folders(tmp_path)
+
+
+def test_image_folder_label_noise_changes_training_labels_only_and_pixel_shuffle_is_refused(tmp_path):
+    root = make_image_folder(tmp_path / "imagenet", classes=3, per_class={"train": 10, "val": 2}, size=32)
+    spec = {**SPEC, "source": "imagenet", "path": str(root), "max_resolution": 64, "jpeg_quality": 90,
+            "compress_probability": 0.0, "image_size": 24, "val_fraction": 0.2, "label_noise": 1.0, "variant_seed": 4}
+    meta = convert("noisy", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    clean = np.repeat(np.arange(3), 10)  # ImageFolder order: class by class
+    _, labels = load_split(tmp_path / "train.beton", meta=meta)
+    fit, val = meta.train_indices(), meta.val_indices()
+    assert len(fit) == 24 and (labels.numpy()[fit] != clean[fit]).all() and (labels.numpy()[val] == clean[val]).all()
+    assert np.array_equal(labels.numpy(), noisy_labels(clean, 1.0, 3, fit, seed=4))
+    _, test_labels = load_split(tmp_path / "test.beton", meta=meta)
+    assert test_labels.tolist() == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(DatasetError, match="pixel_shuffle"):
+        convert("s", {**spec, "pixel_shuffle": "fixed"}, tmp_path / "a", tmp_path / "b", tmp_path / "c")
