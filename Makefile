@@ -26,7 +26,7 @@ MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
 MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.figures* convbias.checkpoints* \
            convbias.data.variants* convbias.data.sources*
-SAMPLED ?= convbias.train convbias.data.ffcv_io convbias.data.convert
+SAMPLED ?= convbias.train convbias.data.loaders convbias.data.convert
 SAMPLE  ?= 10
 mutation: setup
 	@$(VENV)/bin/pip show -qq mutmut 2>/dev/null || $(VENV)/bin/pip install -qq $(MUTMUT)

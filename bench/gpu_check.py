@@ -37,10 +37,13 @@ import torch.nn.functional as F
 
 from convbias.config import ModelSpec, TrainSpec
 from convbias.data.convert import IMAGENET_MEAN, IMAGENET_STD, convert
-from convbias.data.ffcv_io import BatchTransform, DatasetMeta, global_batches, make_loader, one_ahead, write_samples
+from convbias.data.dataset import DatasetMeta
+from convbias.data.loaders import global_batches, make_loader, one_ahead, write_samples
+from convbias.data.transform import BatchTransform
 from convbias.devices import PRECISIONS, precision, set_precision, use_device
 from convbias.reinit import free_memory, reinit_sweep, sweep_plan
-from convbias.train import init_model, train_epoch, train_run
+from convbias.models import init_model
+from convbias.train import train_epoch, train_run
 
 
 def sync(device: torch.device) -> None:
@@ -221,7 +224,7 @@ def step_rate_224(args, device: torch.device, name: str) -> dict:
     """Images/s of VGG19's training step at 224² on batches already on the device."""
     meta = DatasetMeta(name="imagenet-shaped", **IMAGENET_META)
     spec = TrainSpec(model=ModelSpec("vgg19", width=args.width, head="torchvision", dropout=0.5),
-                     batch_size=args.batch_size, precision=name)
+                     batch_size=args.batch_size, precision=name, epochs=1)
     set_precision(name)
     reset_peak(device)
     model = init_model(spec, meta, 0).to(device, memory_format=torch.channels_last)
@@ -269,7 +272,7 @@ def jpeg_rate(args, device: torch.device, work: Path, threads: int) -> float:
 
 def reinit_224(args, device: torch.device) -> dict:
     meta = DatasetMeta(name="imagenet-shaped", **IMAGENET_META)
-    spec = TrainSpec(model=ModelSpec("vgg19", width=args.width, head="torchvision"))
+    spec = TrainSpec(model=ModelSpec("vgg19", width=args.width, head="torchvision"), epochs=1)
     set_precision("fp32")
     model = init_model(spec, meta, 0).to(device, memory_format=torch.channels_last)
     final = {k: v.clone() for k, v in model.state_dict().items()}
@@ -321,7 +324,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="convbias-gpu-check-"))
     sections = [("precision", lambda: precision_errors(device)),
                 ("cpu_vs_device_step", lambda: cpu_vs_device_step(
-                    TrainSpec(model=ModelSpec("vgg11", width=0.25, dropout=0.0)),
+                    TrainSpec(model=ModelSpec("vgg11", width=0.25, dropout=0.0), epochs=1),
                     DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3),
                     device)),
                 ("cifar_loop", lambda: cifar_loop(args, device, work)),

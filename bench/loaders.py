@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from convbias.data.convert import IMAGENET_MEAN, IMAGENET_STD, convert
-from convbias.data.ffcv_io import BatchTransform, make_loader
+from convbias.data.loaders import make_loader
+from convbias.data.transform import BatchTransform
 
 
 class ArrayDataset(Dataset):
@@ -81,7 +82,7 @@ def main():
     ffcv_batches = lambda: ((augment(x, generator), y) for x, y in loader)  # noqa: E731
     from convbias.data.sources import synthetic_dataset
 
-    arrays = synthetic_dataset(n_train=args.images, n_test=10, size=32, channels=3)
+    arrays = synthetic_dataset(n_train=args.images, n_test=10, size=32, channels=3, num_classes=10, seed=0)
     mean, std = meta.normalization()
     normalize = transforms.Normalize((mean / 255).tolist(), (std / 255).tolist())
     tv = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),

@@ -29,10 +29,10 @@ def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
     from gpu_check import cpu_vs_device_step
 
     from convbias.config import ModelSpec, TrainSpec
-    from convbias.data.ffcv_io import DatasetMeta
+    from convbias.data.dataset import DatasetMeta
 
     meta = DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3)
-    spec = TrainSpec(model=ModelSpec("vgg11", width=0.125, dropout=0.0))
+    spec = TrainSpec(model=ModelSpec("vgg11", width=0.125, dropout=0.0), epochs=1)
     assert cpu_vs_device_step(spec, meta, torch.device("cpu")) == (0.0, 0.0, 0.0)
 
 

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from convbias.data.convert import convert
-from convbias.data.ffcv_io import BatchTransform, DatasetMeta, load_split, make_loader
+from convbias.data.dataset import DatasetMeta, train_indices, validation_indices
+from convbias.data.loaders import load_split, make_loader
+from convbias.data.transform import BatchTransform
 from convbias.data.sources import DatasetError, MissingDataset, load_source, read_idx
 from convbias.data.sources import idx_dataset as read_source
 from conftest import make_cifar_archive, make_image_folder
-from convbias.data.variants import noisy_labels, shuffle_pixels, train_indices, validation_indices
+from convbias.data.variants import noisy_labels, shuffle_pixels
 
 SPEC = {"source": "mnist", "pad": 2, "val_fraction": 0.1, "split_seed": 0, "hflip": False,
         "pixel_range": "standardize"}
@@ -120,7 +122,7 @@ def test_fused_cpu_transform_equals_tensor_ops(channels, hflip, encoding):
 
 def test_sharded_training_order_splits_every_global_batch(converted):
     """Process r of W gets the r-th part of each single-process batch, augmented the same way."""
-    from convbias.data.ffcv_io import _sharded_order, global_batches, shard_sizes
+    from convbias.data.loaders import _sharded_order, global_batches, shard_sizes
 
     out, meta = converted
     kwargs = {"meta": meta, "indices": meta.train_indices(), "train": True, "seed": 5}
@@ -312,7 +314,7 @@ def test_epoch_draws_are_the_per_batch_draws_in_one_piece():
 
 def test_one_ahead_takes_a_gpu_batch_only_after_the_device_began_the_previous_one(monkeypatch):
     """FFCV refills the pinned buffer of batch j-1 as soon as batch j is taken."""
-    from convbias.data import ffcv_io
+    from convbias.data import loaders
 
     log = []
 
@@ -336,7 +338,7 @@ def test_one_ahead_takes_a_gpu_batch_only_after_the_device_began_the_previous_on
             yield Batch(), j
 
     monkeypatch.setattr(torch.cuda, "Event", Event)
-    for _, j in ffcv_io.one_ahead(loader()):
+    for _, j in loaders.one_ahead(loader()):
         log.append(("step", j))
     assert log == [("take", 0), ("record", 0), ("step", 0), ("wait", 0),
                    ("take", 1), ("record", 1), ("step", 1), ("wait", 1),
@@ -484,7 +486,8 @@ def test_a_datasets_fingerprint_is_its_content_not_where_its_files_are(idx_datas
     from convbias.config import dataset_fingerprint
 
     base = {**SPEC, "path": "/data/mnist", "download": False}
-    same = [{**base, "path": "/elsewhere"}, {**base, "download": True}, {k: v for k, v in base.items() if k != "path"}]
+    same = [{**base, "path": "/elsewhere"}, {**base, "download": True}, {k: v for k, v in base.items() if k != "path"},
+            {**base, "label_noise": 0.0, "variant_seed": 0}, {k: v for k, v in base.items() if k != "split_seed"}]
     assert all(dataset_fingerprint(s) == dataset_fingerprint(base) for s in same)
     other = [{**base, "label_noise": 0.5}, {**base, "pixel_shuffle": "fixed"}, {**base, "variant_seed": 1},
              {**base, "pad": 0}, {**base, "split_seed": 1}, {**base, "pixel_range": "unit"}, {**base, "source": "fashion_mnist"}]

@@ -6,7 +6,7 @@ from convbias.checkpoints import load_weights, read_metadata
 from convbias.config import ModelSpec, TrainSpec
 from conftest import built_once
 from convbias.data.convert import convert
-from convbias.data.ffcv_io import DatasetMeta
+from convbias.data.dataset import DatasetMeta
 from convbias.train import HISTORY_COLUMNS, launch, train_run
 
 SPEC = TrainSpec(model=ModelSpec("lenet", hidden=32, dropout=0.0), epochs=3, batch_size=16, lr=0.01)
@@ -87,7 +87,7 @@ def test_a_run_interrupted_on_other_data_starts_over(idx_dataset, tmp_path):
 KILLABLE = """
 import sys
 from convbias.config import TrainSpec
-from convbias.data.ffcv_io import DatasetMeta
+from convbias.data.dataset import DatasetMeta
 from convbias.train import train_run
 spec = TrainSpec.from_dict({spec!r})
 train_run(spec, 3, DatasetMeta.load({meta!r}), {train!r}, {test!r}, sys.argv[1], sys.argv[2])
@@ -184,7 +184,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
     """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
-    from convbias.train import _Work, init_model
+    from convbias.models import init_model
+    from convbias.train import _Work
 
     meta, train, test = data
     train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
@@ -207,8 +208,9 @@ def test_each_process_draws_its_own_dropout_masks():
 
 
 def test_compile_warmup_changes_nothing_but_the_compiled_code(data):
-    from convbias.data.ffcv_io import BatchTransform
-    from convbias.train import compile_warmup, init_model
+    from convbias.data.transform import BatchTransform
+    from convbias.models import init_model
+    from convbias.train import compile_warmup
 
     meta, _, _ = data
     model = init_model(DROPOUT, meta, 0)
@@ -228,7 +230,7 @@ def test_compile_warmup_changes_nothing_but_the_compiled_code(data):
 def test_each_epoch_augments_with_its_own_seed_and_every_step_uses_the_schedules_lr(data, tmp_path, monkeypatch):
     """Spies on what the loop hands to the transform and to SGD, against values computed here."""
     from convbias.config import Schedule
-    from convbias.data.ffcv_io import BatchTransform
+    from convbias.data.transform import BatchTransform
 
     meta, train, test = data
     seeds, augmented, lrs = [], [], []

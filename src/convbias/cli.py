@@ -8,28 +8,6 @@ import sys
 import pandas as pd
 
 
-def read_filters(path: str, include_1x1: bool = False, allow_download: bool = False):
-    """(state dict, per-filter cosine table) of a weights file or ``torchvision:NAME``."""
-    from .checkpoints import load_weights, read_metadata
-    from .stats import checkpoint_filters
-
-    if path.startswith("torchvision:"):
-        from .pretrained import conv_order, torchvision_weights
-
-        name = path.split(":", 1)[1]
-        state, order = torchvision_weights(name, allow_download), conv_order(name)
-    else:
-        state = load_weights(path)
-        try:
-            order = read_metadata(path).get("conv_layers")
-        except Exception:  # not a safetensors file: no stored layer order, natural name order instead
-            order = None
-    # wrappers' prefixes: DataParallel/DDP (module.), torch.compile (_orig_mod.)
-    for prefix in ("module.", "_orig_mod."):
-        state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state, checkpoint_filters(state, order, include_1x1=include_1x1)
-
-
 def stats_table(state, filters: pd.DataFrame) -> pd.DataFrame:
     """Per-layer table (layer, name, filters, kernel, n_l, mean cosine, p-value) of :func:`read_filters`' result."""
     from .stats import summarize
@@ -52,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from .checkpoints import WeightsError
+    from .pretrained import read_filters
 
     try:
         state, filters = read_filters(args.weights, args.include_1x1, args.download)

@@ -70,6 +70,22 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def world() -> tuple[int, int]:  # pragma: no mutate block (data-parallel: runs in torchrun's processes)
+    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def sum_over_processes(*values, device) -> list[float]:
+    """The sums of scalar tensors or numbers over all processes of a data-parallel run (one
+    synchronization); their values in a single process."""
+    total = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    if world()[1] > 1:
+        torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
 def job_threads(threads: int, processes: int = 1) -> int:
     """CPU threads of a job: Slurm's allocation when run under Slurm, else Snakemake's ``threads``.
 

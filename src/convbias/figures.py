@@ -1,9 +1,15 @@
-"""One function per figure kind: DataFrames in, a matplotlib Figure out (no config, no I/O)."""
+"""One function per figure kind: DataFrames in, a matplotlib Figure out (no I/O).
+
+:data:`KINDS` is the registry of the config's figure kinds: the tables each reads and how its
+config entry becomes a call of its function.  Adding a kind: a function here, an entry in KINDS
+and the kind's name in the schema's enum (a test checks that the two lists agree).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -165,3 +171,35 @@ def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+@dataclass(frozen=True)
+class FigureKind:
+    """A figure kind: the tables it reads and ``draw(tables, spec)``, ``spec`` its config entry.
+
+    Tables: ``measure`` (per-layer measure of each experiment), ``histories`` (training history
+    of each run, with experiment and seed), ``filters`` (per-filter table of one run),
+    ``reinit`` (re-initialization tables of the runs drawn), ``pretrained`` (per-filter table of
+    a network trained elsewhere).  ``workflow/rules/common.smk`` names their files."""
+
+    tables: tuple[str, ...]
+    draw: Callable[[Mapping[str, pd.DataFrame], Mapping], plt.Figure]
+
+
+def _histograms(tables: Mapping[str, pd.DataFrame], spec: Mapping) -> plt.Figure:
+    filters = tables["filters"]
+    epochs = (int(filters["epoch"].min()), int(filters["epoch"].max()))
+    return histogram_figure(filters, epochs, title=f"{spec['experiments'][0]}, seed {filters['seed'].iloc[0]}")
+
+
+KINDS: dict[str, FigureKind] = {
+    "measure": FigureKind(("measure", "histories"), lambda t, spec: measure_figure(
+        t["measure"], t["histories"], spec.get("panels"), title=", ".join(spec["experiments"]))),
+    "histograms": FigureKind(("filters",), _histograms),
+    "layer": FigureKind(("measure",), lambda t, spec: layer_figure(t["measure"], spec["layer"])),
+    "grid": FigureKind(("measure",), lambda t, spec: grid_figure(t["measure"], spec["experiments"],
+                                                                 spec["columns"])),
+    "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec["experiments"]))),
+    "pretrained": FigureKind(("pretrained",), lambda t, spec: histogram_figure(
+        t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec["pretrained"])),
+}

@@ -109,6 +109,14 @@ def initialize(model: nn.Module, scheme: str = "kaiming_normal", std: float = 0.
     return model
 
 
+def init_model(spec, meta, seed: int) -> nn.Module:
+    """A run's model at epoch 0 (``spec`` a TrainSpec, ``meta`` the dataset's DatasetMeta): built
+    and initialized on the CPU from ``seed``, so that every device gets the same weights."""
+    torch.manual_seed(seed)
+    h, _, c = meta.shape
+    return initialize(build_model(spec.model, c, meta.num_classes, h), spec.init, spec.init_std)
+
+
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """(name, module) of every conv layer in forward order: layer l of the statistics is item l-1."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]

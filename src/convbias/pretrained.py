@@ -1,4 +1,5 @@
-"""torchvision's pretrained ImageNet weights, read from TORCH_HOME — never a silent download.
+"""Networks trained elsewhere: any weights file, or torchvision's pretrained ImageNet weights read
+from TORCH_HOME — never a silent download.
 
 ``torchvision_weights("vgg16")`` returns the state dict of torchvision's default ImageNet weights
 of that model if the file is already in ``$TORCH_HOME/hub/checkpoints/`` (where torchvision
@@ -48,3 +49,23 @@ def conv_order(name: str) -> list[str]:
 
     model = models.get_model(name, weights=None)
     return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def read_filters(path: str, include_1x1: bool = False, allow_download: bool = False):
+    """(state dict, per-filter cosine table) of a weights file or ``torchvision:NAME``."""
+    from .checkpoints import read_metadata
+    from .stats import checkpoint_filters
+
+    if path.startswith("torchvision:"):
+        name = path.split(":", 1)[1]
+        state, order = torchvision_weights(name, allow_download), conv_order(name)
+    else:
+        state = load_weights(path)
+        try:
+            order = read_metadata(path).get("conv_layers")
+        except Exception:  # not a safetensors file: no stored layer order, natural name order instead
+            order = None
+    # wrappers' prefixes: DataParallel/DDP (module.), torch.compile (_orig_mod.)
+    for prefix in ("module.", "_orig_mod."):
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state, checkpoint_filters(state, order, include_1x1=include_1x1)

@@ -1,8 +1,8 @@
 """The training loop: SGD with the paper's schedules, a checkpoint every epoch, resume after a kill.
 
-A run writes into a work folder as it goes — ``epoch{e:03d}.safetensors`` (epoch 0 is the
-initialization), the optimizer's momentum of the last finished epoch, ``history.parquet`` and
-``progress.json``, written last, which commits an epoch.  Started again with the same spec, a
+A run writes into a work folder (:class:`~convbias.runs.RunFolder`) as it goes — the weights of
+every epoch (epoch 0 is the initialization), the optimizer's momentum of the last finished epoch,
+the history and, written last, the progress file, which commits an epoch.  Started again with the same spec, a
 run continues after the last committed epoch; with another spec it starts over.  When the last
 epoch is committed the files are hard-linked into the output folder and the work folder is
 removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
@@ -29,9 +29,13 @@ from tqdm.auto import tqdm
 
 from .checkpoints import atomic_write, load_weights, save_weights
 from .config import TrainSpec
-from .data.ffcv_io import BatchTransform, DatasetMeta, global_batches, make_loader, one_ahead, shard_sizes
-from .devices import autocast, resolve_device, set_precision, use_device
-from .models import build_model, conv_layers, initialize
+from .data.dataset import DatasetMeta
+from .data.loaders import global_batches, make_loader, one_ahead, shard_sizes
+from .data.transform import BatchTransform
+from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
+from .devices import world as world_of_process
+from .models import conv_layers, init_model
+from .runs import RunFolder
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                    "seconds", "images_per_second"]
@@ -48,29 +52,6 @@ def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return epoch_seed(seed, epoch) + (rank << 32)
 
 
-def init_model(spec: TrainSpec, meta: DatasetMeta, seed: int) -> torch.nn.Module:
-    """The run's model at epoch 0: built and initialized on the CPU, so every device gets the same weights."""
-    torch.manual_seed(seed)
-    h, _, c = meta.shape
-    model = build_model(spec.model, c, meta.num_classes, h)
-    return initialize(model, spec.init, spec.init_std)
-
-
-def _world() -> tuple[int, int]:  # pragma: no mutate block (runs in child processes)
-    """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _sum_over_processes(*values, device) -> list[float]:
-    """The sums of scalar tensors or numbers over all processes (one synchronization)."""
-    total = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
-    if _world()[1] > 1:
-        torch.distributed.all_reduce(total)
-    return total.tolist()
-
-
 def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precision: str = "fp32") -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` over ``loader`` (over every process's loader)."""
     model.eval()
@@ -84,7 +65,7 @@ def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precisio
             loss = loss + F.cross_entropy(out, y, reduction="sum")
             correct = correct + (out.argmax(1) == y).sum()
             count += len(y)
-    loss, correct, count = _sum_over_processes(loss, correct, count, device=device)
+    loss, correct, count = sum_over_processes(loss, correct, count, device=device)
     return loss / count, correct / count
 
 
@@ -92,13 +73,13 @@ class _Work:
     """The work folder of a run: committed epochs, momentum and history, read back on resume."""
 
     def __init__(self, folder: Path, fingerprint: str):
-        self.folder, self.fingerprint = folder, fingerprint
-        self.progress = folder / "progress.json"
+        self.run, self.fingerprint = RunFolder(folder), fingerprint
+        self.folder = self.run.path
 
     def last_epoch(self, clear: bool = True) -> int | None:
         """The last committed epoch of a run with this spec, or None (a stale folder is cleared)."""
-        if self.progress.exists():
-            state = json.loads(self.progress.read_text())
+        if self.run.progress_file.exists():
+            state = json.loads(self.run.progress_file.read_text())
             if state.get("fingerprint") == self.fingerprint:
                 return int(state["epoch"])
         if clear and self.folder.exists():
@@ -106,35 +87,34 @@ class _Work:
         return None
 
     def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict) -> None:
-        save_weights(self.folder / f"epoch{epoch:03d}.safetensors", model.state_dict(), epoch=epoch, **meta)
+        save_weights(self.run.weights(epoch), model.state_dict(), epoch=epoch, **meta)
         momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()
                     if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
         if momentum:
-            save_weights(self.folder / f"optimizer{epoch:03d}.safetensors", momentum)
+            save_weights(self.run.momentum(epoch), momentum)
         frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-        atomic_write(self.folder / "history.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+        atomic_write(self.run.history_file, lambda tmp: frame.to_parquet(tmp, index=False))
         state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch})
-        atomic_write(self.progress, lambda tmp: tmp.write_text(state))
-        for old in self.folder.glob("optimizer*.safetensors"):
-            if old.name != f"optimizer{epoch:03d}.safetensors":
+        atomic_write(self.run.progress_file, lambda tmp: tmp.write_text(state))
+        for old in self.run.momentum_files():
+            if old != self.run.momentum(epoch):
                 old.unlink()
 
     def restore(self, epoch: int, model, optimizer) -> list[dict]:
-        model.load_state_dict(load_weights(self.folder / f"epoch{epoch:03d}.safetensors"))
-        opt_file = self.folder / f"optimizer{epoch:03d}.safetensors"
+        model.load_state_dict(load_weights(self.run.weights(epoch)))
+        opt_file = self.run.momentum(epoch)
         if opt_file.exists():
             buffers = load_weights(opt_file)
             for name, p in model.named_parameters():
                 if name in buffers:  # in the parameter's layout (channels-last): SGD keeps its multi-tensor path
                     optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffers[name])
-        history = pd.read_parquet(self.folder / "history.parquet")
+        history = self.run.history()
         return history[history["epoch"] <= epoch].to_dict("records")
 
     def publish(self, out_dir: Path, epochs: int) -> None:
         """Hard-link the finished run into ``out_dir``, then drop the work folder."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        names = [f"epoch{e:03d}.safetensors" for e in range(epochs + 1)] + ["history.parquet"]
-        for name in names:
+        for name in self.run.finished_files(epochs):
             target = out_dir / name
             target.unlink(missing_ok=True)
             try:
@@ -207,7 +187,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
 
     Run under ``torchrun`` (see :func:`launch`) it is one process of a data-parallel run.
     """
-    rank, world = _world()
+    rank, world = world_of_process()
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:  # pragma: no mutate (GPU only)
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # pragma: no mutate
@@ -281,7 +261,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         if dev.type == "cuda":  # pragma: no mutate (GPU only)
             torch.cuda.synchronize(dev)  # pragma: no mutate (the epoch ends when the device is done)
         seconds = time.perf_counter() - start
-        loss_sum, correct, seen = _sum_over_processes(loss_sum, correct, seen, device=dev)
+        loss_sum, correct, seen = sum_over_processes(loss_sum, correct, seen, device=dev)
         history.append(measure(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
         commit(epoch)
         if stop_after is not None and epoch >= stop_after:
@@ -315,7 +295,7 @@ def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs 
 def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child processes)
     """``python -m convbias.train JOB.json``: one process of a :func:`launch`-ed run."""
     job = json.loads(Path(argv[0]).read_text())
-    device = resolve_device(job.get("device", "auto"))
+    device = resolve_device(job["device"])
     world = int(os.environ.get("WORLD_SIZE", 1))
     if device.type == "cuda" and torch.cuda.device_count() < world:
         sys.exit(f"error: {world} training processes but {torch.cuda.device_count()} visible GPUs; "
@@ -328,7 +308,7 @@ def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child pr
         torch.distributed.init_process_group("gloo")
     try:
         train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
-                  job["test_file"], job["out_dir"], job["work_dir"], device=job.get("device", "auto"),
+                  job["test_file"], job["out_dir"], job["work_dir"], device=job["device"],
                   threads=job.get("threads", 1), stop_after=job.get("stop_after"))
     finally:
         torch.distributed.destroy_process_group()

@@ -3,19 +3,14 @@
 import re
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
-from convbias.config import ConfigError, TrainSpec, check_references, config_errors, dataset_identity
+from convbias.config import ConfigError, TrainSpec, dataset_identity, load_config
+from convbias.figures import KINDS as FIGURE_KINDS
 
-SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-errors = config_errors(config, SCHEMA)
-if errors:
-    raise WorkflowError("invalid config (keys are described in config/README.md):\n  " + "\n  ".join(errors))
-validate(config, SCHEMA)  # fills in the schema's defaults
 try:
-    check_references(config)
+    load_config(config)  # checks it against src/convbias/config.schema.yaml and fills in its defaults
 except ConfigError as err:
-    raise WorkflowError(f"invalid config: {err}") from None
+    raise WorkflowError(str(err)) from None
 
 DATASETS = config["datasets"]
 EXPERIMENTS = config["experiments"]
@@ -110,22 +105,29 @@ def figure_targets(study=None):
     return [figure_file(name) for name, fig in FIGURES.items() if study is None or fig["study"] == study]
 
 
+def figure_runs(wildcards):
+    """(experiment, seed) of the runs whose histories a figure draws, in the order of its inputs."""
+    fig = FIGURES[wildcards.figure]
+    if "histories" not in FIGURE_KINDS[fig["kind"]].tables:
+        return []
+    return [(e, s) for e in fig["experiments"] for s in seeds(e)]
+
+
+def _histogram_seed(fig):
+    return fig.get("seed", seeds(fig["experiments"][0])[0])
+
+
+# The files of each table a figure kind reads (convbias.figures.KINDS says which tables it reads).
+FIGURE_TABLES = {
+    "measure": lambda fig, wildcards: [measure_file(e) for e in fig["experiments"]],
+    "histories": lambda fig, wildcards: [run_dir(e, s) for e, s in figure_runs(wildcards)],
+    "filters": lambda fig, wildcards: [seed_stats(fig["experiments"][0], _histogram_seed(fig))],
+    "reinit": lambda fig, wildcards: [reinit_file(e, s) for e in fig["experiments"] for s in fig.get("seeds", seeds(e))],
+    "pretrained": lambda fig, wildcards: [pretrained_stats(fig["pretrained"])],
+}
+
+
 def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
-    exps = fig.get("experiments", [])
-    if fig["kind"] == "measure":
-        return {
-            "measure": [measure_file(e) for e in exps],
-            "runs": [run_dir(e, s) for e in exps for s in seeds(e)],
-        }
-    if fig["kind"] in ("layer", "grid"):
-        return {"measure": [measure_file(e) for e in exps]}
-    if fig["kind"] == "histograms":
-        seed = fig.get("seed", seeds(exps[0])[0])
-        return {"stats": [seed_stats(exps[0], seed)]}
-    if fig["kind"] == "reinit":
-        return {"reinit": [reinit_file(e, s) for e in exps for s in fig.get("seeds", seeds(e))]}
-    if fig["kind"] == "pretrained":
-        return {"stats": [pretrained_stats(fig["pretrained"])]}
-    raise WorkflowError(f"figures.{wildcards.figure}.kind {fig['kind']!r} has no inputs defined")
+    return {table: FIGURE_TABLES[table](fig, wildcards) for table in FIGURE_KINDS[fig["kind"]].tables}

@@ -6,5 +6,6 @@ rule figure:
         report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
     params:
         spec=lambda wildcards: FIGURES[wildcards.figure],
+        runs=figure_runs,
     script:
         "../scripts/figure.py"

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import dataset_fingerprint
-from .ffcv_io import DatasetMeta, write_beton, write_samples
+from ..config import dataset_fingerprint, with_defaults
+from .dataset import DatasetMeta, train_indices
+from .loaders import write_beton, write_samples
 from .sources import DatasetError, image_folders, load_source
-from .variants import channel_stats, noisy_labels, pad, shuffle_pixels, train_indices
+from .variants import channel_stats, noisy_labels, pad, shuffle_pixels
 
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # torchvision's constants, in [0, 255] units
@@ -33,12 +34,12 @@ def convert_image_folder(name: str, spec: dict, train_out, test_out, meta_out, w
     """An ImageNet-style folder → JPEG FFCV files (FFCV's ImageNet recipe), decoded at ``image_size``."""
     from ffcv.fields import RGBImageField
 
-    if spec.get("pixel_shuffle", "none") != "none":
+    if spec["pixel_shuffle"] != "none":
         raise DatasetError(f"datasets.{name}.pixel_shuffle is not supported for JPEG datasets; set it to none")
     train, val = image_folders(spec["path"])
     labels = np.asarray(train.targets)
     fit = train_indices(len(labels), spec["val_fraction"], spec["split_seed"])
-    labels = noisy_labels(labels, spec.get("label_noise", 0.0), len(train.classes), fit, spec.get("variant_seed", 0))
+    labels = noisy_labels(labels, spec["label_noise"], len(train.classes), fit, spec["variant_seed"])
     field = dict(write_mode="proportion", max_resolution=spec["max_resolution"], jpeg_quality=spec["jpeg_quality"],
                  compress_probability=spec["compress_probability"])
     write_samples(train_out, _Relabelled(train, labels), RGBImageField(**field), workers)
@@ -56,16 +57,17 @@ def convert_image_folder(name: str, spec: dict, train_out, test_out, meta_out, w
 
 def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, meta_out: str | Path,
             workers: int = 1) -> DatasetMeta:
-    """Read dataset ``name`` as ``spec`` (a validated ``datasets`` entry) describes; write both splits."""
+    """Read dataset ``name`` as ``spec`` (a ``datasets`` entry; missing keys take the schema's
+    defaults) describes; write both splits."""
+    spec = with_defaults("dataset", spec)
     if spec["source"] == "imagenet":
         return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
-    arrays = load_source(spec["source"], spec.get("path"), allow_download=spec.get("download", False),
-                         **spec.get("synthetic", {}))
-    shuffle, seed = spec.get("pixel_shuffle", "none"), spec.get("variant_seed", 0)
+    arrays = load_source(spec["source"], spec.get("path"), allow_download=spec["download"], **spec.get("synthetic", {}))
+    shuffle, seed = spec["pixel_shuffle"], spec["variant_seed"]
     train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec["pad"])
     test_images = pad(shuffle_pixels(arrays.test_images, shuffle, seed), spec["pad"])
     fit = train_indices(len(train_images), spec["val_fraction"], spec["split_seed"])
-    train_labels = noisy_labels(arrays.train_labels, spec.get("label_noise", 0.0), arrays.num_classes, fit, seed)
+    train_labels = noisy_labels(arrays.train_labels, spec["label_noise"], arrays.num_classes, fit, seed)
     mean, std = channel_stats(train_images[fit])
     meta = DatasetMeta(
         name=name, num_classes=arrays.num_classes, shape=tuple(int(s) for s in train_images.shape[1:]),

@@ -170,9 +170,9 @@ def download(source: str, folder: str | Path) -> None:  # pragma: no mutate bloc
 
 
 # pragma: no mutate start (demo data: any seeded learnable images will do)
-def synthetic_dataset(n_train: int = 5000, n_test: int = 1000, size: int = 32, channels: int = 3,
-                      num_classes: int = 10, seed: int = 0) -> Arrays:
-    """A seeded, learnable dataset: each class is a smooth random pattern, each image a noisy shifted copy."""
+def synthetic_dataset(*, n_train: int, n_test: int, size: int, channels: int, num_classes: int, seed: int) -> Arrays:
+    """A seeded, learnable dataset: each class is a smooth random pattern, each image a noisy shifted copy
+    (the defaults of a config's ``synthetic`` keys are the schema's)."""
     rng = np.random.default_rng(seed)
     cell = max(1, size // 4)
     templates = np.kron(rng.normal(size=(num_classes, 4, 4, channels)), np.ones((1, cell, cell, 1)))

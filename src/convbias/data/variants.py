@@ -1,20 +1,8 @@
-"""Dataset variants baked into the conversion, and the fixed validation split."""
+"""Dataset variants baked into the conversion: padding, label noise, pixel shuffles, channel statistics."""
 
 from __future__ import annotations
 
 import numpy as np
-
-
-def validation_indices(n_train: int, fraction: float, split_seed: int) -> np.ndarray:
-    """Sorted indices of the fixed validation split: a ``fraction`` of the training set."""
-    n_val = int(round(n_train * fraction))
-    order = np.random.default_rng(split_seed).permutation(n_train)
-    return np.sort(order[:n_val])
-
-
-def train_indices(n_train: int, fraction: float, split_seed: int) -> np.ndarray:
-    """Sorted indices of the training set without its validation split."""
-    return np.setdiff1d(np.arange(n_train), validation_indices(n_train, fraction, split_seed))
 
 
 def pad(images: np.ndarray, pixels: int) -> np.ndarray:

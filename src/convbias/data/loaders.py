@@ -1,0 +1,174 @@
+"""FFCV files: written once by the conversion, read back as uint8 NHWC batches.
+
+Images are stored raw as uint8 ``NDArrayField`` of shape (H, W, C) — grayscale stays one
+channel — or, for image folders, as JPEG.  Loaders return uint8 NHWC batches; augmentation and
+pixel scaling happen afterwards in torch (:mod:`.transform`), because FFCV's own random
+augmentations are not reproducible.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .dataset import DatasetMeta
+
+
+class _Pairs:
+    """An indexable (image, label) dataset over arrays, as FFCV's writer wants."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+def write_beton(path: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 1) -> None:
+    """Write uint8 (N, H, W, C) images, raw, and integer labels to an FFCV file, atomically."""
+    from ffcv.fields import NDArrayField
+
+    field = NDArrayField(dtype=np.dtype("uint8"), shape=tuple(images.shape[1:]))
+    write_samples(path, _Pairs(np.ascontiguousarray(images, dtype=np.uint8), labels), field, workers)
+
+
+def write_samples(path: str | Path, samples, image_field, workers: int = 1) -> None:
+    """Write an indexable of (image, label) pairs with ``image_field`` to an FFCV file, atomically."""
+    from ffcv.fields import IntField
+    from ffcv.writer import DatasetWriter
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fields = {"image": image_field, "label": IntField()}
+    DatasetWriter(str(tmp), fields, num_workers=max(1, workers)).from_indexed_dataset(samples)
+    os.replace(tmp, path)
+
+
+def shard_sizes(n: int, world: int) -> list[int]:
+    """How a batch of ``n`` images is split over ``world`` processes (contiguous, sizes differ by ≤ 1)."""
+    return [len(part) for part in np.array_split(np.arange(n), world)]
+
+
+def global_batches(n: int, batch_size: int, world: int = 1) -> list[int]:
+    """The sizes of one epoch's global batches; a last batch smaller than ``world`` is dropped."""
+    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    return sizes[:-1] if sizes and sizes[-1] < world else sizes
+
+
+def _sharded_order():
+    """FFCV's random order, cut into per-process shards of every global batch.
+
+    Process r of W gets the r-th contiguous part of each global batch of the single-process
+    order, so the W processes together see exactly the batches one process would see, and the
+    global batch size stays the configured one.  (FFCV's own ``distributed=True`` uses PyTorch's
+    ``DistributedSampler``, whose order depends on W.)
+    """
+    from ffcv.traversal_order import Random
+
+    class ShardedRandom(Random):
+        def __init__(self, loader, global_batch: int, rank: int, world: int):
+            super().__init__(loader)
+            self.global_batch, self.rank, self.world = global_batch, rank, world
+
+        def sample_order(self, epoch: int):
+            order = super().sample_order(epoch)  # the single-process order (the loader is not distributed)
+            parts, start = [], 0
+            for size in global_batches(len(order), self.global_batch, self.world):
+                offsets = np.cumsum([0] + shard_sizes(size, self.world))
+                parts.append(order[start + offsets[self.rank]:start + offsets[self.rank + 1]])
+                start += size
+            return np.concatenate(parts) if parts else order[:0]
+
+    return ShardedRandom
+
+
+def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None = None, indices=None,
+                train: bool = False, seed: int = 0, workers: int = 1, device: torch.device | str = "cpu",
+                drop_last: bool = False, distributed: bool = False):
+    """An FFCV Loader yielding (uint8 NHWC images, labels) on ``device``.
+
+    ``train`` gives a random order fixed by ``seed`` (and, for JPEG datasets, FFCV's random
+    resized crop); otherwise the order is sequential (and JPEGs are centre-cropped, 224 of 256).
+    ``distributed`` (``torch.distributed`` initialized, rank r of W): a training loader yields
+    rank r's part of every global batch of ``batch_size`` (see :func:`_sharded_order`); an
+    evaluation loader yields the r-th contiguous part of the indices.
+    """
+    from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
+                                      RandomResizedCropRGBImageDecoder)
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import Squeeze, ToDevice, ToTensor
+
+    device = torch.device(device)
+    if meta is not None and meta.encoding == "jpeg":
+        size = meta.shape[:2]
+        decoder = RandomResizedCropRGBImageDecoder(size) if train else CenterCropRGBImageDecoder(size, 224 / 256)
+    else:
+        decoder = NDArrayDecoder()
+    image = [decoder, ToTensor()]
+    label = [IntDecoder(), ToTensor(), Squeeze()]
+    if device.type == "cuda":  # pragma: no mutate (GPU only)
+        image.append(ToDevice(device, non_blocking=True))  # pragma: no mutate
+        label.append(ToDevice(device, non_blocking=True))  # pragma: no mutate
+    # pragma: no mutate start (data-parallel only: runs in torchrun's processes, tested by test_train's DDP test)
+    rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+    if distributed and not train:
+        everything = np.arange(_num_samples(path)) if indices is None else np.asarray(indices)
+        indices = np.array_split(everything, world)[rank]
+    # pragma: no mutate end
+    per_rank = batch_size
+    if distributed and train:  # pragma: no mutate
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
+                             f"change optimizer.batch_size or the number of GPUs")
+        per_rank = batch_size // world  # pragma: no mutate
+    loader = Loader(
+        str(path), batch_size=per_rank, num_workers=max(1, workers),
+        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=seed,
+        indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
+        pipelines={"image": image, "label": label},
+    )
+    if distributed and train:  # pragma: no mutate (FFCV accepts only its own orders by name: swap ours in)
+        loader.traversal_order = _sharded_order()(loader, batch_size, rank, world)  # pragma: no mutate
+        loader.first_traversal_order = loader.next_traversal_order()  # pragma: no mutate
+    return loader
+
+
+def one_ahead(loader):
+    """Iterate ``loader``, letting the host run at most one batch ahead of the GPU.
+
+    The host never waits for the device inside a training step, so it could queue many steps
+    ahead; but FFCV reuses a few pinned host buffers for its copies to the GPU, and fills the
+    buffer of batch j−1 again as soon as batch j is taken.  So before taking batch j, wait until
+    the device has begun the work queued with batch j−1 (its copy is then finished).  The device
+    still always has the next step queued.  On the CPU this is plain iteration.
+    """
+    for batch in loader:
+        started = None
+        if batch[0].is_cuda:
+            started = torch.cuda.Event()
+            started.record()  # after FFCV made this stream wait for the batch's copy
+        yield batch
+        if started is not None:
+            started.synchronize()
+
+
+def _num_samples(path: str | Path) -> int:
+    from ffcv.reader import Reader
+
+    return int(Reader(str(path)).num_samples)
+
+
+def load_split(path: str | Path, *, meta: DatasetMeta | None = None, indices=None, workers: int = 1, device="cpu"):
+    """The whole split (or ``indices`` of it) in memory: uint8 NHWC images and int64 labels."""
+    images, labels = [], []
+    for x, y in one_ahead(make_loader(path, 1024, meta=meta, indices=indices, workers=workers, device=device)):
+        images.append(x.clone())
+        labels.append(y.long().clone())
+    return torch.cat(images), torch.cat(labels)

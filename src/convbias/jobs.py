@@ -1,0 +1,114 @@
+"""What one job of the workflow computes, from its input files to its output table or figure.
+
+Each ``workflow/scripts/*.py`` reads ``snakemake.*``, calls one function here (or
+:func:`convbias.train.train_run`) and writes the result; the functions know files and runs,
+the modules they call know none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import RunFolder
+
+
+def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:
+    """The per-filter table of a finished run: one row per (epoch, layer, filter) with its cosine."""
+    from .checkpoints import load_weights
+    from .stats import checkpoint_filters
+
+    run = RunFolder(run_dir)
+    order = run.conv_layers()  # the same layers in every epoch of a run
+    frames = []
+    for epoch in range(epochs + 1):
+        table = checkpoint_filters(load_weights(run.weights(epoch)), order, include_1x1=include_1x1)
+        table.insert(0, "epoch", epoch)
+        frames.append(table)
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "seed", seed)
+    table.insert(0, "experiment", experiment)
+    return table
+
+
+def measure(filter_tables: Sequence[str | Path]) -> pd.DataFrame:
+    """The per-layer measure (n_l, mean cosine, p-value) per (seed, epoch, layer) of per-filter tables."""
+    from .stats import summarize
+
+    filters = pd.concat([pd.read_parquet(p) for p in filter_tables], ignore_index=True)
+    return summarize(filters, ["experiment", "seed", "epoch", "layer", "name"])
+
+
+def run_reinit(spec: dict, seed: int, meta_file: str | Path, run_dir: str | Path, test_file: str | Path,
+               experiment: str, device: str = "auto", threads: int = 1) -> pd.DataFrame:
+    """Re-initialization robustness of a finished run on the test set (see :mod:`convbias.reinit`)."""
+    import torch
+
+    from .checkpoints import load_weights
+    from .config import TrainSpec
+    from .data.dataset import DatasetMeta
+    from .data.loaders import load_split
+    from .data.transform import BatchTransform
+    from .devices import resolve_device, set_precision, use_device
+    from .models import init_model
+    from .reinit import RAND_SEED_OFFSET, reinit_sweep
+
+    spec, meta, run = TrainSpec.from_dict(spec), DatasetMeta.load(meta_file), RunFolder(run_dir)
+    torch.set_num_threads(threads)
+    device = resolve_device(device)
+    use_device(device)
+    set_precision(spec.precision)
+    sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
+    for epoch in range(spec.epochs + 1):
+        sources[str(epoch)] = load_weights(run.weights(epoch))
+    images, labels = load_split(test_file, meta=meta, workers=threads)
+    # the test set stays on the device as bytes; each chunk is scaled there when its turn comes
+    model = init_model(spec, meta, seed).to(device, memory_format=torch.channels_last)
+    table = reinit_sweep(model, sources[str(spec.epochs)], sources, images.to(device), labels.to(device),
+                         transform=BatchTransform(meta, device), precision=spec.precision)
+    table.insert(0, "seed", seed)
+    table.insert(0, "experiment", experiment)
+    return table
+
+
+def pretrained_filters(spec: Mapping, network: str) -> pd.DataFrame:
+    """Per-filter table of a network trained elsewhere (epoch 1) and of a random initialization of
+    its architecture (epoch 0).  Raises WeightsError (unreadable weights) or ValueError (the
+    weights do not fit ``arch``)."""
+    import torch
+
+    from .config import ModelSpec
+    from .models import build_model, conv_layers, initialize
+    from .pretrained import read_filters
+    from .stats import checkpoint_filters
+
+    _, trained = read_filters(spec["weights"], spec["include_1x1"], spec["download"])
+    torch.manual_seed(spec["seed"])
+    model = build_model(ModelSpec(spec["arch"], head="torchvision"), 3, 1000, 224)
+    model = initialize(model, spec["init"], spec["init_std"])
+    init = checkpoint_filters(model.state_dict(), [name for name, _ in conv_layers(model)],
+                              include_1x1=spec["include_1x1"])
+    if init["layer"].max() != trained["layer"].max():
+        raise ValueError(f"the weights have {trained['layer'].max()} conv layers but {spec['arch']} has "
+                         f"{init['layer'].max()}; check arch")
+    table = pd.concat([init.assign(epoch=0), trained.assign(epoch=1)], ignore_index=True)
+    table.insert(0, "network", network)
+    return table
+
+
+def figure(spec: Mapping, inputs: Mapping[str, Sequence[str | Path]], runs: Sequence[tuple[str, int]] = ()):
+    """Draw one figure of the config from its tables: ``inputs`` maps each table its kind reads
+    (:data:`convbias.figures.KINDS`) to its files; ``runs`` names the (experiment, seed) of each
+    run folder of the ``histories`` table, in order."""
+    from .figures import KINDS
+
+    tables = {}
+    for name, paths in inputs.items():
+        if name == "histories":
+            frames = [RunFolder(p).history().assign(experiment=e, seed=s) for p, (e, s) in zip(paths, runs, strict=True)]
+        else:
+            frames = [pd.read_parquet(p) for p in paths]
+        tables[name] = pd.concat(frames, ignore_index=True)
+    return KINDS[spec["kind"]].draw(tables, spec)

@@ -1,0 +1,130 @@
+"""The schema is the one home of every default: config/README.md and the code agree with it."""
+
+import ast
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from convbias.config import ConfigError, ModelSpec, Schedule, TrainSpec, load_config, schema, with_defaults
+
+ROOT = Path(__file__).parents[1]
+SECTIONS = {"datasets": "dataset", "experiments": "experiment", "pretrained": "pretrained", "figures": "figure"}
+
+
+def schema_keys(node: dict, prefix: str = "") -> dict[str, dict]:
+    """Every key of a schema section, dotted (``optimizer.lr``), with its schema node."""
+    keys = {}
+    for key, sub in node.get("properties", {}).items():
+        keys[prefix + key] = sub
+        keys.update(schema_keys(sub, prefix + key + "."))
+    return keys
+
+
+def readme_rows() -> dict[str, dict[str, tuple[str, str]]]:
+    """{section kind: {dotted key: (default cell, meaning cell)}} from the tables of config/README.md."""
+    rows, kind = {}, None
+    for line in (ROOT / "config" / "README.md").read_text().splitlines():
+        heading = re.match(r"## `(\w+)\.<name>`", line)
+        if heading:
+            kind = SECTIONS[heading.group(1)]
+            rows[kind] = {}
+        elif line.startswith("## "):
+            kind = None
+        elif kind and line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            names = re.findall(r"`([\w.]+)`", cells[0])
+            defaults = cells[2].split(", ") if len(names) > 1 else [cells[2]]
+            for name, value in zip(names, defaults, strict=True):
+                rows[kind][name] = (value, cells[3])
+    return rows
+
+
+def same(cell: str, value) -> bool:
+    cell = cell.replace("`", "").strip()
+    if "≈" in cell:
+        return math.isclose(float(cell.split("≈")[1]), value, rel_tol=1e-3)
+    return yaml.safe_load(cell) == value
+
+
+@pytest.mark.parametrize("kind", SECTIONS.values())
+def test_readme_documents_every_key_with_the_schemas_default(kind):
+    documented = readme_rows()[kind]
+    for key, node in schema_keys(schema()["$defs"][kind]).items():
+        parent = key.rsplit(".", 1)[0]
+        if key.startswith("synthetic."):  # documented in the meaning of `synthetic`: "`n_train` (5000)"
+            meaning = documented["synthetic"][1]
+            found = re.search(rf"`{key.split('.')[1]}` \(([^)]*)\)", meaning)
+            assert found and same(found.group(1), node["default"]), key
+            continue
+        if "properties" in node or (key != parent and parent in documented):
+            continue  # a group (its keys are rows) or a key documented with its parent
+        assert key in documented, f"config/README.md has no row for {kind} key {key!r}"
+        cell = documented[key][0]
+        if "default" in node:
+            assert same(cell, node["default"]), f"{kind}.{key}: README says {cell!r}, schema {node['default']!r}"
+        else:
+            assert not same(cell, None) and not re.fullmatch(r"[\d.]+|true|false", cell), \
+                f"{kind}.{key} has no default in the schema but README gives {cell!r}"
+
+
+def test_the_readme_names_no_key_the_schema_lacks():
+    for kind, documented in readme_rows().items():
+        keys = schema_keys(schema()["$defs"][kind])
+        assert set(documented) <= set(keys), f"{kind}: {set(documented) - set(keys)}"
+
+
+def test_a_spec_built_from_a_bare_experiment_takes_every_default_from_the_schema():
+    bare = {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 3}
+    spec = TrainSpec.from_config(bare)
+    defaults = schema()["$defs"]["experiment"]["properties"]
+    opt, sched, model = (defaults[k]["properties"] for k in ("optimizer", "schedule", "model"))
+    assert spec == TrainSpec(model=ModelSpec("lenet"), epochs=3)
+    assert (spec.lr, spec.momentum, spec.weight_decay, spec.batch_size) == tuple(
+        opt[k]["default"] for k in ("lr", "momentum", "weight_decay", "batch_size"))
+    assert spec.schedule == Schedule(sched["kind"]["default"], sched["gamma"]["default"], sched["step_size"]["default"])
+    assert math.isclose(spec.schedule.gamma, 10 ** (-1 / 25))
+    assert (spec.model.width, spec.model.head, spec.model.hidden, spec.model.dropout) == tuple(
+        model[k]["default"] for k in ("width", "head", "hidden", "dropout"))
+    assert (spec.init, spec.init_std, spec.augment, spec.precision, spec.compile) == (
+        defaults["init"]["properties"]["scheme"]["default"], defaults["init"]["properties"]["std"]["default"],
+        defaults["augment"]["default"], defaults["precision"]["default"], defaults["compile"]["default"])
+    with pytest.raises(TypeError):
+        TrainSpec(model=ModelSpec("lenet"))  # epochs is required, as in the schema
+
+
+def test_library_code_has_no_default_of_its_own_for_a_config_key():
+    """`entry.get("key", literal)` for a key the schema gives a default would be a second home."""
+    nodes = [(key.rsplit(".", 1)[-1], node) for kind in SECTIONS.values()
+             for key, node in schema_keys(schema()["$defs"][kind]).items()]
+    # names with a default wherever they occur (a figure's `seeds` has none, an experiment's has one)
+    keyed = {name for name, _ in nodes} - {name for name, node in nodes if "default" not in node}
+    offenders = []
+    for path in sorted((ROOT / "src" / "convbias").rglob("*.py")) + sorted((ROOT / "workflow").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and len(node.args) == 2 and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value in keyed and not isinstance(node.func.value, ast.Attribute)):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .get({node.args[0].value!r}, …)")
+    assert not offenders, offenders
+
+
+def test_load_config_fills_every_level_and_names_bad_keys():
+    config = {"datasets": {"d": {"source": "mnist", "path": "x"}},
+              "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 2}},
+              "figures": {"f": {"kind": "layer", "experiments": ["e"], "caption": "c"}}}
+    load_config(config)
+    assert config["datasets"]["d"] == with_defaults("dataset", {"source": "mnist", "path": "x"})
+    assert config["datasets"]["d"]["download"] is True and config["datasets"]["d"]["pixel_shuffle"] == "none"
+    assert config["experiments"]["e"]["optimizer"]["batch_size"] == 128 and config["experiments"]["e"]["seeds"] == [0, 1, 2]
+    assert config["figures"]["f"]["layer"] == 1 and config["figures"]["f"]["study"] == "paper"
+    assert config["pretrained"] == {}
+    a, b = with_defaults("experiment", {"model": {"arch": "lenet"}}), with_defaults("experiment", {"model": {"arch": "lenet"}})
+    a["seeds"].append(9)
+    assert b["seeds"] == [0, 1, 2]  # defaults are copies, never shared
+    with pytest.raises(ConfigError, match=r"experiments\.e\.optimizer: unknown key 'lrr'"):
+        load_config({**config, "experiments": {"e": {**config["experiments"]["e"], "optimizer": {"lrr": 1}}}})
+    with pytest.raises(ConfigError, match="invalid config: experiments.e.dataset is 'nope'"):
+        load_config({**config, "experiments": {"e": {**config["experiments"]["e"], "dataset": "nope"}}})
