@@ -25,8 +25,8 @@ test: setup
 MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
 MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.figures* convbias.checkpoints* \
-           convbias.data.variants* convbias.data.sources*
-SAMPLED ?= convbias.train convbias.data.loaders convbias.data.convert
+           convbias.data.variants* convbias.data.sources* convbias.data.dataset*
+SAMPLED ?= convbias.train convbias.runs convbias.data.loaders convbias.data.transform convbias.data.convert
 SAMPLE  ?= 10
 mutation: setup
 	@$(VENV)/bin/pip show -qq mutmut 2>/dev/null || $(VENV)/bin/pip install -qq $(MUTMUT)

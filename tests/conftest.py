@@ -98,6 +98,7 @@ MUTATION_TESTS = {
     "convbias.figures": ("test_figures.py",),
     "convbias.data": ("test_data.py",),
     "convbias.train": ("test_train.py",),
+    "convbias.runs": ("test_train.py",),
 }
 
 

@@ -185,13 +185,13 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
     """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
     from convbias.models import init_model
-    from convbias.train import _Work
+    from convbias.runs import WorkFolder
 
     meta, train, test = data
     train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
     model = init_model(SPEC, meta, 0).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    _Work(tmp_path / "work", "unused").restore(1, model, optimizer)
+    WorkFolder(tmp_path / "work", "unused").restore(1, model, optimizer)
     convs = [p for p in model.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     for p in model.parameters():

@@ -8,11 +8,18 @@ optimizer's momentum of the last one and ``progress.json``, which commits an epo
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from .checkpoints import read_metadata
+from .checkpoints import atomic_write, load_weights, read_metadata, save_weights
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                   "seconds", "images_per_second"]
 
 
 class RunFolder:
@@ -53,3 +60,59 @@ class RunFolder:
     def conv_layers(self) -> list[str] | None:
         """The conv layers' names in forward order, as training recorded them (the same in every epoch)."""
         return read_metadata(self.weights(0)).get("conv_layers")
+
+
+class WorkFolder(RunFolder):
+    """A run in progress: it commits epochs (weights, momentum, history, then the progress file)
+    and reads them back on resume — only for the run whose ``fingerprint`` it was started with."""
+
+    def __init__(self, path: str | Path, fingerprint: str):
+        super().__init__(path)
+        self.fingerprint = fingerprint
+
+    def last_epoch(self, clear: bool = True) -> int | None:
+        """The last committed epoch of a run with this spec, or None (a stale folder is cleared)."""
+        if self.progress_file.exists():
+            state = json.loads(self.progress_file.read_text())
+            if state.get("fingerprint") == self.fingerprint:
+                return int(state["epoch"])
+        if clear and self.path.exists():
+            shutil.rmtree(self.path)
+        return None
+
+    def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict) -> None:
+        save_weights(self.weights(epoch), model.state_dict(), epoch=epoch, **meta)
+        momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()
+                    if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
+        if momentum:
+            save_weights(self.momentum(epoch), momentum)
+        frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
+        atomic_write(self.history_file, lambda tmp: frame.to_parquet(tmp, index=False))
+        state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch})
+        atomic_write(self.progress_file, lambda tmp: tmp.write_text(state))
+        for old in self.momentum_files():
+            if old != self.momentum(epoch):
+                old.unlink()
+
+    def restore(self, epoch: int, model, optimizer) -> list[dict]:
+        model.load_state_dict(load_weights(self.weights(epoch)))
+        opt_file = self.momentum(epoch)
+        if opt_file.exists():
+            buffers = load_weights(opt_file)
+            for name, p in model.named_parameters():
+                if name in buffers:  # in the parameter's layout (channels-last): SGD keeps its multi-tensor path
+                    optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffers[name])
+        history = self.history()
+        return history[history["epoch"] <= epoch].to_dict("records")
+
+    def publish(self, out_dir: Path, epochs: int) -> None:
+        """Hard-link the finished run into ``out_dir``, then drop the work folder."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.finished_files(epochs):
+            target = out_dir / name
+            target.unlink(missing_ok=True)
+            try:
+                os.link(self.path / name, target)
+            except OSError:
+                shutil.copy2(self.path / name, target)
+        shutil.rmtree(self.path)

@@ -1,9 +1,9 @@
 """The training loop: SGD with the paper's schedules, a checkpoint every epoch, resume after a kill.
 
-A run writes into a work folder (:class:`~convbias.runs.RunFolder`) as it goes — the weights of
+A run writes into a work folder (:class:`~convbias.runs.WorkFolder`) as it goes — the weights of
 every epoch (epoch 0 is the initialization), the optimizer's momentum of the last finished epoch,
-the history and, written last, the progress file, which commits an epoch.  Started again with the same spec, a
-run continues after the last committed epoch; with another spec it starts over.  When the last
+the history and, written last, the progress file, which commits an epoch.  Started again with
+the same spec, a run continues after the last committed epoch; with another spec it starts over.  When the last
 epoch is committed the files are hard-linked into the output folder and the work folder is
 removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_write, load_weights, save_weights
 from .config import TrainSpec
 from .data.dataset import DatasetMeta
 from .data.loaders import global_batches, make_loader, one_ahead, shard_sizes
@@ -35,10 +33,8 @@ from .data.transform import BatchTransform
 from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
 from .devices import world as world_of_process
 from .models import conv_layers, init_model
-from .runs import RunFolder
+from .runs import HISTORY_COLUMNS, WorkFolder
 
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-                   "seconds", "images_per_second"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -67,61 +63,6 @@ def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precisio
             count += len(y)
     loss, correct, count = sum_over_processes(loss, correct, count, device=device)
     return loss / count, correct / count
-
-
-class _Work:
-    """The work folder of a run: committed epochs, momentum and history, read back on resume."""
-
-    def __init__(self, folder: Path, fingerprint: str):
-        self.run, self.fingerprint = RunFolder(folder), fingerprint
-        self.folder = self.run.path
-
-    def last_epoch(self, clear: bool = True) -> int | None:
-        """The last committed epoch of a run with this spec, or None (a stale folder is cleared)."""
-        if self.run.progress_file.exists():
-            state = json.loads(self.run.progress_file.read_text())
-            if state.get("fingerprint") == self.fingerprint:
-                return int(state["epoch"])
-        if clear and self.folder.exists():
-            shutil.rmtree(self.folder)
-        return None
-
-    def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict) -> None:
-        save_weights(self.run.weights(epoch), model.state_dict(), epoch=epoch, **meta)
-        momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()
-                    if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
-        if momentum:
-            save_weights(self.run.momentum(epoch), momentum)
-        frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-        atomic_write(self.run.history_file, lambda tmp: frame.to_parquet(tmp, index=False))
-        state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch})
-        atomic_write(self.run.progress_file, lambda tmp: tmp.write_text(state))
-        for old in self.run.momentum_files():
-            if old != self.run.momentum(epoch):
-                old.unlink()
-
-    def restore(self, epoch: int, model, optimizer) -> list[dict]:
-        model.load_state_dict(load_weights(self.run.weights(epoch)))
-        opt_file = self.run.momentum(epoch)
-        if opt_file.exists():
-            buffers = load_weights(opt_file)
-            for name, p in model.named_parameters():
-                if name in buffers:  # in the parameter's layout (channels-last): SGD keeps its multi-tensor path
-                    optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffers[name])
-        history = self.run.history()
-        return history[history["epoch"] <= epoch].to_dict("records")
-
-    def publish(self, out_dir: Path, epochs: int) -> None:
-        """Hard-link the finished run into ``out_dir``, then drop the work folder."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.run.finished_files(epochs):
-            target = out_dir / name
-            target.unlink(missing_ok=True)
-            try:
-                os.link(self.folder / name, target)
-            except OSError:
-                shutil.copy2(self.folder / name, target)
-        shutil.rmtree(self.folder)
 
 
 def train_epoch(forward, optimizer, loader, transform: BatchTransform, steps: list[int],
@@ -194,7 +135,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     use_device(dev)
     set_precision(spec.precision)
     torch.set_num_threads(max(1, threads))
-    work = _Work(Path(work_dir), spec.fingerprint(seed=seed, data=meta.__dict__))
+    work = WorkFolder(work_dir, spec.fingerprint(seed=seed, data=meta.__dict__))
     # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
@@ -239,7 +180,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     else:
         history = work.restore(last, model, optimizer)
         if rank == 0:
-            tqdm.write(f"resuming from epoch {last} saved in {work.folder}", file=sys.stderr)
+            tqdm.write(f"resuming from epoch {last} saved in {work.path}", file=sys.stderr)
 
     epochs = range(last + 1, spec.epochs + 1)
     if spec.compile and len(epochs):  # so that no epoch's time includes compiling
