@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from convbias.config import ModelSpec, Schedule
-from convbias.models import ARCHS, build_model, conv_layers, initialize, kaiming_std, sequential_layers
+from convbias.models import ARCHS, build_model, conv_layers, init_model, initialize, kaiming_std, sequential_layers
 
 CONVS = {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16, "alexnet": 5, "lenet": 6}
 
@@ -134,3 +134,23 @@ def test_the_compact_head_is_two_hidden_relu_layers_with_dropout():
     linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(32 * 3 * 3, 20), (20, 20), (20, 7)]
     assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.25, 0.25]
+
+
+def test_a_runs_model_at_epoch_0_follows_its_spec_its_dataset_and_its_seed():
+    """init_model: architecture, input channels, image size and classes from the dataset's meta;
+    the init scheme and std from the spec; the weights from the seed alone."""
+    from convbias.config import TrainSpec
+    from convbias.data.dataset import DatasetMeta
+
+    meta = DatasetMeta("m", 7, (28, 28, 1), 100, 10, 0.1, 0, False, "unit", (0.0,), (1.0,))
+    spec = TrainSpec(model=ModelSpec("lenet", hidden=32), init="normal", init_std=0.05, epochs=1)
+    model = init_model(spec, meta, 3)
+    torch.manual_seed(3)
+    expected = initialize(build_model(ModelSpec("lenet", hidden=32), 1, 7, 28), "normal", 0.05)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 7)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values()))
+    assert model.features[0].weight.std().item() == pytest.approx(0.05, rel=0.3)
+    other = init_model(spec, meta, 4)
+    assert not torch.equal(other.features[0].weight, model.features[0].weight)
+    torch.manual_seed(99)  # the global random state before the call does not matter
+    assert torch.equal(init_model(spec, meta, 3).features[0].weight, model.features[0].weight)

@@ -43,7 +43,10 @@ def test_resume_is_bit_identical(data, tmp_path):
     train_run(DROPOUT, 1, meta, train, test, tmp_path / "full", tmp_path / "w1")
     train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", stop_after=1)
     assert (tmp_path / "w2" / "progress.json").exists() and not (tmp_path / "part").exists()
+    committed = (tmp_path / "w2" / "epoch001.safetensors").stat()
     history = train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2")
+    resumed = (tmp_path / "part" / "epoch001.safetensors").stat()  # the committed file, not epoch 1 trained again
+    assert (resumed.st_ino, resumed.st_mtime_ns) == (committed.st_ino, committed.st_mtime_ns)
     assert list(history["epoch"]) == [0, 1, 2, 3]
     for e in range(4):
         a = load_weights(tmp_path / "full" / f"epoch{e:03d}.safetensors")
@@ -138,10 +141,13 @@ def test_sigkill_mid_run_then_rerun_is_bit_identical(data, tmp_path):
 
 
 @pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}], ids=["bf16", "compile"])
-def test_bf16_and_compile_options_train(data, tmp_path, options):
+def test_bf16_and_compile_options_train(data, tmp_path, options, monkeypatch):
     meta, train, test = data
     spec = TrainSpec(**{**SPEC.__dict__, "epochs": 1, **options})
+    compiled, compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or compile(model, **kw))
     history = train_run(spec, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
+    assert len(compiled) == (1 if spec.compile else 0)
     assert history["train_loss"].notna().iloc[1:].all()
     weights = load_weights(tmp_path / "run" / "epoch001.safetensors")
     assert all(v.dtype == torch.float32 for v in weights.values())
@@ -303,3 +309,40 @@ def test_precision_reaches_every_conv_and_linear_in_training_and_evaluation(data
     train_run(spec, 0, *data, tmp_path / "run", tmp_path / "work")
     assert seen == {"train": {dtype}, "eval": {dtype}}
     assert all(v.dtype == torch.float32 for v in load_weights(tmp_path / "run" / "epoch001.safetensors").values())
+
+
+def test_every_loss_and_accuracy_of_the_history_is_that_of_the_weights(idx_dataset, data, tmp_path):
+    """With lr 0, no augmentation and no dropout the weights stay those of epoch 0, so every number
+    of the history is the cross-entropy and accuracy of the initial model on that split, computed
+    here from the IDX files the test wrote (pixels scaled to [-1, 1] by hand)."""
+    import gzip
+
+    import numpy as np
+
+    from convbias.models import init_model
+
+    meta, train, test = data
+    spec = TrainSpec(**{**SPEC.__dict__, "lr": 0.0, "augment": False, "epochs": 1})
+    history = train_run(spec, 4, meta, train, test, tmp_path / "run", tmp_path / "work").set_index("epoch")
+    model = init_model(spec, meta, 4).eval()
+
+    def split(prefix, indices=None):
+        raw = lambda kind: np.frombuffer(gzip.open(idx_dataset / f"{prefix}-{kind}-ubyte.gz").read(),  # noqa: E731
+                                         dtype=np.uint8)
+        images, labels = raw("images-idx3")[16:].reshape(-1, 1, 28, 28), raw("labels-idx1")[8:]
+        if indices is not None:
+            images, labels = images[indices], labels[indices]
+        with torch.no_grad():
+            out = model((torch.from_numpy(images.astype(np.float32)) - 127.5) / 127.5)
+        y = torch.from_numpy(labels.astype(np.int64))
+        return torch.nn.functional.cross_entropy(out, y).item(), (out.argmax(1) == y).float().mean().item(), len(y)
+
+    expected = {"train": split("train", meta.train_indices()), "val": split("train", meta.val_indices()),
+                "test": split("t10k")}
+    for epoch in (0, 1):
+        for part in ("val", "test") + (("train",) if epoch else ()):
+            loss, acc, n = expected[part]
+            assert history.loc[epoch, f"{part}_loss"] == pytest.approx(loss, rel=1e-4), (epoch, part)
+            assert abs(history.loc[epoch, f"{part}_acc"] - acc) < 0.5 / n, (epoch, part)
+    assert history.loc[1, "lr"] == 0.0 and history.loc[1, "seconds"] > 0
+    assert history.loc[1, "images_per_second"] == pytest.approx(expected["train"][2] / history.loc[1, "seconds"])

@@ -155,7 +155,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
 
     evaluated = model if world > 1 else forward  # shares differ in size: no DDP collectives here
 
-    def measure(epoch, lr, train_loss, train_acc, seconds, images):
+    def history_row(epoch, lr, train_loss, train_acc, seconds, images):
         val_loss, val_acc = evaluate(evaluated, val_loader, transform, spec.precision)
         test_loss, test_acc = evaluate(evaluated, test_loader, transform, spec.precision)
         return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
@@ -174,7 +174,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         torch.distributed.barrier()
     last = work.last_epoch(clear=False)
     if last is None:
-        history = [measure(0, float("nan"), float("nan"), float("nan"), 0.0, 0)]
+        history = [history_row(0, float("nan"), float("nan"), float("nan"), 0.0, 0)]
         commit(0)
         last = 0
     else:
@@ -203,7 +203,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
             torch.cuda.synchronize(dev)  # pragma: no mutate (the epoch ends when the device is done)
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = sum_over_processes(loss_sum, correct, seen, device=dev)
-        history.append(measure(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
+        history.append(history_row(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
         commit(epoch)
         if stop_after is not None and epoch >= stop_after:
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)

@@ -87,7 +87,7 @@ def threads_for(gpus):
     return CPUS_PER_GPU * gpus or 1
 
 
-def train_spec(wildcards):
+def train_spec_params(wildcards):
     """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
     return TrainSpec.from_config(EXPERIMENTS[wildcards.experiment]).to_dict()
 

@@ -6,7 +6,7 @@ rule reinit:
     output:
         reinit_file("{experiment}", "{seed}"),
     params:
-        spec=train_spec,
+        spec=train_spec_params,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
     threads: lambda wildcards: threads_for(reinit_gpus(wildcards))
     resources:

@@ -9,7 +9,7 @@ rule train:
     output:
         directory(run_dir("{experiment}", "{seed}")),
     params:
-        spec=train_spec,
+        spec=train_spec_params,
         work=work_dir,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
     threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
