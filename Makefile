@@ -1,7 +1,7 @@
 # Two commands for a fresh Debian machine (Python 3.11):
 #   make quickstart   set up, then run the Fashion-MNIST quickstart → results/quickstart/*.pdf
 #   make test         set up, then run the test suite
-#   make mutation     mutation-test the core modules (≈ 30 min on 2 cores; not part of CI)
+#   make mutation     mutation-test the core modules (≈ 46 min on 2 cores; not part of CI)
 # Both are idempotent: a second call installs nothing and rebuilds nothing.
 
 VENV   := .venv
@@ -21,7 +21,7 @@ test: setup
 # test selection: MUTATION_TESTS in tests/conftest.py). Results stay in mutants/: a second run
 # checks only what changed. The score per module is printed at the end. MUTANTS are checked in
 # full; SAMPLED (whose tests train or convert, seconds per mutant) on a fixed 1-in-SAMPLE sample.
-# Everything: make mutation SAMPLE=1 (about two hours on 2 cores).
+# Everything: make mutation SAMPLE=1 (about ten times the sample: hours). Measured in README "Testing".
 MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
 MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.figures* convbias.checkpoints* \
