@@ -59,10 +59,9 @@ def main() -> int:
     by_module: dict[str, Counter] = defaultdict(Counter)
     survivors: list[str] = []
     for name, module, status in _results():
-        line = f"{name}: {status}"
         by_module[module][status] += 1
         if status not in KILLED and status != "not checked":
-            survivors.append(f"{line.strip()}")
+            survivors.append(f"{name}: {status}")
     if not by_module:
         print("no mutants found: run `make mutation` first", file=sys.stderr)
         return 2

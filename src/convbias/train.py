@@ -3,9 +3,9 @@
 A run writes into a work folder (:class:`~convbias.runs.WorkFolder`) as it goes — the weights of
 every epoch (epoch 0 is the initialization), the optimizer's momentum of the last finished epoch,
 the history and, written last, the progress file, which commits an epoch.  Started again with
-the same spec, a run continues after the last committed epoch; with another spec it starts over.  When the last
-epoch is committed the files are hard-linked into the output folder and the work folder is
-removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
+the same spec, a run continues after the last committed epoch; with another spec it starts
+over.  When the last epoch is committed the files are hard-linked into the output folder and the
+work folder is removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
 
 Several GPUs: :func:`launch` starts one process per GPU with ``torchrun``; each trains a
 ``DistributedDataParallel`` replica on its part of every global batch (the batch size stays the
@@ -34,7 +34,6 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .models import conv_layers, init_model
 from .runs import HISTORY_COLUMNS, WorkFolder
-
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

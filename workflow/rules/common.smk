@@ -105,29 +105,27 @@ def figure_targets(study=None):
     return [figure_file(name) for name, fig in FIGURES.items() if study is None or fig["study"] == study]
 
 
-def figure_runs(wildcards):
-    """(experiment, seed) of the runs whose histories a figure draws, in the order of its inputs."""
-    fig = FIGURES[wildcards.figure]
-    if "histories" not in FIGURE_KINDS[fig["kind"]].tables:
-        return []
+def _runs(fig):
     return [(e, s) for e in fig["experiments"] for s in seeds(e)]
 
 
-def _histogram_seed(fig):
-    return fig.get("seed", seeds(fig["experiments"][0])[0])
+def figure_runs(wildcards):
+    """(experiment, seed) of the runs whose histories a figure draws, in the order of its inputs."""
+    fig = FIGURES[wildcards.figure]
+    return _runs(fig) if "histories" in FIGURE_KINDS[fig["kind"]].tables else []
 
 
 # The files of each table a figure kind reads (convbias.figures.KINDS says which tables it reads).
 FIGURE_TABLES = {
-    "measure": lambda fig, wildcards: [measure_file(e) for e in fig["experiments"]],
-    "histories": lambda fig, wildcards: [run_dir(e, s) for e, s in figure_runs(wildcards)],
-    "filters": lambda fig, wildcards: [seed_stats(fig["experiments"][0], _histogram_seed(fig))],
-    "reinit": lambda fig, wildcards: [reinit_file(e, s) for e in fig["experiments"] for s in fig.get("seeds", seeds(e))],
-    "pretrained": lambda fig, wildcards: [pretrained_stats(fig["pretrained"])],
+    "measure": lambda fig: [measure_file(e) for e in fig["experiments"]],
+    "histories": lambda fig: [run_dir(e, s) for e, s in _runs(fig)],
+    "filters": lambda fig: [seed_stats(fig["experiments"][0], fig.get("seed", seeds(fig["experiments"][0])[0]))],
+    "reinit": lambda fig: [reinit_file(e, s) for e in fig["experiments"] for s in fig.get("seeds", seeds(e))],
+    "pretrained": lambda fig: [pretrained_stats(fig["pretrained"])],
 }
 
 
 def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
-    return {table: FIGURE_TABLES[table](fig, wildcards) for table in FIGURE_KINDS[fig["kind"]].tables}
+    return {table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig["kind"]].tables}
