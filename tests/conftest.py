@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import struct
@@ -148,4 +149,8 @@ def pytest_collection_modifyitems(config, items):
         return
     keep = [item for item in items if item.path.name in MUTATION_TESTS[module]]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-    items[:] = keep
+    # Fastest first (durations of mutmut's unmutated run): pytest stops at the first failure, so a
+    # mutant a quick test kills never waits for the slow ones (halves the time of the models' mutants).
+    stats = config.rootpath / "mutmut-stats.json"
+    durations = json.loads(stats.read_text())["duration_by_test"] if stats.exists() else {}
+    items[:] = sorted(keep, key=lambda item: durations.get(item.nodeid, 0.0))
