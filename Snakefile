@@ -17,7 +17,7 @@ include: "workflow/rules/reinit.smk"
 include: "workflow/rules/figures.smk"
 
 
-localrules: all, quickstart, measure, figure, pretrained_stats
+localrules: all, quickstart, measure, figure, pretrained_filters
 
 
 rule all:

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convbias.config import ModelSpec, TrainSpec
+from convbias.specs import ModelSpec, TrainSpec
 from convbias.data.convert import IMAGENET_MEAN, IMAGENET_STD, convert
+from convbias.specs import DatasetSpec
 from convbias.data.dataset import DatasetMeta
 from convbias.data.loaders import global_batches, make_loader, one_ahead, write_samples
 from convbias.data.transform import BatchTransform
@@ -149,7 +150,8 @@ def cifar_loop(args, device: torch.device, work: Path) -> list[dict]:
     def dataset(name, n):
         data = {"source": "synthetic", "synthetic": {"n_train": n, "n_test": max(10, n // 10), "size": 32, "channels": 3},
                 "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True, "pixel_range": "standardize"}
-        meta = convert(name, data, work / f"{name}-train.beton", work / f"{name}-test.beton", work / f"{name}.json",
+        meta = convert(name, DatasetSpec.from_config(data),
+                       work / f"{name}-train.beton", work / f"{name}-test.beton", work / f"{name}.json",
                        args.workers)
         return meta, len(global_batches(len(meta.train_indices()), args.batch_size))
 

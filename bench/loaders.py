@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from convbias.data.convert import IMAGENET_MEAN, IMAGENET_STD, convert
+from convbias.specs import DatasetSpec
 from convbias.data.loaders import make_loader
 from convbias.data.transform import BatchTransform
 
@@ -75,7 +76,8 @@ def main():
     # CIFAR-shaped raw data
     spec = {"source": "synthetic", "synthetic": {"n_train": args.images, "n_test": 10, "size": 32, "channels": 3},
             "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True, "pixel_range": "standardize"}
-    meta = convert("bench", spec, work / "train.beton", work / "test.beton", work / "meta.json", args.workers)
+    meta = convert("bench", DatasetSpec.from_config(spec),
+                   work / "train.beton", work / "test.beton", work / "meta.json", args.workers)
     loader = make_loader(work / "train.beton", args.batch_size, meta=meta, train=True, workers=args.workers, device=device)
     augment = BatchTransform(meta, device, reuse_output=True)  # as the training loop
     generator = torch.Generator().manual_seed(0)
@@ -104,7 +106,8 @@ def main():
     spec = {"source": "imagenet", "path": str(work / "imagenet"), "val_fraction": 0.1, "split_seed": 0, "hflip": True,
             "pixel_range": "standardize", "max_resolution": 500, "jpeg_quality": 90, "compress_probability": 0.5,
             "image_size": 224}
-    meta = convert("bench-jpeg", spec, work / "jtrain.beton", work / "jtest.beton", work / "jmeta.json", args.workers)
+    meta = convert("bench-jpeg", DatasetSpec.from_config(spec),
+                   work / "jtrain.beton", work / "jtest.beton", work / "jmeta.json", args.workers)
     loader = make_loader(work / "jtrain.beton", args.batch_size, meta=meta, train=True, workers=args.workers, device=device)
     augment = BatchTransform(meta, device, reuse_output=True)  # as the training loop
     ffcv_batches = lambda: ((augment(x, generator), y) for x, y in loader)  # noqa: E731

@@ -17,7 +17,7 @@ import time
 import torch
 from torch import nn
 
-from convbias.config import ModelSpec
+from convbias.specs import ModelSpec
 from convbias.models import build_model, conv_layers, initialize, sequential_layers
 from convbias.reinit import naive_sweep, reinit_sweep
 

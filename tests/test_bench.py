@@ -28,7 +28,7 @@ def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
     import torch
     from gpu_check import cpu_vs_device_step
 
-    from convbias.config import ModelSpec, TrainSpec
+    from convbias.specs import ModelSpec, TrainSpec
     from convbias.data.dataset import DatasetMeta
 
     meta = DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convbias.config import ConfigError, ModelSpec, Schedule, TrainSpec, load_config, schema, with_defaults
+from convbias.config import ConfigError, Study, load_config
+from convbias.schema import schema, with_defaults
+from convbias.specs import DatasetSpec, FigureSpec, ModelSpec, PretrainedSpec, Schedule, TrainSpec
 
 ROOT = Path(__file__).parents[1]
 SECTIONS = {"datasets": "dataset", "experiments": "experiment", "pretrained": "pretrained", "figures": "figure"}
@@ -128,3 +130,33 @@ def test_load_config_fills_every_level_and_names_bad_keys():
         load_config({**config, "experiments": {"e": {**config["experiments"]["e"], "optimizer": {"lrr": 1}}}})
     with pytest.raises(ConfigError, match="invalid config: experiments.e.dataset is 'nope'"):
         load_config({**config, "experiments": {"e": {**config["experiments"]["e"], "dataset": "nope"}}})
+
+
+def test_the_typed_specs_of_the_project_config_are_its_entries():
+    """Every entry of config/config.yaml becomes its typed spec, and the spec's dict (what a rule
+    passes to its job) is the entry with the schema's defaults: no key lost, none invented."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw = {section: dict(config.get(section, {})) for section in SECTIONS}
+    study = load_config(config)
+    assert isinstance(study, Study) and all(getattr(study, s).keys() == raw[s].keys() for s in SECTIONS)
+    for section, kind in SECTIONS.items():
+        for name, entry in raw[section].items():
+            spec = getattr(study, section)[name]
+            if kind == "experiment":
+                assert spec.train == TrainSpec.from_config(entry) and spec.dataset == entry["dataset"]
+                assert spec.seeds == tuple(with_defaults(kind, entry)["seeds"])
+            else:
+                assert spec.to_dict() == with_defaults(kind, entry) == config[section][name], (section, name)
+    measure = next(f for f in study.figures.values() if f.panels)
+    assert isinstance(measure.panels, tuple) and isinstance(measure.panels[0], tuple)  # specs are immutable
+
+
+def test_specs_fill_their_entries_from_the_schema():
+    synthetic = DatasetSpec.from_config({"source": "synthetic", "synthetic": {"n_train": 50}})
+    assert synthetic.synthetic.n_train == 50 and synthetic.synthetic.n_test == 1000 and synthetic.path is None
+    assert synthetic.identity()["synthetic"]["n_train"] == 50 and "path" not in synthetic.identity()
+    pretrained = PretrainedSpec.from_config({"weights": "w.pth", "arch": "vgg11"})
+    assert pretrained.download is False and pretrained.init == "kaiming_normal"
+    figure = FigureSpec.from_config({"kind": "pretrained", "pretrained": "p", "caption": "c"})
+    assert figure.experiments is None and figure.to_dict() == {"kind": "pretrained", "pretrained": "p", "caption": "c",
+                                                                "layer": 1, "columns": 2, "study": "paper"}

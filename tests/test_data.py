@@ -12,6 +12,7 @@ from convbias.data.sources import DatasetError, MissingDataset, load_source, rea
 from convbias.data.sources import idx_dataset as read_source
 from conftest import make_cifar_archive, make_image_folder
 from convbias.data.variants import noisy_labels, shuffle_pixels
+from convbias.specs import DatasetSpec
 
 SPEC = {"source": "mnist", "pad": 2, "val_fraction": 0.1, "split_seed": 0, "hflip": False,
         "pixel_range": "standardize"}
@@ -20,7 +21,8 @@ SPEC = {"source": "mnist", "pad": 2, "val_fraction": 0.1, "split_seed": 0, "hfli
 @pytest.fixture(scope="module")
 def converted(idx_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("beton")
-    meta = convert("tiny", {**SPEC, "path": str(idx_dataset)}, out / "train.beton", out / "test.beton",
+    meta = convert("tiny", DatasetSpec.from_config({**SPEC, "path": str(idx_dataset)}),
+                   out / "train.beton", out / "test.beton",
                    out / "meta.json")
     return out, meta
 
@@ -118,6 +120,10 @@ def test_fused_cpu_transform_equals_tensor_ops(channels, hflip, encoding):
     assert expected.is_contiguous(memory_format=torch.channels_last) or channels == 1
     if encoding == "raw":  # shifts happen: some output differs from the unshifted image
         assert not torch.equal(t(x, torch.Generator().manual_seed(0)), t(x))
+    else:  # JPEG: the loader's random resized crop augments; the transform only flips
+        seeded, plain = t(x, torch.Generator().manual_seed(0)), t(x)
+        assert all(torch.equal(s, p) or torch.equal(s, p.flip(-1)) for s, p in zip(seeded, plain))
+        assert not torch.equal(seeded, plain)
 
 
 def test_sharded_training_order_splits_every_global_batch(converted):
@@ -177,7 +183,8 @@ def test_pixel_shuffle_keeps_each_images_pixels(mode):
 
 def test_variants_are_baked_into_the_conversion(idx_dataset, tmp_path):
     spec = {**SPEC, "path": str(idx_dataset), "label_noise": 1.0, "pixel_shuffle": "fixed", "variant_seed": 5}
-    meta = convert("noisy", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    meta = convert("noisy", DatasetSpec.from_config(spec),
+                   tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
     source = read_source(idx_dataset)
     _, labels = load_split(tmp_path / "train.beton")
     fit, val = meta.train_indices(), meta.val_indices()
@@ -195,7 +202,8 @@ def test_cifar_batches_convert_exactly(tmp_path, classes):
     test_name = "test_batch" if classes == 10 else "test"
     source = "cifar10" if classes == 10 else "cifar100"
     spec = {**SPEC, "source": source, "path": str(tmp_path / "cifar"), "pad": 0, "download": False}
-    meta = convert(source, spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    meta = convert(source, DatasetSpec.from_config(spec),
+                   tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
     assert meta.shape == (32, 32, 3) and meta.num_classes == classes
     images, labels = load_split(tmp_path / "train.beton")
     expected = np.concatenate([batches[n][b"data"] for n in train_names]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -245,7 +253,8 @@ def test_image_folder_converts_within_jpeg_tolerance(tmp_path, compress):
     root = make_image_folder(tmp_path / "imagenet")
     spec = {**SPEC, "source": "imagenet", "path": str(root), "hflip": True, "max_resolution": 500,
             "jpeg_quality": 90, "compress_probability": compress, "image_size": 56}
-    meta = convert("imagenet", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    meta = convert("imagenet", DatasetSpec.from_config(spec),
+                   tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
     assert meta.encoding == "jpeg" and meta.num_classes == 2 and meta.n_train == 10 and meta.n_test == 4
     images, labels = load_split(tmp_path / "test.beton", meta=meta)
     assert images.shape == (4, 56, 56, 3) and labels.tolist() == [0, 0, 1, 1]
@@ -262,7 +271,7 @@ def test_missing_image_folder_is_named(tmp_path):
     spec = {**SPEC, "source": "imagenet", "path": str(tmp_path / "nowhere"), "max_resolution": 500,
             "jpeg_quality": 90, "compress_probability": 0.5, "image_size": 224}
     with pytest.raises(MissingDataset, match="nowhere/train"):
-        convert("imagenet", spec, tmp_path / "a", tmp_path / "b", tmp_path / "c")
+        convert("imagenet", DatasetSpec.from_config(spec), tmp_path / "a", tmp_path / "b", tmp_path / "c")
 
 
 def test_synthetic_is_seeded_and_learnable(tmp_path):
@@ -366,7 +375,8 @@ def test_idx_conversion_stores_the_files_pixels_row_major(tmp_path):
         images[np.arange(n)[:, None], (labels + 3)[:, None], np.arange(5, 20)] = (200 + labels)[:, None]  # a horizontal bar at a class-dependent row
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    convert("t", {**SPEC, "path": str(tmp_path)}, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "m.json")
+    convert("t", DatasetSpec.from_config({**SPEC, "path": str(tmp_path)}),
+            tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "m.json")
     for prefix, split in (("train", "train"), ("t10k", "test")):
         images, labels = load_split(tmp_path / f"{split}.beton")
         written = raw_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz")
@@ -445,7 +455,7 @@ def test_fixed_pixel_shuffle_moves_train_and_test_pixels_alike(tmp_path):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images[part])
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels[part])
     spec = {**SPEC, "path": str(tmp_path), "pixel_shuffle": "fixed", "variant_seed": 3}
-    convert("s", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "m.json")
+    convert("s", DatasetSpec.from_config(spec), tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "m.json")
     train, _ = load_split(tmp_path / "train.beton")
     test, _ = load_split(tmp_path / "test.beton")
     train, test = train.numpy()[..., 0], test.numpy()[..., 0]
@@ -483,7 +493,8 @@ def test_noisy_labels_use_every_other_class():
 
 
 def test_a_datasets_fingerprint_is_its_content_not_where_its_files_are(idx_dataset, tmp_path):
-    from convbias.config import dataset_fingerprint
+    def dataset_fingerprint(entry):
+        return DatasetSpec.from_config(entry).fingerprint()
 
     base = {**SPEC, "path": "/data/mnist", "download": False}
     same = [{**base, "path": "/elsewhere"}, {**base, "download": True}, {k: v for k, v in base.items() if k != "path"},
@@ -493,7 +504,8 @@ def test_a_datasets_fingerprint_is_its_content_not_where_its_files_are(idx_datas
              {**base, "pad": 0}, {**base, "split_seed": 1}, {**base, "pixel_range": "unit"}, {**base, "source": "fashion_mnist"}]
     prints = {dataset_fingerprint(s) for s in other}
     assert len(prints) == len(other) and dataset_fingerprint(base) not in prints
-    meta = convert("t", {**base, "path": str(idx_dataset)}, tmp_path / "train.beton", tmp_path / "test.beton",
+    meta = convert("t", DatasetSpec.from_config({**base, "path": str(idx_dataset)}),
+                   tmp_path / "train.beton", tmp_path / "test.beton",
                    tmp_path / "meta.json")
     assert meta.fingerprint == dataset_fingerprint(base) == DatasetMeta.load(tmp_path / "meta.json").fingerprint
 
@@ -547,7 +559,8 @@ def test_image_folder_label_noise_changes_training_labels_only_and_pixel_shuffle
     root = make_image_folder(tmp_path / "imagenet", classes=3, per_class={"train": 10, "val": 2}, size=32)
     spec = {**SPEC, "source": "imagenet", "path": str(root), "max_resolution": 64, "jpeg_quality": 90,
             "compress_probability": 0.0, "image_size": 24, "val_fraction": 0.2, "label_noise": 1.0, "variant_seed": 4}
-    meta = convert("noisy", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    meta = convert("noisy", DatasetSpec.from_config(spec),
+                   tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
     clean = np.repeat(np.arange(3), 10)  # ImageFolder order: class by class
     _, labels = load_split(tmp_path / "train.beton", meta=meta)
     fit, val = meta.train_indices(), meta.val_indices()
@@ -556,4 +569,5 @@ def test_image_folder_label_noise_changes_training_labels_only_and_pixel_shuffle
     _, test_labels = load_split(tmp_path / "test.beton", meta=meta)
     assert test_labels.tolist() == [0, 0, 1, 1, 2, 2]
     with pytest.raises(DatasetError, match="pixel_shuffle"):
-        convert("s", {**spec, "pixel_shuffle": "fixed"}, tmp_path / "a", tmp_path / "b", tmp_path / "c")
+        convert("s", DatasetSpec.from_config({**spec, "pixel_shuffle": "fixed"}),
+                tmp_path / "a", tmp_path / "b", tmp_path / "c")

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from convbias.config import ModelSpec, TrainSpec
+from convbias.specs import ModelSpec, TrainSpec
 from convbias.devices import claim_gpus, gpu_pool, job_gpus, precision, resolve_device, set_precision, use_device
 
 

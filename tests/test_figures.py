@@ -226,7 +226,8 @@ def test_labels_and_ranges_of_layer_grid_histogram_and_reinit_figures():
 
 def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_entry(monkeypatch):
     """KINDS and the schema's enum of figure kinds agree, and each kind passes its config keys on."""
-    from convbias.config import schema
+    from convbias.schema import schema
+    from convbias.specs import FigureSpec
 
     assert set(schema()["$defs"]["figure"]["properties"]["kind"]["enum"]) == set(figures.KINDS)
 
@@ -236,12 +237,14 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     measure, history = measure_tables()
     filters = pd.DataFrame({"seed": [3, 3], "epoch": [0, 7], "layer": [1, 1], "cosine": [0.1, -0.2]})
     tables = {"measure": measure, "histories": history, "filters": filters, "reinit": measure, "pretrained": filters}
-    spec = {"experiments": ["a", "b"], "panels": [[1], [2]], "layer": 3, "columns": 4, "pretrained": "vgg16"}
+    entry = {"experiments": ["a", "b"], "panels": [[1], [2]], "layer": 3, "columns": 4, "pretrained": "vgg16",
+             "caption": "c"}
     for kind in figures.KINDS:
+        spec = FigureSpec.from_config({**entry, "kind": kind})
         figures.KINDS[kind].draw({t: tables[t] for t in figures.KINDS[kind].tables}, spec)
-    assert calls["measure_figure"] == [((measure, history, [[1], [2]]), {"title": "a, b"})]
+    assert calls["measure_figure"] == [((measure, history, ((1,), (2,))), {"title": "a, b"})]
     assert calls["layer_figure"] == [((measure, 3), {})]
-    assert calls["grid_figure"] == [((measure, ["a", "b"], 4), {})]
+    assert calls["grid_figure"] == [((measure, ("a", "b"), 4), {})]
     assert calls["reinit_figure"] == [((measure,), {"title": "a, b"})]
     (run, run_kw), (pre, pre_kw) = calls["histogram_figure"]
     assert run[1:] == ((0, 7),) and run_kw == {"title": "a, seed 3"}

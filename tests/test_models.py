@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from convbias.config import ModelSpec, Schedule
+from convbias.specs import ModelSpec, Schedule
 from convbias.models import ARCHS, build_model, conv_layers, init_model, initialize, kaiming_std, sequential_layers
 
 CONVS = {"vgg11": 8, "vgg13": 10, "vgg16": 13, "vgg19": 16, "alexnet": 5, "lenet": 6}
@@ -139,7 +139,7 @@ def test_the_compact_head_is_two_hidden_relu_layers_with_dropout():
 def test_a_runs_model_at_epoch_0_follows_its_spec_its_dataset_and_its_seed():
     """init_model: architecture, input channels, image size and classes from the dataset's meta;
     the init scheme and std from the spec; the weights from the seed alone."""
-    from convbias.config import TrainSpec
+    from convbias.specs import TrainSpec
     from convbias.data.dataset import DatasetMeta
 
     meta = DatasetMeta("m", 7, (28, 28, 1), 100, 10, 0.1, 0, False, "unit", (0.0,), (1.0,))

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from convbias.config import ModelSpec
+from convbias.specs import ModelSpec
 from convbias.models import build_model, initialize
 from convbias.reinit import naive_sweep, reinit_sweep
 

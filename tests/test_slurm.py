@@ -29,7 +29,7 @@ TEST_OVERRIDES = [
     "--slurm-keep-successful-logs",
     "--set-threads", "convert=1",
     "--set-resources", "train:mem_mb=1500", "reinit:mem_mb=1500",
-    "convert:mem_mb=1500", "stats:mem_mb=1500",
+    "convert:mem_mb=1500", "filters:mem_mb=1500",
     "--default-resources", "mem_mb=1000", "runtime=30",
 ]
 

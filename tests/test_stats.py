@@ -6,10 +6,10 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from convbias.config import ModelSpec
+from convbias.specs import ModelSpec
 from convbias.models import build_model, conv_layers, initialize
 from convbias.stats import (binomial_pvalue, checkpoint_filters, filter_cosines, layer_summary, natural_key,
-                            summarize)
+                            measure_table)
 
 
 def three_filters():
@@ -93,10 +93,10 @@ def test_layer_order_from_metadata_and_natural_order():
     assert sorted(["b10", "b2", "a"], key=natural_key) == ["a", "b2", "b10"]
 
 
-def test_summarize_groups():
+def test_measure_table_groups():
     table = checkpoint_filters({"c.weight": torch.tensor(three_filters())})
     table["epoch"] = 0
-    out = summarize(table, ["epoch", "layer"])
+    out = measure_table(table, ["epoch", "layer"])
     assert len(out) == 1 and out["n_l"].iloc[0] == pytest.approx(2 / 3) and out["filters"].iloc[0] == 3
 
 
@@ -150,8 +150,8 @@ def test_filter_table_columns_and_index_with_and_without_layers():
     assert list(given.drop_duplicates("layer")["name"]) == ["d", "c"]
 
 
-def test_summarize_sorts_groups_and_names_its_columns():
+def test_measure_table_sorts_groups_and_names_its_columns():
     table = pd.DataFrame({"epoch": [2, 2, 0, 0, 1], "cosine": [0.5, -0.5, -0.1, -0.2, 0.3]})
-    out = summarize(table, ["epoch"])
+    out = measure_table(table, ["epoch"])
     assert list(out["epoch"]) == [0, 1, 2] and list(out["n_l"]) == [1.0, 0.0, 0.5]
     assert list(out.columns) == ["epoch", "filters", "zero_norm", "negatives", "n_l", "mean_cosine", "p_value"]

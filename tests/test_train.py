@@ -3,11 +3,15 @@ import pytest
 import torch
 
 from convbias.checkpoints import load_weights, read_metadata
-from convbias.config import ModelSpec, TrainSpec
+from convbias.specs import DatasetSpec, ModelSpec, TrainSpec
 from conftest import built_once
 from convbias.data.convert import convert
 from convbias.data.dataset import DatasetMeta
-from convbias.train import HISTORY_COLUMNS, launch, train_run
+from convbias.data.loaders import make_loader
+from convbias.data.transform import BatchTransform
+from convbias.models import conv_layers, init_model
+from convbias.runs import RunFolder
+from convbias.train import HISTORY_COLUMNS, evaluate, launch, train_run
 
 SPEC = TrainSpec(model=ModelSpec("lenet", hidden=32, dropout=0.0), epochs=3, batch_size=16, lr=0.01)
 # dropout draws random numbers in every step: resuming must reproduce them too
@@ -17,9 +21,9 @@ DROPOUT = TrainSpec(**{**SPEC.__dict__, "model": ModelSpec("lenet", width=0.5, h
 @pytest.fixture(scope="module")
 def data(idx_dataset, request, tmp_path_factory):
     def build(out):
-        convert("tiny", {"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
-                         "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"},
-                out / "train.beton", out / "test.beton", out / "meta.json")
+        spec = DatasetSpec.from_config({"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
+                                        "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"})
+        convert("tiny", spec, out / "train.beton", out / "test.beton", out / "meta.json")
 
     out = built_once(request, tmp_path_factory, "train-data", build, uses=("convbias.data",))
     return DatasetMeta.load(out / "meta.json"), out / "train.beton", out / "test.beton"
@@ -36,6 +40,16 @@ def test_training_writes_every_epoch_and_learns(data, tmp_path):
     assert history["test_acc"].iloc[-1] > history["test_acc"].iloc[0] + 0.2
     meta0 = read_metadata(run / "epoch000.safetensors")
     assert meta0["epoch"] == 0 and meta0["conv_layers"][0] == "features.0"
+    assert RunFolder(run).conv_layers() == [name for name, _ in conv_layers(init_model(SPEC, meta, 0))]
+
+
+def test_evaluate_averages_over_every_batch_of_the_loader(data):
+    """200 test images in batches of 64 (the last one 8): the mean over all of them, as in one batch."""
+    meta, _, test = data
+    model, transform = init_model(SPEC, meta, 0), BatchTransform(meta)
+    whole = evaluate(model, make_loader(test, 512, meta=meta), transform, "fp32")
+    batched = evaluate(model, make_loader(test, 64, meta=meta), transform, "fp32")
+    assert [float(v) for v in batched] == pytest.approx([float(v) for v in whole], rel=1e-5)
 
 
 def test_resume_is_bit_identical(data, tmp_path):
@@ -70,8 +84,10 @@ def test_a_run_interrupted_on_other_data_starts_over(idx_dataset, tmp_path):
     again from epoch 0 on the new labels (the dataset's fingerprint is part of the run's)."""
     spec = {"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1, "split_seed": 0,
             "hflip": True, "pixel_range": "minus_one_one"}
-    clean = convert("d", spec, tmp_path / "a" / "train.beton", tmp_path / "a" / "test.beton", tmp_path / "a" / "m.json")
-    noisy = convert("d", {**spec, "label_noise": 0.5}, tmp_path / "b" / "train.beton", tmp_path / "b" / "test.beton",
+    clean = convert("d", DatasetSpec.from_config(spec),
+                    tmp_path / "a" / "train.beton", tmp_path / "a" / "test.beton", tmp_path / "a" / "m.json")
+    noisy = convert("d", DatasetSpec.from_config({**spec, "label_noise": 0.5}),
+                    tmp_path / "b" / "train.beton", tmp_path / "b" / "test.beton",
                     tmp_path / "b" / "m.json")
     assert clean.fingerprint != noisy.fingerprint and len(clean.fingerprint) == 16
     short = TrainSpec(**{**SPEC.__dict__, "epochs": 2})
@@ -89,7 +105,7 @@ def test_a_run_interrupted_on_other_data_starts_over(idx_dataset, tmp_path):
 
 KILLABLE = """
 import sys
-from convbias.config import TrainSpec
+from convbias.specs import TrainSpec
 from convbias.data.dataset import DatasetMeta
 from convbias.train import train_run
 spec = TrainSpec.from_dict({spec!r})
@@ -163,10 +179,11 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     with larger steps — hence a small learning rate, no augmentation (zero-filled borders make
     more kinks) and a tolerance.  That each process gets its exact share of the augmented batch
     is tested exactly in test_data.py."""
-    meta = convert("noisy", {"source": "synthetic", "synthetic": {"n_train": 800, "n_test": 200, "size": 28,
-                                                                  "channels": 1},
-                             "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True, "pixel_range": "standardize"},
-                   tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    data = DatasetSpec.from_config({"source": "synthetic", "synthetic": {"n_train": 800, "n_test": 200, "size": 28,
+                                                                         "channels": 1},
+                                    "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True,
+                                    "pixel_range": "standardize"})
+    meta = convert("noisy", data, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
     train, test = tmp_path / "train.beton", tmp_path / "test.beton"
     spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 2, "augment": False, "lr": 0.002})
     # 720 training images: 22 batches of 32 and a last one of 16
@@ -190,7 +207,6 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
     """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
-    from convbias.models import init_model
     from convbias.runs import WorkFolder
 
     meta, train, test = data
@@ -214,8 +230,6 @@ def test_each_process_draws_its_own_dropout_masks():
 
 
 def test_compile_warmup_changes_nothing_but_the_compiled_code(data):
-    from convbias.data.transform import BatchTransform
-    from convbias.models import init_model
     from convbias.train import compile_warmup
 
     meta, _, _ = data
@@ -235,8 +249,7 @@ def test_compile_warmup_changes_nothing_but_the_compiled_code(data):
 
 def test_each_epoch_augments_with_its_own_seed_and_every_step_uses_the_schedules_lr(data, tmp_path, monkeypatch):
     """Spies on what the loop hands to the transform and to SGD, against values computed here."""
-    from convbias.config import Schedule
-    from convbias.data.transform import BatchTransform
+    from convbias.specs import Schedule
 
     meta, train, test = data
     seeds, augmented, lrs = [], [], []
@@ -319,7 +332,6 @@ def test_every_loss_and_accuracy_of_the_history_is_that_of_the_weights(idx_datas
 
     import numpy as np
 
-    from convbias.models import init_model
 
     meta, train, test = data
     spec = TrainSpec(**{**SPEC.__dict__, "lr": 0.0, "augment": False, "epochs": 1})

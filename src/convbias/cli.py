@@ -8,11 +8,11 @@ import sys
 import pandas as pd
 
 
-def stats_table(state, filters: pd.DataFrame) -> pd.DataFrame:
-    """Per-layer table (layer, name, filters, kernel, n_l, mean cosine, p-value) of :func:`read_filters`' result."""
-    from .stats import summarize
+def weights_measure_table(state, filters: pd.DataFrame) -> pd.DataFrame:
+    """The measure table (layer, name, filters, kernel, n_l, mean cosine, p-value) of :func:`read_filters`' result."""
+    from .stats import measure_table
 
-    table = summarize(filters, ["layer", "name"])
+    table = measure_table(filters, ["layer", "name"])
     table.insert(3, "kernel", ["×".join(map(str, state[f"{n}.weight"].shape[1:])) for n in table["name"]])
     return table
 
@@ -20,7 +20,7 @@ def stats_table(state, filters: pd.DataFrame) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convbias", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    stats = commands.add_parser("stats", help="the projection statistics of every conv layer of a weights file")
+    stats = commands.add_parser("stats", help="the measure table (n_l, mean cosine, p-value) of every conv layer of a weights file")
     stats.add_argument("weights", help="a safetensors file, a torch state dict (loaded with weights_only=True), "
                                         "or torchvision:NAME (ImageNet weights from $TORCH_HOME/hub/checkpoints)")
     stats.add_argument("--include-1x1", action="store_true", help="also count 1×1 convolutions")
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         state, filters = read_filters(args.weights, args.include_1x1, args.download)
-        table = stats_table(state, filters)
+        table = weights_measure_table(state, filters)
     except WeightsError as err:
         print(f"convbias stats: {err}", file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .specs import FigureSpec  # noqa: E402
+
 
 def lr_drops(history: pd.DataFrame) -> list[int]:
     """Epochs whose learning rate is at most half the previous epoch's (the step schedule's drops)."""
@@ -175,7 +177,7 @@ def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
 
 @dataclass(frozen=True)
 class FigureKind:
-    """A figure kind: the tables it reads and ``draw(tables, spec)``, ``spec`` its config entry.
+    """A figure kind: the tables it reads and ``draw(tables, spec)``, ``spec`` its FigureSpec.
 
     Tables: ``measure`` (per-layer measure of each experiment), ``histories`` (training history
     of each run, with experiment and seed), ``filters`` (per-filter table of one run),
@@ -183,23 +185,23 @@ class FigureKind:
     a network trained elsewhere).  ``workflow/rules/common.smk`` names their files."""
 
     tables: tuple[str, ...]
-    draw: Callable[[Mapping[str, pd.DataFrame], Mapping], plt.Figure]
+    draw: Callable[[Mapping[str, pd.DataFrame], FigureSpec], plt.Figure]
 
 
-def _histograms(tables: Mapping[str, pd.DataFrame], spec: Mapping) -> plt.Figure:
+def _histograms(tables: Mapping[str, pd.DataFrame], spec: FigureSpec) -> plt.Figure:
     filters = tables["filters"]
     epochs = (int(filters["epoch"].min()), int(filters["epoch"].max()))
-    return histogram_figure(filters, epochs, title=f"{spec['experiments'][0]}, seed {filters['seed'].iloc[0]}")
+    return histogram_figure(filters, epochs, title=f"{spec.experiments[0]}, seed {filters['seed'].iloc[0]}")
 
 
 KINDS: dict[str, FigureKind] = {
     "measure": FigureKind(("measure", "histories"), lambda t, spec: measure_figure(
-        t["measure"], t["histories"], spec.get("panels"), title=", ".join(spec["experiments"]))),
+        t["measure"], t["histories"], spec.panels, title=", ".join(spec.experiments))),
     "histograms": FigureKind(("filters",), _histograms),
-    "layer": FigureKind(("measure",), lambda t, spec: layer_figure(t["measure"], spec["layer"])),
-    "grid": FigureKind(("measure",), lambda t, spec: grid_figure(t["measure"], spec["experiments"],
-                                                                 spec["columns"])),
-    "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec["experiments"]))),
+    "layer": FigureKind(("measure",), lambda t, spec: layer_figure(t["measure"], spec.layer)),
+    "grid": FigureKind(("measure",), lambda t, spec: grid_figure(t["measure"], spec.experiments,
+                                                                 spec.columns)),
+    "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec.experiments))),
     "pretrained": FigureKind(("pretrained",), lambda t, spec: histogram_figure(
-        t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec["pretrained"])),
+        t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec.pretrained)),
 }

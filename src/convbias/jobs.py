@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runs import RunFolder
+from .specs import FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
 def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:
@@ -35,19 +36,18 @@ def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment:
 
 def measure(filter_tables: Sequence[str | Path]) -> pd.DataFrame:
     """The per-layer measure (n_l, mean cosine, p-value) per (seed, epoch, layer) of per-filter tables."""
-    from .stats import summarize
+    from .stats import measure_table
 
     filters = pd.concat([pd.read_parquet(p) for p in filter_tables], ignore_index=True)
-    return summarize(filters, ["experiment", "seed", "epoch", "layer", "name"])
+    return measure_table(filters, ["experiment", "seed", "epoch", "layer", "name"])
 
 
-def run_reinit(spec: dict, seed: int, meta_file: str | Path, run_dir: str | Path, test_file: str | Path,
+def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str | Path, test_file: str | Path,
                experiment: str, device: str = "auto", threads: int = 1) -> pd.DataFrame:
     """Re-initialization robustness of a finished run on the test set (see :mod:`convbias.reinit`)."""
     import torch
 
     from .checkpoints import load_weights
-    from .config import TrainSpec
     from .data.dataset import DatasetMeta
     from .data.loaders import load_split
     from .data.transform import BatchTransform
@@ -55,7 +55,7 @@ def run_reinit(spec: dict, seed: int, meta_file: str | Path, run_dir: str | Path
     from .models import init_model
     from .reinit import RAND_SEED_OFFSET, reinit_sweep
 
-    spec, meta, run = TrainSpec.from_dict(spec), DatasetMeta.load(meta_file), RunFolder(run_dir)
+    meta, run = DatasetMeta.load(meta_file), RunFolder(run_dir)
     torch.set_num_threads(threads)
     device = resolve_device(device)
     use_device(device)
@@ -73,32 +73,31 @@ def run_reinit(spec: dict, seed: int, meta_file: str | Path, run_dir: str | Path
     return table
 
 
-def pretrained_filters(spec: Mapping, network: str) -> pd.DataFrame:
+def pretrained_filters(spec: PretrainedSpec, network: str) -> pd.DataFrame:
     """Per-filter table of a network trained elsewhere (epoch 1) and of a random initialization of
     its architecture (epoch 0).  Raises WeightsError (unreadable weights) or ValueError (the
     weights do not fit ``arch``)."""
     import torch
 
-    from .config import ModelSpec
     from .models import build_model, conv_layers, initialize
     from .pretrained import read_filters
     from .stats import checkpoint_filters
 
-    _, trained = read_filters(spec["weights"], spec["include_1x1"], spec["download"])
-    torch.manual_seed(spec["seed"])
-    model = build_model(ModelSpec(spec["arch"], head="torchvision"), 3, 1000, 224)
-    model = initialize(model, spec["init"], spec["init_std"])
+    _, trained = read_filters(spec.weights, spec.include_1x1, spec.download)
+    torch.manual_seed(spec.seed)
+    model = build_model(ModelSpec(spec.arch, head="torchvision"), 3, 1000, 224)
+    model = initialize(model, spec.init, spec.init_std)
     init = checkpoint_filters(model.state_dict(), [name for name, _ in conv_layers(model)],
-                              include_1x1=spec["include_1x1"])
+                              include_1x1=spec.include_1x1)
     if init["layer"].max() != trained["layer"].max():
-        raise ValueError(f"the weights have {trained['layer'].max()} conv layers but {spec['arch']} has "
+        raise ValueError(f"the weights have {trained['layer'].max()} conv layers but {spec.arch} has "
                          f"{init['layer'].max()}; check arch")
     table = pd.concat([init.assign(epoch=0), trained.assign(epoch=1)], ignore_index=True)
     table.insert(0, "network", network)
     return table
 
 
-def figure(spec: Mapping, inputs: Mapping[str, Sequence[str | Path]], runs: Sequence[tuple[str, int]] = ()):
+def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: Sequence[tuple[str, int]] = ()):
     """Draw one figure of the config from its tables: ``inputs`` maps each table its kind reads
     (:data:`convbias.figures.KINDS`) to its files; ``runs`` names the (experiment, seed) of each
     run folder of the ``histories`` table, in order."""
@@ -111,4 +110,4 @@ def figure(spec: Mapping, inputs: Mapping[str, Sequence[str | Path]], runs: Sequ
         else:
             frames = [pd.read_parquet(p) for p in paths]
         tables[name] = pd.concat(frames, ignore_index=True)
-    return KINDS[spec["kind"]].draw(tables, spec)
+    return KINDS[spec.kind].draw(tables, spec)

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models import AlexNet
 from torchvision.models.vgg import VGG, cfgs, make_layers
 
-from .config import ModelSpec
+from .specs import ModelSpec
 
 VGG_CONFIGS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 LENET_CONFIG = [6, 6, "M", 16, 16, "M", 64, 64, "M"]  # the authors' 6-conv LeNet

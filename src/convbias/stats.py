@@ -84,7 +84,7 @@ def filter_table(layers: Mapping[str, object]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def summarize(filters: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+def measure_table(filters: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per-group layer summary (n_l, mean cosine, p-value, counts) of a filter table."""
     rows = []
     for key, group in filters.groupby(by, sort=True):

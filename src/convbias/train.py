@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TrainSpec
+from .specs import TrainSpec
 from .data.dataset import DatasetMeta
 from .data.loaders import global_batches, make_loader, one_ahead, shard_sizes
 from .data.transform import BatchTransform
@@ -47,7 +47,7 @@ def dropout_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return epoch_seed(seed, epoch) + (rank << 32)
 
 
-def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precision: str = "fp32") -> tuple[float, float]:
+def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precision: str) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` over ``loader`` (over every process's loader)."""
     model.eval()
     loss = correct = count = 0
@@ -82,13 +82,13 @@ def train_epoch(forward, optimizer, loader, transform: BatchTransform, steps: li
             y = y.long()
             with autocast(device, precision):
                 out = forward(x).float()
-            if world == 1:
+            if world == 1:  # pragma: no mutate (the else branch gives the same loss in one process)
                 loss = F.cross_entropy(out, y)
                 batch_loss = loss.detach() * len(y)
             else:  # DDP averages the W gradients: scale each share's sum to get the global mean
-                batch_loss = F.cross_entropy(out, y, reduction="sum")
-                loss = batch_loss * (world / steps[step])
-                batch_loss = batch_loss.detach()
+                batch_loss = F.cross_entropy(out, y, reduction="sum")  # pragma: no mutate (DDP only)
+                loss = batch_loss * (world / steps[step])  # pragma: no mutate (DDP only)
+                batch_loss = batch_loss.detach()  # pragma: no mutate (DDP only)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,7 +121,7 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
 
 
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
-              out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,
+              out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,  # pragma: no mutate
               stop_after: int | None = None) -> pd.DataFrame:
     """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests).
 
@@ -133,7 +133,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # pragma: no mutate
     use_device(dev)
     set_precision(spec.precision)
-    torch.set_num_threads(max(1, threads))
+    torch.set_num_threads(max(1, threads))  # pragma: no mutate (speed only)
     work = WorkFolder(work_dir, spec.fingerprint(seed=seed, data=meta.__dict__))
     # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
@@ -143,16 +143,18 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     if world > 1:
         replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)  # pragma: no mutate
     forward = torch.compile(replica) if spec.compile else replica  # shares the parameters of ``model``
-    transform = BatchTransform(meta, dev, reuse_output=True)  # each batch is used before the next
+    # each batch is used before the next, so the transform may write every batch into one buffer
+    transform = BatchTransform(meta, dev, reuse_output=True)  # pragma: no mutate (speed only)
     shared = {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1}
     train_indices = meta.train_indices()
     train_loader = make_loader(train_file, spec.batch_size, indices=train_indices, train=True, seed=seed, **shared)
-    val_loader = make_loader(train_file, 512, indices=meta.val_indices(), **shared)
-    test_loader = make_loader(test_file, 512, **shared)
+    val_loader = make_loader(train_file, 512, indices=meta.val_indices(), **shared)  # pragma: no mutate (speed only)
+    test_loader = make_loader(test_file, 512, **shared)  # pragma: no mutate (speed only)
     steps = global_batches(len(train_indices), spec.batch_size, world)  # the global batch sizes
     ckpt_meta = {"seed": seed, "conv_layers": [name for name, _ in conv_layers(model)]}
 
-    evaluated = model if world > 1 else forward  # shares differ in size: no DDP collectives here
+    # shares differ in size: no DDP collectives in evaluation
+    evaluated = model if world > 1 else forward  # pragma: no mutate (DDP only)
 
     def history_row(epoch, lr, train_loss, train_acc, seconds, images):
         val_loss, val_acc = evaluate(evaluated, val_loader, transform, spec.precision)

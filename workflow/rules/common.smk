@@ -4,18 +4,19 @@ import re
 
 from snakemake.exceptions import WorkflowError
 
-from convbias.config import ConfigError, TrainSpec, dataset_identity, load_config
+from convbias.config import ConfigError, load_config
 from convbias.figures import KINDS as FIGURE_KINDS
 
 try:
-    load_config(config)  # checks it against src/convbias/config.schema.yaml and fills in its defaults
+    # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
+    STUDY = load_config(config)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
-DATASETS = config["datasets"]
-EXPERIMENTS = config["experiments"]
-FIGURES = config["figures"]
-PRETRAINED = config.get("pretrained", {})
+DATASETS = STUDY.datasets
+EXPERIMENTS = STUDY.experiments
+FIGURES = STUDY.figures
+PRETRAINED = STUDY.pretrained
 
 
 def _alternatives(names):
@@ -37,7 +38,7 @@ def dataset_files(dataset):
 
 
 def experiment_data(wildcards):
-    return dataset_files(EXPERIMENTS[wildcards.experiment]["dataset"])
+    return dataset_files(EXPERIMENTS[wildcards.experiment].dataset)
 
 
 def run_dir(experiment, seed):
@@ -50,12 +51,14 @@ def work_dir(wildcards):
     return f"results/resume/{wildcards.experiment}/seed{wildcards.seed}"
 
 
-def seed_stats(experiment, seed):
-    return f"results/stats/{experiment}/seed{seed}.parquet"
+def filters_file(experiment, seed):
+    """The filter table of one run: a row per (epoch, layer, filter) with its cosine."""
+    return f"results/filters/{experiment}/seed{seed}.parquet"
 
 
 def measure_file(experiment):
-    return f"results/stats/{experiment}/measure.parquet"
+    """The measure table of an experiment: n_l, mean cosine, p-value per (seed, epoch, layer)."""
+    return f"results/measure/{experiment}.parquet"
 
 
 def reinit_file(experiment, seed):
@@ -63,7 +66,7 @@ def reinit_file(experiment, seed):
 
 
 def seeds(experiment):
-    return EXPERIMENTS[experiment]["seeds"]
+    return EXPERIMENTS[experiment].seeds
 
 
 # CPU threads per GPU of a GPU job (FFCV loader threads): a local job uses this many, a Slurm job
@@ -74,7 +77,7 @@ CPUS_PER_GPU = 8
 def experiment_gpus(wildcards):
     """GPUs of one training job: the experiment's ``gpus``, none when it computes on the CPU."""
     exp = EXPERIMENTS[wildcards.experiment]
-    return 0 if exp["device"] == "cpu" else exp["gpus"]
+    return 0 if exp.device == "cpu" else exp.gpus
 
 
 def reinit_gpus(wildcards):
@@ -89,12 +92,12 @@ def threads_for(gpus):
 
 def train_spec_params(wildcards):
     """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
-    return TrainSpec.from_config(EXPERIMENTS[wildcards.experiment]).to_dict()
+    return EXPERIMENTS[wildcards.experiment].train.to_dict()
 
 
-def pretrained_stats(name):
-    """Filter cosines of a pretrained network (epoch 1) and of a random initialization (epoch 0)."""
-    return f"results/stats/pretrained/{name}.parquet"
+def pretrained_filters_file(name):
+    """The filter table of a pretrained network (epoch 1) and of a random initialization (epoch 0)."""
+    return f"results/filters/pretrained/{name}.parquet"
 
 
 def figure_file(name):
@@ -102,30 +105,35 @@ def figure_file(name):
 
 
 def figure_targets(study=None):
-    return [figure_file(name) for name, fig in FIGURES.items() if study is None or fig["study"] == study]
+    return [figure_file(name) for name, fig in FIGURES.items() if study is None or fig.study == study]
 
 
 def _runs(fig):
-    return [(e, s) for e in fig["experiments"] for s in seeds(e)]
+    return [(e, s) for e in fig.experiments for s in seeds(e)]
 
 
 def figure_runs(wildcards):
     """(experiment, seed) of the runs whose histories a figure draws, in the order of its inputs."""
     fig = FIGURES[wildcards.figure]
-    return _runs(fig) if "histories" in FIGURE_KINDS[fig["kind"]].tables else []
+    return _runs(fig) if "histories" in FIGURE_KINDS[fig.kind].tables else []
 
 
 # The files of each table a figure kind reads (convbias.figures.KINDS says which tables it reads).
+def histogram_seed(fig):
+    """The run a histogram figure draws: its ``seed``, or its experiment's first."""
+    return seeds(fig.experiments[0])[0] if fig.seed is None else fig.seed
+
+
 FIGURE_TABLES = {
-    "measure": lambda fig: [measure_file(e) for e in fig["experiments"]],
+    "measure": lambda fig: [measure_file(e) for e in fig.experiments],
     "histories": lambda fig: [run_dir(e, s) for e, s in _runs(fig)],
-    "filters": lambda fig: [seed_stats(fig["experiments"][0], fig.get("seed", seeds(fig["experiments"][0])[0]))],
-    "reinit": lambda fig: [reinit_file(e, s) for e in fig["experiments"] for s in fig.get("seeds", seeds(e))],
-    "pretrained": lambda fig: [pretrained_stats(fig["pretrained"])],
+    "filters": lambda fig: [filters_file(fig.experiments[0], histogram_seed(fig))],
+    "reinit": lambda fig: [reinit_file(e, s) for e in fig.experiments for s in fig.seeds or seeds(e)],
+    "pretrained": lambda fig: [pretrained_filters_file(fig.pretrained)],
 }
 
 
 def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
-    return {table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig["kind"]].tables}
+    return {table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig.kind].tables}

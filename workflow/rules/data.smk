@@ -5,7 +5,7 @@ rule convert:
     params:
         # what the content depends on; path and download are read by the script, so that moving
         # the files or allowing downloads reschedules nothing
-        identity=lambda wildcards: dataset_identity(DATASETS[wildcards.dataset]),
+        identity=lambda wildcards: DATASETS[wildcards.dataset].identity(),
     threads: 2
     script:
         "../scripts/convert.py"

@@ -5,7 +5,7 @@ rule figure:
     output:
         report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
     params:
-        spec=lambda wildcards: FIGURES[wildcards.figure],
+        spec=lambda wildcards: FIGURES[wildcards.figure].to_dict(),
         runs=figure_runs,
     script:
         "../scripts/figure.py"

@@ -1,35 +1,35 @@
-rule stats:
+rule filters:
     """Cosine of every filter with the all-ones direction (eq. 1), every epoch of one run."""
     input:
         run=run_dir("{experiment}", "{seed}"),
     output:
-        seed_stats("{experiment}", "{seed}"),
+        filters_file("{experiment}", "{seed}"),
     params:
-        epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment]["epochs"],
-        include_1x1=lambda wildcards: EXPERIMENTS[wildcards.experiment]["include_1x1"],
+        epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].train.epochs,
+        include_1x1=lambda wildcards: EXPERIMENTS[wildcards.experiment].include_1x1,
     script:
-        "../scripts/stats.py"
+        "../scripts/filters.py"
 
 
 rule measure:
     """n_l (eq. 2), mean cosine and binomial p-value per (seed, epoch, layer)."""
     input:
-        lambda wildcards: [seed_stats(wildcards.experiment, s) for s in seeds(wildcards.experiment)],
+        lambda wildcards: [filters_file(wildcards.experiment, s) for s in seeds(wildcards.experiment)],
     output:
         measure_file("{experiment}"),
     script:
         "../scripts/measure.py"
 
 
-rule pretrained_stats:
+rule pretrained_filters:
     """Filter cosines of a network trained elsewhere and of a random initialization of its architecture.
 
     The weights are read when the job runs: a missing torchvision file fails that job with one
     sentence saying where to put it (never a silent download), and `snakemake -n` still works.
     """
     output:
-        pretrained_stats("{pretrained}"),
+        pretrained_filters_file("{pretrained}"),
     params:
-        spec=lambda wildcards: PRETRAINED[wildcards.pretrained],
+        spec=lambda wildcards: PRETRAINED[wildcards.pretrained].to_dict(),
     script:
-        "../scripts/pretrained_stats.py"
+        "../scripts/pretrained_filters.py"

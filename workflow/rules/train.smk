@@ -11,7 +11,7 @@ rule train:
     params:
         spec=train_spec_params,
         work=work_dir,
-        device=lambda wildcards: EXPERIMENTS[wildcards.experiment]["device"],
+        device=lambda wildcards: EXPERIMENTS[wildcards.experiment].device,
     threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
     resources:
         gpu=experiment_gpus,

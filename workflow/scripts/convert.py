@@ -4,9 +4,10 @@ import sys
 
 from convbias.data.convert import convert
 from convbias.data.sources import DatasetError
+from convbias.specs import DatasetSpec
 
 name = snakemake.wildcards.dataset
-spec = snakemake.config["datasets"][name]  # identity (the rule's params) + path and download
+spec = DatasetSpec.from_config(snakemake.config["datasets"][name])  # identity (the rule's params) + path and download
 try:
     convert(name, spec, snakemake.output.train, snakemake.output.test, snakemake.output.meta,
             workers=snakemake.threads)

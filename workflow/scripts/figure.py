@@ -1,5 +1,7 @@
 """Rule figure: draw one figure of the config from its tables."""
 
 from convbias.jobs import figure
+from convbias.specs import FigureSpec
 
-figure(snakemake.params.spec, dict(snakemake.input.items()), snakemake.params.runs).savefig(snakemake.output[0])
+spec = FigureSpec.from_config(snakemake.params.spec)
+figure(spec, dict(snakemake.input.items()), snakemake.params.runs).savefig(snakemake.output[0])

@@ -1,4 +1,4 @@
-"""Rule stats: one row per (epoch, layer, filter) of one run."""
+"""Rule filters: the filter table of one run, a row per (epoch, layer, filter)."""
 
 from convbias.jobs import run_filters
 

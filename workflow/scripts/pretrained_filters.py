@@ -1,13 +1,14 @@
-"""Rule pretrained_stats: cosines of a pretrained network (epoch 1) and of a random init (epoch 0)."""
+"""Rule pretrained_filters: the filter table of a pretrained network (epoch 1) and of a random init (epoch 0)."""
 
 import sys
 
 from convbias.checkpoints import WeightsError
 from convbias.jobs import pretrained_filters
+from convbias.specs import PretrainedSpec
 
 name = snakemake.wildcards.pretrained
 try:
-    table = pretrained_filters(snakemake.params.spec, name)
+    table = pretrained_filters(PretrainedSpec.from_config(snakemake.params.spec), name)
 except WeightsError as err:
     sys.exit(f"error: pretrained.{name}.weights: {err}")
 except ValueError as err:

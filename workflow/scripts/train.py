@@ -1,6 +1,6 @@
 """Rule train: one seed of one experiment, resumable; several GPUs → DDP processes via torchrun."""
 
-from convbias.config import TrainSpec
+from convbias.specs import TrainSpec
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_threads
 from convbias.train import launch, train_run

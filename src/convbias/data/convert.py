@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..config import dataset_fingerprint, with_defaults
+from ..specs import DatasetSpec
 from .dataset import DatasetMeta, train_indices
 from .loaders import write_beton, write_samples
 from .sources import DatasetError, image_folders, load_source
@@ -30,50 +31,49 @@ class _Relabelled:
         return self.samples[i][0], int(self.labels[i])
 
 
-def convert_image_folder(name: str, spec: dict, train_out, test_out, meta_out, workers: int = 1) -> DatasetMeta:
+def convert_image_folder(name: str, spec: DatasetSpec, train_out, test_out, meta_out, workers: int = 1) -> DatasetMeta:
     """An ImageNet-style folder → JPEG FFCV files (FFCV's ImageNet recipe), decoded at ``image_size``."""
     from ffcv.fields import RGBImageField
 
-    if spec["pixel_shuffle"] != "none":
+    if spec.pixel_shuffle != "none":
         raise DatasetError(f"datasets.{name}.pixel_shuffle is not supported for JPEG datasets; set it to none")
-    train, val = image_folders(spec["path"])
+    train, val = image_folders(spec.path)
     labels = np.asarray(train.targets)
-    fit = train_indices(len(labels), spec["val_fraction"], spec["split_seed"])
-    labels = noisy_labels(labels, spec["label_noise"], len(train.classes), fit, spec["variant_seed"])
-    field = dict(write_mode="proportion", max_resolution=spec["max_resolution"], jpeg_quality=spec["jpeg_quality"],
-                 compress_probability=spec["compress_probability"])
+    fit = train_indices(len(labels), spec.val_fraction, spec.split_seed)
+    labels = noisy_labels(labels, spec.label_noise, len(train.classes), fit, spec.variant_seed)
+    field = dict(write_mode="proportion", max_resolution=spec.max_resolution, jpeg_quality=spec.jpeg_quality,
+                 compress_probability=spec.compress_probability)
     write_samples(train_out, _Relabelled(train, labels), RGBImageField(**field), workers)
     write_samples(test_out, val, RGBImageField(**field), workers)
-    size = spec["image_size"]
+    size = spec.image_size
     meta = DatasetMeta(
         name=name, num_classes=len(train.classes), shape=(size, size, 3), n_train=len(train), n_test=len(val),
-        val_fraction=spec["val_fraction"], split_seed=spec["split_seed"], hflip=spec["hflip"],
-        pixel_range=spec["pixel_range"], mean=IMAGENET_MEAN, std=IMAGENET_STD, encoding="jpeg",
-        fingerprint=dataset_fingerprint(spec),
+        val_fraction=spec.val_fraction, split_seed=spec.split_seed, hflip=spec.hflip,
+        pixel_range=spec.pixel_range, mean=IMAGENET_MEAN, std=IMAGENET_STD, encoding="jpeg",
+        fingerprint=spec.fingerprint(),
     )
     meta.save(meta_out)
     return meta
 
 
-def convert(name: str, spec: dict, train_out: str | Path, test_out: str | Path, meta_out: str | Path,
+def convert(name: str, spec: DatasetSpec, train_out: str | Path, test_out: str | Path, meta_out: str | Path,
             workers: int = 1) -> DatasetMeta:
-    """Read dataset ``name`` as ``spec`` (a ``datasets`` entry; missing keys take the schema's
-    defaults) describes; write both splits."""
-    spec = with_defaults("dataset", spec)
-    if spec["source"] == "imagenet":
+    """Read dataset ``name`` as ``spec`` describes; write both splits."""
+    if spec.source == "imagenet":
         return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
-    arrays = load_source(spec["source"], spec.get("path"), allow_download=spec["download"], **spec.get("synthetic", {}))
-    shuffle, seed = spec["pixel_shuffle"], spec["variant_seed"]
-    train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec["pad"])
-    test_images = pad(shuffle_pixels(arrays.test_images, shuffle, seed), spec["pad"])
-    fit = train_indices(len(train_images), spec["val_fraction"], spec["split_seed"])
-    train_labels = noisy_labels(arrays.train_labels, spec["label_noise"], arrays.num_classes, fit, seed)
+    synthetic = asdict(spec.synthetic) if spec.synthetic else {}
+    arrays = load_source(spec.source, spec.path, allow_download=spec.download, **synthetic)
+    shuffle, seed = spec.pixel_shuffle, spec.variant_seed
+    train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec.pad)
+    test_images = pad(shuffle_pixels(arrays.test_images, shuffle, seed), spec.pad)
+    fit = train_indices(len(train_images), spec.val_fraction, spec.split_seed)
+    train_labels = noisy_labels(arrays.train_labels, spec.label_noise, arrays.num_classes, fit, seed)
     mean, std = channel_stats(train_images[fit])
     meta = DatasetMeta(
         name=name, num_classes=arrays.num_classes, shape=tuple(int(s) for s in train_images.shape[1:]),
-        n_train=len(train_images), n_test=len(test_images), val_fraction=spec["val_fraction"],
-        split_seed=spec["split_seed"], hflip=spec["hflip"], pixel_range=spec["pixel_range"],
-        mean=tuple(mean), std=tuple(std), fingerprint=dataset_fingerprint(spec),
+        n_train=len(train_images), n_test=len(test_images), val_fraction=spec.val_fraction,
+        split_seed=spec.split_seed, hflip=spec.hflip, pixel_range=spec.pixel_range,
+        mean=tuple(mean), std=tuple(std), fingerprint=spec.fingerprint(),
     )
     write_beton(train_out, train_images, train_labels, workers)
     write_beton(test_out, test_images, arrays.test_labels, workers)

@@ -41,7 +41,7 @@ class DatasetMeta:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     encoding: str = "raw"  # raw: NDArrayField of shape ``shape``; jpeg: RGBImageField cropped to ``shape``
-    fingerprint: str = ""  # of the dataset's identity (config.dataset_fingerprint): source, variants, seeds
+    fingerprint: str = ""  # of the dataset's identity (DatasetSpec.fingerprint): source, variants, seeds
 
     @classmethod
     def load(cls, path: str | Path) -> "DatasetMeta":

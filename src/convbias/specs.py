@@ -1,0 +1,236 @@
+"""One typed spec per config section, built from a config entry with the schema's defaults.
+
+``DatasetSpec`` (a ``datasets`` entry), ``ExperimentSpec`` (an ``experiments`` entry, whose
+``TrainSpec`` is everything that determines a training run but the seed and the data),
+``PretrainedSpec`` and ``FigureSpec``.  :func:`convbias.config.load_config` builds them once for
+the workflow; each has ``from_config(entry)`` for code and tests that start from a dict.
+A spec's ``to_dict()`` is what a rule passes to its job (``params``): the job rebuilds the spec
+from it, and Snakemake reruns the job when it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from .schema import default, with_defaults
+
+
+def _plain(value):
+    """``value`` as config data: lists for tuples, unset (None) keys left out."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _frozen(value):
+    """Config data as a spec holds it: tuples for lists, at every level."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Entry:
+    """A spec whose fields are the keys of its config entry (``section``: its name in the schema)."""
+
+    section: str
+
+    @classmethod
+    def from_config(cls, entry: dict):
+        entry = with_defaults(cls.section, entry)
+        return cls(**{f.name: _frozen(entry[f.name]) for f in fields(cls) if f.name in entry})
+
+    def to_dict(self) -> dict:
+        """The config entry (defaults filled in) this spec was built from."""
+        return _plain(asdict(self))
+
+
+# ---------------------------------------------------------------------------------- datasets
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """``source: synthetic``: a seeded, learnable dataset of class-dependent patterns."""
+
+    n_train: int
+    n_test: int
+    size: int
+    channels: int
+    num_classes: int
+    seed: int
+
+
+# Where a dataset's files are and whether they may be fetched say nothing about its content.
+NOT_IDENTITY = ("path", "download")
+
+
+@dataclass(frozen=True)
+class DatasetSpec(_Entry):
+    """A ``datasets`` entry: a source and the variants baked into its conversion."""
+
+    section = "dataset"
+    source: str
+    download: bool
+    pad: int
+    val_fraction: float
+    split_seed: int
+    hflip: bool
+    pixel_range: str
+    label_noise: float
+    pixel_shuffle: str
+    variant_seed: int
+    max_resolution: int
+    jpeg_quality: int
+    compress_probability: float
+    image_size: int
+    path: str | None = None  # every source but synthetic
+    synthetic: SyntheticSpec | None = None  # source synthetic
+
+    @classmethod
+    def from_config(cls, entry: dict) -> "DatasetSpec":
+        spec = super().from_config({k: v for k, v in entry.items() if k != "synthetic"})
+        if "synthetic" not in entry:
+            return spec
+        synthetic = with_defaults("dataset", {"synthetic": entry["synthetic"]})["synthetic"]
+        return cls(**{**spec.__dict__, "synthetic": SyntheticSpec(**synthetic)})
+
+    def identity(self) -> dict:
+        """What decides the converted content: source, variants and their seeds, split, padding,
+        pixel range … — everything but :data:`NOT_IDENTITY`, by name (a key left out of the config
+        and a key set to its default are the same data; the order of the keys is no change)."""
+        return {k: v for k, v in sorted(self.to_dict().items()) if k not in NOT_IDENTITY}
+
+    def fingerprint(self) -> str:
+        """A hash of :meth:`identity`: stored in ``meta.json`` and part of every training run's
+        fingerprint, so a run never resumes epochs trained on other data."""
+        return _digest(self.identity())
+
+
+# ------------------------------------------------------------------------------- experiments
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture: name, width multiplier, classifier head (compact or torchvision) and dropout."""
+
+    arch: str
+    width: float = default("experiment", "model.width")
+    head: str = default("experiment", "model.head")
+    hidden: int = default("experiment", "model.hidden")
+    dropout: float = default("experiment", "model.dropout")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate schedule: ``step`` (× gamma every step_size epochs), ``exponential`` (× gamma per epoch), ``constant``."""
+
+    kind: str = default("experiment", "schedule.kind")
+    gamma: float = default("experiment", "schedule.gamma")  # 10^(-1/25): the paper's smooth decay
+    step_size: int = default("experiment", "schedule.step_size")
+
+    def lr(self, base: float, epoch: int) -> float:
+        """Learning rate of training epoch ``epoch`` (1-based)."""
+        done = epoch - 1
+        if self.kind == "constant":
+            return base
+        if self.kind == "step":
+            return base * self.gamma ** (done // self.step_size)
+        if self.kind == "exponential":
+            return base * self.gamma**done
+        raise ValueError(f"unknown schedule kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that determines a training run, except the seed and the data files."""
+
+    model: ModelSpec
+    init: str = default("experiment", "init.scheme")
+    init_std: float = default("experiment", "init.std")
+    lr: float = default("experiment", "optimizer.lr")
+    momentum: float = default("experiment", "optimizer.momentum")
+    weight_decay: float = default("experiment", "optimizer.weight_decay")
+    batch_size: int = default("experiment", "optimizer.batch_size")
+    schedule: Schedule = field(default_factory=Schedule)
+    epochs: int = field(kw_only=True)  # required, as in the schema
+    augment: bool = default("experiment", "augment")
+    precision: str = default("experiment", "precision")  # fp32 (IEEE, no TF32) | tf32 | bf16 (autocast)
+    compile: bool = default("experiment", "compile")  # torch.compile the model
+
+    @classmethod
+    def from_config(cls, exp: dict) -> "TrainSpec":
+        """The spec of an ``experiments`` entry (missing keys take the schema's defaults)."""
+        exp = with_defaults("experiment", exp)
+        opt, sched, init = exp["optimizer"], exp["schedule"], exp["init"]
+        return cls(
+            model=ModelSpec(**exp["model"]),
+            init=init["scheme"], init_std=init["std"],
+            lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"],
+            batch_size=opt["batch_size"], schedule=Schedule(**sched),
+            epochs=exp["epochs"], augment=exp["augment"], precision=exp["precision"], compile=exp["compile"],
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainSpec":
+        return cls(**{**data, "model": ModelSpec(**data["model"]), "schedule": Schedule(**data["schedule"])})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self, **context) -> str:
+        """A hash of the spec and ``context`` (seed, data): a resumed run continues only the same run."""
+        return _digest({"spec": self.to_dict(), **context})
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """An ``experiments`` entry: its dataset and seeds, where it computes, and its training."""
+
+    dataset: str
+    seeds: tuple[int, ...]
+    train: TrainSpec
+    device: str
+    gpus: int
+    include_1x1: bool
+
+    @classmethod
+    def from_config(cls, entry: dict) -> "ExperimentSpec":
+        exp = with_defaults("experiment", entry)
+        return cls(dataset=exp["dataset"], seeds=tuple(exp["seeds"]), train=TrainSpec.from_config(exp),
+                   device=exp["device"], gpus=exp["gpus"], include_1x1=exp["include_1x1"])
+
+
+# ------------------------------------------------------------------------ pretrained, figures
+
+@dataclass(frozen=True)
+class PretrainedSpec(_Entry):
+    """A ``pretrained`` entry: a network trained elsewhere, and a random initialization beside it."""
+
+    section = "pretrained"
+    weights: str
+    arch: str
+    init: str
+    init_std: float
+    seed: int
+    include_1x1: bool
+    download: bool
+
+
+@dataclass(frozen=True)
+class FigureSpec(_Entry):
+    """A ``figures`` entry; which keys a kind reads is documented in ``config/README.md``."""
+
+    section = "figure"
+    kind: str
+    caption: str
+    study: str
+    layer: int  # kind layer: the layer drawn for every experiment
+    columns: int  # kind grid: panels per row
+    experiments: tuple[str, ...] | None = None  # every kind but pretrained
+    pretrained: str | None = None  # kind pretrained
+    seeds: tuple[int, ...] | None = None  # kind reinit: the runs drawn (None: every seed)
+    seed: int | None = None  # kind histograms: the run drawn (None: the first seed)
+    panels: tuple[tuple[int, ...], ...] | None = None  # kind measure: layers per panel (None: all in one)
