@@ -130,6 +130,10 @@ def test_load_config_fills_every_level_and_names_bad_keys():
         load_config({**config, "experiments": {"e": {**config["experiments"]["e"], "optimizer": {"lrr": 1}}}})
     with pytest.raises(ConfigError, match="invalid config: experiments.e.dataset is 'nope'"):
         load_config({**config, "experiments": {"e": {**config["experiments"]["e"], "dataset": "nope"}}})
+    two = {"e": config["experiments"]["e"], "e2": {**config["experiments"]["e"], "seeds": [0, 1]}}
+    grid = {"kind": "grid", "experiments": ["e", "e2"], "seeds": [2], "caption": "c"}  # e2 is not the first
+    with pytest.raises(ConfigError, match="figures.g.seeds has 2, which is not one of experiment e2's seeds"):
+        load_config({**config, "experiments": two, "figures": {"g": grid}})
 
 
 def test_the_typed_specs_of_the_project_config_are_its_entries():

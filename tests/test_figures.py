@@ -251,3 +251,17 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     assert pre[1:] == ((0, 1),) and pre_kw == {"labels": ("random initialization", "pretrained"), "title": "vgg16"}
     assert [figures.KINDS[k].tables for k in ("measure", "histograms", "reinit", "pretrained")] == [
         ("measure", "histories"), ("filters",), ("reinit",), ("pretrained",)]
+
+
+def test_a_figure_averages_only_its_seeds(tmp_path, monkeypatch):
+    """`seeds` of a figure selects the runs of every table it reads (fig 22: the same three runs per schedule)."""
+    from convbias.jobs import figure
+    from convbias.specs import FigureSpec
+
+    random_measure(np.random.default_rng(0), seeds=(0, 1, 2)).to_parquet(tmp_path / "m.parquet")
+    drawn = []
+    monkeypatch.setattr(figures, "layer_figure", lambda table, layer: drawn.append(sorted(set(table["seed"]))))
+    for seeds, expected in (([0, 2], [0, 2]), (None, [0, 1, 2])):
+        entry = {"kind": "layer", "experiments": ["e"], "caption": "c"} | ({"seeds": seeds} if seeds else {})
+        figure(FigureSpec.from_config(entry), {"measure": [tmp_path / "m.parquet"]})
+        assert drawn.pop() == expected

@@ -71,8 +71,8 @@ def _fans(m):
     return m.weight.shape[1] * receptive, m.weight.shape[0] * receptive
 
 
-@pytest.mark.parametrize("scheme,std", [("kaiming_normal", None), ("normal", 0.01), ("normal", 0.05),
-                                        ("xavier_uniform", None), ("torchvision_default", None)])
+@pytest.mark.parametrize("scheme,std", [("kaiming_normal", None), ("torchvision_vgg", None), ("normal", 0.01),
+                                        ("normal", 0.05), ("xavier_uniform", None), ("torchvision_default", None)])
 def test_every_init_scheme_has_its_distribution_on_convs_and_linears(scheme, std):
     """Std, bounds and gain of each scheme, from its formula (fans computed here), on every layer."""
     torch.manual_seed(0)
@@ -82,8 +82,10 @@ def test_every_init_scheme_has_its_distribution_on_convs_and_linears(scheme, std
     assert len(layers) == 8 + 3
     for m in layers:
         w, (fan_in, fan_out) = m.weight.detach().double(), _fans(m)
-        if scheme == "kaiming_normal":  # N(0, 2 / fan_out): He et al. with ReLU gain, fan_out mode
-            expected_std, bound = math.sqrt(2.0 / fan_out), None
+        if scheme == "kaiming_normal" or (scheme == "torchvision_vgg" and w.dim() == 4):
+            expected_std, bound = math.sqrt(2.0 / fan_out), None  # N(0, 2 / fan_out): He et al., ReLU, fan_out
+        elif scheme == "torchvision_vgg":  # torchvision's VGG: N(0, 0.01) on linear layers
+            expected_std, bound = 0.01, None
         elif scheme == "normal":
             expected_std, bound = std, None
         elif scheme == "xavier_uniform":  # U(±√2·√(6 / (fan_in + fan_out))): Glorot with ReLU gain
@@ -154,3 +156,17 @@ def test_a_runs_model_at_epoch_0_follows_its_spec_its_dataset_and_its_seed():
     assert not torch.equal(other.features[0].weight, model.features[0].weight)
     torch.manual_seed(99)  # the global random state before the call does not matter
     assert torch.equal(init_model(spec, meta, 3).features[0].weight, model.features[0].weight)
+
+
+def test_lenet_head_is_the_authors():
+    """AdaptiveAvgPool 3×3, then 576 → 120 → 84 → classes with dropout (arch lenet only)."""
+    model = build_model(ModelSpec("lenet", head="lenet", dropout=0.5), 1, 10, 28)
+    assert model.avgpool.output_size == (3, 3)
+    linears = [m for m in model.classifier if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(576, 120), (120, 84), (84, 10)]
+    assert [m.p for m in model.classifier if isinstance(m, torch.nn.Dropout)] == [0.5, 0.5]
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    half = build_model(ModelSpec("lenet", width=0.5, head="lenet"), 3, 100, 32)
+    assert half.classifier[0].in_features == 32 * 9 and half(torch.zeros(1, 3, 32, 32)).shape == (1, 100)
+    with pytest.raises(ValueError, match="head 'lenet' exists for arch lenet only"):
+        build_model(ModelSpec("vgg11", head="lenet"), 3, 10, 32)

@@ -53,10 +53,11 @@ def check_references(study: Study) -> None:
             if exp not in study.experiments:
                 raise ConfigError(f"figures.{name}.experiments names {exp!r}, which is not under experiments "
                                   f"(known: {_known(study.experiments)})")
+        for exp in fig.experiments:
+            for seed in fig.seeds or ():
+                if seed not in study.experiments[exp].seeds:
+                    raise ConfigError(f"figures.{name}.seeds has {seed}, which is not one of experiment {exp}'s seeds")
         first = fig.experiments[0]
-        for seed in fig.seeds or ():
-            if seed not in study.experiments[first].seeds:
-                raise ConfigError(f"figures.{name}.seeds has {seed}, which is not one of experiment {first}'s seeds")
         if fig.seed is not None and fig.seed not in study.experiments[first].seeds:
             raise ConfigError(f"figures.{name}.seed {fig.seed} is not one of experiment {first}'s seeds")
 

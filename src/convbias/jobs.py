@@ -109,5 +109,8 @@ def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: S
             frames = [RunFolder(p).history().assign(experiment=e, seed=s) for p, (e, s) in zip(paths, runs, strict=True)]
         else:
             frames = [pd.read_parquet(p) for p in paths]
-        tables[name] = pd.concat(frames, ignore_index=True)
+        table = pd.concat(frames, ignore_index=True)
+        if spec.seeds is not None and "seed" in table:  # the runs the figure draws (its ``seeds``)
+            table = table[table["seed"].isin(spec.seeds)].reset_index(drop=True)
+        tables[name] = table
     return KINDS[spec.kind].draw(tables, spec)

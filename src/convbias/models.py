@@ -18,11 +18,12 @@ from .specs import ModelSpec
 VGG_CONFIGS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 LENET_CONFIG = [6, 6, "M", 16, 16, "M", 64, 64, "M"]  # the authors' 6-conv LeNet
 ARCHS = (*VGG_CONFIGS, "alexnet", "lenet")
-INITS = ("kaiming_normal", "normal", "xavier_uniform", "torchvision_default")
+INITS = ("kaiming_normal", "torchvision_vgg", "normal", "xavier_uniform", "torchvision_default")
+HEADS = ("compact", "torchvision", "lenet")
 
 
 class ConvNet(nn.Module):
-    """torchvision's feature/avgpool/classifier layout with a compact head for small inputs."""
+    """torchvision's feature/avgpool/classifier layout, for the compact and the LeNet heads."""
 
     def __init__(self, features: nn.Sequential, avgpool: nn.Module, classifier: nn.Sequential):
         super().__init__()
@@ -75,8 +76,19 @@ def build_model(spec: ModelSpec, in_channels: int, num_classes: int, image_size:
         if first.in_features != inputs:
             model.classifier[i] = nn.Linear(inputs, first.out_features)
         return model
+    if spec.head == "lenet":
+        if spec.arch != "lenet":
+            raise ValueError("head 'lenet' exists for arch lenet only; use head: compact or torchvision")
+        # the authors' LeNet head: 3×3 average pool, 576 → 120 → 84 → classes with dropout
+        channels = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
+        classifier = nn.Sequential(
+            nn.Linear(channels * 9, 120), nn.ReLU(True), nn.Dropout(spec.dropout),
+            nn.Linear(120, 84), nn.ReLU(True), nn.Dropout(spec.dropout),
+            nn.Linear(84, num_classes),
+        )
+        return ConvNet(features, nn.AdaptiveAvgPool2d((3, 3)), classifier)
     if spec.head != "compact":
-        raise ValueError(f"unknown head {spec.head!r}; use compact or torchvision")
+        raise ValueError(f"unknown head {spec.head!r}; known: {', '.join(HEADS)}")
     with torch.no_grad():
         flat = features(torch.zeros(1, in_channels, image_size, image_size)).numel()
     hidden = max(1, round(spec.hidden * spec.width))
@@ -89,14 +101,20 @@ def build_model(spec: ModelSpec, in_channels: int, num_classes: int, image_size:
 
 
 def initialize(model: nn.Module, scheme: str = "kaiming_normal", std: float = 0.01) -> nn.Module:
-    """Initialize every conv and linear layer with ``scheme``; biases are zero (except torchvision_default)."""
+    """Initialize every conv and linear layer with ``scheme``; biases are zero (except torchvision_default).
+
+    ``torchvision_vgg`` is torchvision's VGG init: Kaiming normal (fan_out, ReLU) on convs,
+    N(0, 0.01) on linear layers; ``torchvision_default`` is PyTorch's own module init (what
+    torchvision's AlexNet gets)."""
     if scheme not in INITS:
         raise ValueError(f"unknown init {scheme!r}; known: {', '.join(INITS)}")
     for m in model.modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
-        if scheme == "kaiming_normal":
+        if scheme == "kaiming_normal" or (scheme == "torchvision_vgg" and isinstance(m, nn.Conv2d)):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif scheme == "torchvision_vgg":
+            nn.init.normal_(m.weight, 0.0, 0.01)
         elif scheme == "normal":
             nn.init.normal_(m.weight, 0.0, std)
         elif scheme == "xavier_uniform":

@@ -109,7 +109,8 @@ def figure_targets(study=None):
 
 
 def _runs(fig):
-    return [(e, s) for e in fig.experiments for s in seeds(e)]
+    """(experiment, seed) of every run a figure draws: its ``seeds`` of each experiment, or all."""
+    return [(e, s) for e in fig.experiments for s in fig.seeds or seeds(e)]
 
 
 def figure_runs(wildcards):
@@ -128,7 +129,7 @@ FIGURE_TABLES = {
     "measure": lambda fig: [measure_file(e) for e in fig.experiments],
     "histories": lambda fig: [run_dir(e, s) for e, s in _runs(fig)],
     "filters": lambda fig: [filters_file(fig.experiments[0], histogram_seed(fig))],
-    "reinit": lambda fig: [reinit_file(e, s) for e in fig.experiments for s in fig.seeds or seeds(e)],
+    "reinit": lambda fig: [reinit_file(e, s) for e, s in _runs(fig)],
     "pretrained": lambda fig: [pretrained_filters_file(fig.pretrained)],
 }
 
