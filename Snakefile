@@ -15,17 +15,20 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/reinit.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/claims.smk"
 
 
 localrules: all, quickstart, measure, figure, pretrained_filters
 
 
 rule all:
-    """Every data figure of the paper (figures of study paper)."""
+    """Every data figure of the paper (figures of study paper) and its claims scorecard."""
     input:
         figure_targets(study="paper"),
+        claims_file("paper"),
 
 
 rule quickstart:
     input:
         figure_targets(study="quickstart"),
+        claims_file("quickstart"),

@@ -232,7 +232,7 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     assert set(schema()["$defs"]["figure"]["properties"]["kind"]["enum"]) == set(figures.KINDS)
 
     calls = {}
-    for name in ("measure_figure", "layer_figure", "grid_figure", "histogram_figure", "reinit_figure"):
+    for name in ("measure_figure", "layer_figure", "grid_figure", "histogram_figure", "reinit_figure", "critical_figure"):
         monkeypatch.setattr(figures, name, lambda *a, _name=name, **k: calls.setdefault(_name, []).append((a, k)))
     measure, history = measure_tables()
     filters = pd.DataFrame({"seed": [3, 3], "epoch": [0, 7], "layer": [1, 1], "cosine": [0.1, -0.2]})
@@ -246,6 +246,7 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     assert calls["layer_figure"] == [((measure, 3), {})]
     assert calls["grid_figure"] == [((measure, ("a", "b"), 4), {})]
     assert calls["reinit_figure"] == [((measure,), {"title": "a, b"})]
+    assert calls["critical_figure"] == [((measure, measure), {"title": "a, b"})]
     (run, run_kw), (pre, pre_kw) = calls["histogram_figure"]
     assert run[1:] == ((0, 7),) and run_kw == {"title": "a, seed 3"}
     assert pre[1:] == ((0, 1),) and pre_kw == {"labels": ("random initialization", "pretrained"), "title": "vgg16"}
@@ -265,3 +266,23 @@ def test_a_figure_averages_only_its_seeds(tmp_path, monkeypatch):
         entry = {"kind": "layer", "experiments": ["e"], "caption": "c"} | ({"seeds": seeds} if seeds else {})
         figure(FigureSpec.from_config(entry), {"measure": [tmp_path / "m.parquet"]})
         assert drawn.pop() == expected
+
+
+def test_critical_figure_plots_each_layers_final_bias_against_its_reset_drop():
+    """A point per (seed, layer): x = |n_l − ½| at the last epoch, y = the drop when reset to epoch 0."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(3)
+    measure = random_measure(rng, layers=(1, 2, 3, 4), epochs=3, seeds=(0, 1))
+    reinit = pd.DataFrame([{"seed": s, "source": src, "layer": layer, "drop": rng.uniform()}
+                           for s in (0, 1) for src in ("rand", "0", "2") for layer in (1, 2, 3, 4)])
+    fig = figures.critical_figure(measure, reinit, title="e")
+    points = fig.axes[0].collections[0].get_offsets()
+    last = measure[measure["epoch"] == 3].sort_values(["seed", "layer"])
+    reset = reinit[reinit["source"] == "0"].sort_values(["seed", "layer"])
+    expected = np.column_stack([(last["n_l"] - 0.5).abs(), reset["drop"]])
+    assert np.allclose(sorted(map(tuple, points)), sorted(map(tuple, expected)))
+    layers = pd.DataFrame({"bias": (last["n_l"] - 0.5).abs().to_numpy(), "drop": reset["drop"].to_numpy(),
+                           "layer": last["layer"].to_numpy()}).groupby("layer").mean()
+    rho = spearmanr(layers["bias"], layers["drop"])[0]
+    assert fig.axes[0].get_title().startswith(f"e: Spearman ρ = {rho:.2f}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .schema import fill, schema, schema_errors, with_defaults
-from .specs import DatasetSpec, ExperimentSpec, FigureSpec, PretrainedSpec
+from .specs import ClaimsSpec, DatasetSpec, ExperimentSpec, FigureSpec, PretrainedSpec
 
 
 class ConfigError(Exception):
@@ -24,6 +24,7 @@ class Study:
     experiments: dict[str, ExperimentSpec]
     pretrained: dict[str, PretrainedSpec]
     figures: dict[str, FigureSpec]
+    claims: ClaimsSpec
 
 
 SECTIONS = {"datasets": ("dataset", DatasetSpec), "experiments": ("experiment", ExperimentSpec),
@@ -60,6 +61,10 @@ def check_references(study: Study) -> None:
         first = fig.experiments[0]
         if fig.seed is not None and fig.seed not in study.experiments[first].seeds:
             raise ConfigError(f"figures.{name}.seed {fig.seed} is not one of experiment {first}'s seeds")
+    for name in study.claims.train_accuracy:
+        if name not in study.experiments:
+            raise ConfigError(f"claims.train_accuracy names {name!r}, which is not under experiments "
+                              f"(known: {_known(study.experiments)})")
 
 
 def load_config(config: dict) -> Study:
@@ -76,7 +81,7 @@ def load_config(config: dict) -> Study:
         for name, entry in entries.items():
             entries[name] = with_defaults(kind, entry)
         typed[section] = {name: spec.from_config(entry) for name, entry in entries.items()}
-    study = Study(**typed)
+    study = Study(**typed, claims=ClaimsSpec.from_config(config["claims"]))
     try:
         check_references(study)
     except ConfigError as err:

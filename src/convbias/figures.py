@@ -175,6 +175,22 @@ def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def critical_figure(measure: pd.DataFrame, reinit: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Biased vs critical: each conv layer's final |n_l − ½| against its test-accuracy drop when
+    reset to its initialization, a point per (layer, seed); ρ of claim C5 in the title."""
+    from .claims import bias_and_criticality, bias_critical_correlation
+
+    points = bias_and_criticality(measure, reinit, reset_epoch=0)
+    rho, p, _ = bias_critical_correlation(points)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    scatter = ax.scatter(points["bias"], points["drop"], c=points["layer"], cmap="viridis", s=24)
+    fig.colorbar(scatter, ax=ax, label="layer")
+    ax.set_xlabel("final bias |n_l − ½|")
+    ax.set_ylabel("test accuracy drop, reset to epoch 0")
+    ax.set_title(f"{title + ': ' if title else ''}Spearman ρ = {rho:.2f} (p = {p:.2g})", fontsize="medium")
+    return fig
+
+
 @dataclass(frozen=True)
 class FigureKind:
     """A figure kind: the tables it reads and ``draw(tables, spec)``, ``spec`` its FigureSpec.
@@ -202,6 +218,8 @@ KINDS: dict[str, FigureKind] = {
     "grid": FigureKind(("measure",), lambda t, spec: grid_figure(t["measure"], spec.experiments,
                                                                  spec.columns)),
     "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec.experiments))),
+    "critical": FigureKind(("measure", "reinit"), lambda t, spec: critical_figure(
+        t["measure"], t["reinit"], title=", ".join(spec.experiments))),
     "pretrained": FigureKind(("pretrained",), lambda t, spec: histogram_figure(
         t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec.pretrained)),
 }

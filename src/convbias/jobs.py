@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runs import RunFolder
-from .specs import FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
+from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
 def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:
@@ -114,3 +114,21 @@ def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: S
             table = table[table["seed"].isin(spec.seeds)].reset_index(drop=True)
         tables[name] = table
     return KINDS[spec.kind].draw(tables, spec)
+
+
+def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame:
+    """The claims scorecard (:mod:`convbias.claims`) of ``experiments``: for each, its ``measure``
+    table file, its ``runs`` (seed → run folder), its ``reinit`` table files (none: no sweep)
+    and its dataset's ``meta``."""
+    from .claims import Evidence, scorecard
+    from .data.dataset import DatasetMeta
+
+    evidence = []
+    for name, files in experiments.items():
+        meta = DatasetMeta.load(files["meta"])
+        history = pd.concat([RunFolder(run).history().assign(seed=int(seed)) for seed, run in files["runs"].items()],
+                            ignore_index=True)
+        reinit = pd.concat([pd.read_parquet(p) for p in files["reinit"]], ignore_index=True) if files["reinit"] else None
+        evidence.append(Evidence(name, pd.read_parquet(files["measure"]), history, reinit, meta.num_classes,
+                                 meta.shape[2]))
+    return scorecard(evidence, spec)

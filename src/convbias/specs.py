@@ -234,3 +234,23 @@ class FigureSpec(_Entry):
     seeds: tuple[int, ...] | None = None  # kind reinit: the runs drawn (None: every seed)
     seed: int | None = None  # kind histograms: the run drawn (None: the first seed)
     panels: tuple[tuple[int, ...], ...] | None = None  # kind measure: layers per panel (None: all in one)
+
+
+@dataclass(frozen=True)
+class ClaimsSpec(_Entry):
+    """The ``claims`` section: thresholds of the claims scorecard (:mod:`convbias.claims`)."""
+
+    section = "claims"
+    band_alpha: float
+    bias_p: float
+    biased_fraction: float
+    chance_margin: float
+    reset_epoch: int
+    correlation_p: float
+    test_val_gap: float
+    train_accuracy: dict
+    train_accuracy_tolerance: float
+
+    @classmethod
+    def from_config(cls, entry: dict) -> "ClaimsSpec":
+        return cls(**with_defaults(cls.section, entry))

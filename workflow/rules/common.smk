@@ -138,3 +138,25 @@ def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
     return {table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig.kind].tables}
+
+
+def claims_file(study):
+    """The claims scorecard of a study: results/claims.csv for the paper, results/<study>/claims.csv else."""
+    return "results/claims.csv" if study == "paper" else f"results/{study}/claims.csv"
+
+
+def claims_experiments(study):
+    """What the scorecard of ``study`` reads, per experiment of its figures: measure table, runs,
+    re-initialization tables (those its reinit figures draw) and the dataset's meta.json."""
+    figures = [f for f in FIGURES.values() if f.study == study and f.experiments]
+    swept = {(e, s) for f in figures if f.kind == "reinit" for e, s in _runs(f)}
+    experiments = dict.fromkeys(e for f in figures for e in f.experiments)
+    return {e: {"measure": measure_file(e), "runs": {s: run_dir(e, s) for s in seeds(e)},
+                "reinit": [reinit_file(e, s) for s in seeds(e) if (e, s) in swept],
+                "meta": dataset_files(EXPERIMENTS[e].dataset)["meta"]} for e in experiments}
+
+
+def claims_inputs(study):
+    files = claims_experiments(study).values()
+    return [f["measure"] for f in files] + [r for f in files for r in f["runs"].values()] + \
+        [r for f in files for r in f["reinit"]] + sorted({f["meta"] for f in files})
