@@ -97,6 +97,7 @@ MUTATION_TESTS = {
     "convbias.reinit": ("test_reinit.py",),
     "convbias.models": ("test_models.py", "test_stats.py"),
     "convbias.figures": ("test_figures.py",),
+    "convbias.claims": ("test_claims.py", "test_figures.py"),
     "convbias.data": ("test_data.py",),
     "convbias.train": ("test_train.py",),
     "convbias.runs": ("test_train.py",),

@@ -114,7 +114,7 @@ class DatasetSpec(_Entry):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """An architecture: name, width multiplier, classifier head (compact or torchvision) and dropout."""
+    """An architecture: name, width multiplier, classifier head (compact, torchvision or lenet) and dropout."""
 
     arch: str
     width: float = default("experiment", "model.width")
