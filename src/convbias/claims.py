@@ -66,11 +66,16 @@ def biased_layers(measure: pd.DataFrame, p: float) -> pd.Series:
     return (final["p_value"] < p).groupby(final["layer"]).mean() > 0.5
 
 
+def _inside_band(claim: str, ev: Evidence, measure: pd.DataFrame, statistic: str, spec: ClaimsSpec) -> dict:
+    """Every (seed, layer) row of ``measure`` has a binomial p-value ≥ ``band_alpha``."""
+    outside = sorted(set(measure.loc[measure["p_value"] < spec.band_alpha, "layer"]))
+    return _row(claim, ev, statistic, f">= {spec.band_alpha}", measure["p_value"].min(), not outside,
+                f"layers outside the band: {_layers(outside)}")
+
+
 def init_inside_band(ev: Evidence, spec: ClaimsSpec) -> dict:
     init = ev.measure[ev.measure["epoch"] == 0]
-    outside = sorted(set(init.loc[init["p_value"] < spec.band_alpha, "layer"]))
-    return _row("C1", ev, "smallest binomial p-value at epoch 0", f">= {spec.band_alpha}",
-                init["p_value"].min(), not outside, f"layers outside the band: {_layers(outside)}")
+    return _inside_band("C1", ev, init, "smallest binomial p-value at epoch 0", spec)
 
 
 def deep_layers_biased(ev: Evidence, spec: ClaimsSpec) -> dict:
@@ -89,9 +94,7 @@ def first_layer_unbiased(ev: Evidence, spec: ClaimsSpec) -> dict:
 
 
 def failed_network_unbiased(ev: Evidence, spec: ClaimsSpec) -> dict:
-    outside = sorted(set(ev.measure.loc[ev.measure["p_value"] < spec.band_alpha, "layer"]))
-    return _row("C4", ev, "smallest binomial p-value over every epoch (did not learn)", f">= {spec.band_alpha}",
-                ev.measure["p_value"].min(), not outside, f"layers outside the band: {_layers(outside)}")
+    return _inside_band("C4", ev, ev.measure, "smallest binomial p-value over every epoch (did not learn)", spec)
 
 
 def bias_and_criticality(measure: pd.DataFrame, reinit: pd.DataFrame, reset_epoch: int) -> pd.DataFrame:
