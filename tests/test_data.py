@@ -571,3 +571,75 @@ def test_image_folder_label_noise_changes_training_labels_only_and_pixel_shuffle
     with pytest.raises(DatasetError, match="pixel_shuffle"):
         convert("s", DatasetSpec.from_config({**spec, "pixel_shuffle": "fixed"}),
                 tmp_path / "a", tmp_path / "b", tmp_path / "c")
+
+
+def test_image_permutations_depend_on_the_seed_and_the_index_only():
+    """Image i's permutation is the same whatever other images are asked for, in whatever order."""
+    from convbias.data.variants import image_permutations
+
+    together = image_permutations(7, [5, 2, 9], 64)
+    assert together.dtype == np.int16 and together.shape == (3, 64)
+    assert np.array_equal(together[1], image_permutations(7, [2], 64)[0])
+    assert np.array_equal(together[[2, 0]], image_permutations(7, [9, 5], 64))
+    assert all(np.array_equal(np.sort(row), np.arange(64)) for row in together)  # each a permutation
+    assert len({row.tobytes() for row in together}) == 3  # one per image
+    assert not np.array_equal(together, image_permutations(8, [5, 2, 9], 64))  # the seed matters
+    assert (image_permutations(0, [0], 40_000).dtype == np.int32)  # positions beyond int16
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_per_image_train_shuffle_permutes_each_training_image_after_shift_and_flip(fused):
+    """The shuffled batch is the augmented batch with image k's pixel positions in the order of
+    the permutation of its index (checked here position by position); no indices: clean."""
+    from convbias.data.variants import image_permutations
+
+    meta = DatasetMeta("t", 10, (6, 5, 3), 50, 10, 0.1, 0, True, "unit", (0.0,) * 3, (1.0,) * 3,
+                       train_pixel_shuffle_seed=4)
+    clean = BatchTransform(DatasetMeta(**{**meta.__dict__, "train_pixel_shuffle_seed": None}))
+    t = BatchTransform(meta, reuse_output=True)
+    assert t.permutes and not clean.permutes
+    x = torch.randint(0, 256, (8, 6, 5, 3), dtype=torch.uint8)
+    indices = torch.tensor([3, 41, 0, 17, 3, 22, 8, 30])
+    draws = t.draw(8, torch.Generator().manual_seed(2))
+    augmented = clean(x, draws=draws, fused=fused)  # (n, C, H, W)
+    shuffled = t(x, draws=draws, indices=indices, fused=fused)
+    perms = image_permutations(4, indices.tolist(), 30)
+    flat = augmented.permute(0, 2, 3, 1).reshape(8, 30, 3).numpy()
+    for k in range(8):
+        got = shuffled[k].permute(1, 2, 0).reshape(30, 3).numpy()
+        for position in range(30):
+            assert np.array_equal(got[position], flat[k, perms[k, position]])
+    assert not torch.equal(shuffled, augmented)
+    assert torch.equal(t(x, draws=draws, fused=fused), augmented)  # evaluation batches: no indices, no shuffle
+    assert torch.equal(clean(x, draws=draws, indices=indices, fused=fused), augmented)  # other datasets ignore them
+
+
+def test_batch_indices_are_those_of_the_images_the_next_pass_yields(tmp_path):
+    """Images that carry their own index: the indices computed ahead equal the ones decoded."""
+    from convbias.data.loaders import batch_indices, write_beton
+
+    n = 300
+    images = np.zeros((n, 2, 2, 1), dtype=np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 1, 0] = np.arange(n) // 256, np.arange(n) % 256
+    write_beton(tmp_path / "i.beton", images, np.zeros(n, dtype=np.int64))
+    subset = np.arange(0, n, 3)
+    loader = make_loader(tmp_path / "i.beton", 32, indices=subset, train=True, seed=6)
+    for epoch in (0, 3, 1):
+        loader.next_epoch = epoch
+        ahead = batch_indices(loader)
+        seen = [(x[:, 0, 0, 0].long() * 256 + x[:, 0, 1, 0].long()) for x, _ in loader]
+        assert [len(a) for a in ahead] == [len(s) for s in seen] and len(seen) == 4
+        assert all(torch.equal(a, s) for a, s in zip(ahead, seen))
+        assert sorted(torch.cat(ahead).tolist()) == subset.tolist()
+
+
+def test_per_image_train_shuffle_leaves_the_files_clean_and_records_its_seed(idx_dataset, converted, tmp_path):
+    out, plain = converted
+    spec = {**SPEC, "path": str(idx_dataset), "pixel_shuffle": "per_image_train", "variant_seed": 9}
+    meta = convert("s", DatasetSpec.from_config(spec), tmp_path / "train.beton", tmp_path / "test.beton",
+                   tmp_path / "meta.json")
+    assert meta.train_pixel_shuffle_seed == 9 and DatasetMeta.load(tmp_path / "meta.json") == meta
+    assert plain.train_pixel_shuffle_seed is None
+    assert meta.fingerprint != plain.fingerprint
+    for split in ("train", "test"):
+        assert torch.equal(load_split(tmp_path / f"{split}.beton")[0], load_split(out / f"{split}.beton")[0])

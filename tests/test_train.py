@@ -358,3 +358,34 @@ def test_every_loss_and_accuracy_of_the_history_is_that_of_the_weights(idx_datas
             assert abs(history.loc[epoch, f"{part}_acc"] - acc) < 0.5 / n, (epoch, part)
     assert history.loc[1, "lr"] == 0.0 and history.loc[1, "seconds"] > 0
     assert history.loc[1, "images_per_second"] == pytest.approx(expected["train"][2] / history.loc[1, "seconds"])
+
+
+def test_per_image_train_shuffle_reaches_training_batches_only_with_their_own_indices(data, tmp_path, monkeypatch):
+    """Every training batch is transformed with the file indices of its own images (checked by
+    comparing its pixels with the file's), evaluation batches without; and the shuffle changes
+    what is learnt."""
+    from convbias.data.loaders import load_split
+
+    meta, train, test = data
+    shuffled = DatasetMeta(**{**meta.__dict__, "train_pixel_shuffle_seed": 1})
+    images, _ = load_split(train)
+    calls, call = [], BatchTransform.__call__
+
+    def spy(self, x, *args, **kwargs):
+        calls.append((x.clone(), kwargs.get("indices")))
+        return call(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(BatchTransform, "__call__", spy)
+    spec = TrainSpec(**{**SPEC.__dict__, "epochs": 1})
+    train_run(spec, 0, shuffled, train, test, tmp_path / "s", tmp_path / "ws")
+    trained = [(x, i) for x, i in calls if i is not None]
+    assert len(trained) == -(-len(meta.train_indices()) // spec.batch_size)
+    assert all(torch.equal(x, images[i]) for x, i in trained)
+    assert sorted(torch.cat([i for _, i in trained]).tolist()) == meta.train_indices().tolist()
+    evaluated = sum(len(x) for x, i in calls if i is None)
+    assert evaluated == 2 * (len(meta.val_indices()) + meta.n_test)  # epochs 0 and 1, validation and test
+    calls.clear()
+    train_run(spec, 0, meta, train, test, tmp_path / "c", tmp_path / "wc")
+    assert all(i is None for _, i in calls)  # a dataset without the shuffle gets no indices
+    a, b = load_weights(tmp_path / "s" / "epoch001.safetensors"), load_weights(tmp_path / "c" / "epoch001.safetensors")
+    assert not all(torch.equal(a[k], b[k]) for k in a)

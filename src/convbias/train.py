@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .specs import TrainSpec
 from .data.dataset import DatasetMeta
-from .data.loaders import global_batches, make_loader, one_ahead, shard_sizes
+from .data.loaders import batch_indices, global_batches, make_loader, one_ahead, shard_sizes
 from .data.transform import BatchTransform
 from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
 from .devices import world as world_of_process
@@ -65,10 +65,12 @@ def evaluate(model: torch.nn.Module, loader, transform: BatchTransform, precisio
 
 
 def train_epoch(forward, optimizer, loader, transform: BatchTransform, steps: list[int],
-                draws: list | None, precision: str, rank: int = 0, world: int = 1):
+                draws: list | None, precision: str, rank: int = 0, world: int = 1, indices: list | None = None):
     """One pass over ``loader``; returns this process's (loss sum, correct answers, images).
 
-    ``steps`` are the global batch sizes, ``draws`` their augmentation (None: no augmentation).
+    ``steps`` are the global batch sizes, ``draws`` their augmentation (None: no augmentation),
+    ``indices`` the training-file indices of each of this process's batches (for per-image pixel
+    shuffles; None: not needed).
     Nothing in the loop waits for the device: sums stay device tensors until the epoch ends.
     """
     forward.train()
@@ -78,7 +80,8 @@ def train_epoch(forward, optimizer, loader, transform: BatchTransform, steps: li
     with torch.profiler.record_function("convbias.train_epoch"):
         for step, (x, y) in enumerate(batches):
             shares = shard_sizes(steps[step], world)  # x is this process's share of global batch ``step``
-            x = transform(x, draws=None if draws is None else draws[step], part=(sum(shares[:rank]), steps[step]))
+            x = transform(x, draws=None if draws is None else draws[step], part=(sum(shares[:rank]), steps[step]),
+                          indices=None if indices is None else indices[step])
             y = y.long()
             with autocast(device, precision):
                 out = forward(x).float()
@@ -197,9 +200,10 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         draws = transform.draw_epoch(steps, generator, dev) if spec.augment else None
         train_loader.next_epoch = epoch - 1
+        indices = batch_indices(train_loader, dev) if transform.permutes else None
         start = time.perf_counter()
         loss_sum, correct, seen = train_epoch(forward, optimizer, train_loader, transform, steps, draws,
-                                              spec.precision, rank, world)
+                                              spec.precision, rank, world, indices)
         if dev.type == "cuda":  # pragma: no mutate (GPU only)
             torch.cuda.synchronize(dev)  # pragma: no mutate (the epoch ends when the device is done)
         seconds = time.perf_counter() - start

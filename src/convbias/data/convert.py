@@ -63,9 +63,11 @@ def convert(name: str, spec: DatasetSpec, train_out: str | Path, test_out: str |
         return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
     synthetic = asdict(spec.synthetic) if spec.synthetic else {}
     arrays = load_source(spec.source, spec.path, allow_download=spec.download, **synthetic)
-    shuffle, seed = spec.pixel_shuffle, spec.variant_seed
-    train_images = pad(shuffle_pixels(arrays.train_images, shuffle, seed), spec.pad)
-    test_images = pad(shuffle_pixels(arrays.test_images, shuffle, seed), spec.pad)
+    seed = spec.variant_seed
+    # per_image_train is applied to training batches, after augmentation: the files stay clean
+    baked = "none" if spec.pixel_shuffle == "per_image_train" else spec.pixel_shuffle
+    train_images = pad(shuffle_pixels(arrays.train_images, baked, seed), spec.pad)
+    test_images = pad(shuffle_pixels(arrays.test_images, baked, seed), spec.pad)
     fit = train_indices(len(train_images), spec.val_fraction, spec.split_seed)
     train_labels = noisy_labels(arrays.train_labels, spec.label_noise, arrays.num_classes, fit, seed)
     mean, std = channel_stats(train_images[fit])
@@ -74,6 +76,7 @@ def convert(name: str, spec: DatasetSpec, train_out: str | Path, test_out: str |
         n_train=len(train_images), n_test=len(test_images), val_fraction=spec.val_fraction,
         split_seed=spec.split_seed, hflip=spec.hflip, pixel_range=spec.pixel_range,
         mean=tuple(mean), std=tuple(std), fingerprint=spec.fingerprint(),
+        train_pixel_shuffle_seed=seed if spec.pixel_shuffle == "per_image_train" else None,
     )
     write_beton(train_out, train_images, train_labels, workers)
     write_beton(test_out, test_images, arrays.test_labels, workers)

@@ -42,6 +42,9 @@ class DatasetMeta:
     std: tuple[float, ...]
     encoding: str = "raw"  # raw: NDArrayField of shape ``shape``; jpeg: RGBImageField cropped to ``shape``
     fingerprint: str = ""  # of the dataset's identity (DatasetSpec.fingerprint): source, variants, seeds
+    # pixel_shuffle: per_image_train — training batches get image i's own permutation after shift
+    # and flip (variants.image_permutations with this seed); None: batches are not shuffled
+    train_pixel_shuffle_seed: int | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "DatasetMeta":

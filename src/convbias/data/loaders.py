@@ -140,6 +140,16 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     return loader
 
 
+def batch_indices(loader, device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """The file indices of the images of each batch ``loader``'s next pass will yield, on ``device``.
+
+    FFCV's pass takes its traversal order for ``loader.next_epoch`` and cuts it into chunks of the
+    batch size, in order: this is the same order, cut the same way, computed without decoding.
+    """
+    order = np.asarray(loader.next_traversal_order())[: len(loader) * loader.batch_size]
+    return list(torch.as_tensor(order, dtype=torch.int64).to(device).split(loader.batch_size))
+
+
 def one_ahead(loader):
     """Iterate ``loader``, letting the host run at most one batch ahead of the GPU.
 

@@ -1,4 +1,5 @@
-"""The batch transform: seeded shifts and flips, then the dataset's pixel range, on the batch's device.
+"""The batch transform: seeded shifts and flips, the training images' own pixel permutations (if the
+dataset asks for them), then the dataset's pixel range, on the batch's device.
 
 A torch generator makes every random choice, so a seed and an epoch fix them on any device.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .dataset import DatasetMeta
+from .variants import image_permutations
 
 
 class BatchTransform:
@@ -20,6 +22,11 @@ class BatchTransform:
     ``reuse_output=True`` writes every CPU batch into the same memory (as FFCV's loaders do with
     theirs), which saves faulting in fresh pages for each batch: the result is then only valid
     until the next call — right for a training loop, wrong for collecting batches.
+
+    A dataset converted with ``pixel_shuffle: per_image_train`` has each training image's pixels
+    permuted after shift and flip, by the permutation of that image's index (the authors' fig 20):
+    the training loop passes the batch's ``indices``; evaluation passes none, so validation and
+    test images stay clean.
     """
 
     def __init__(self, meta: DatasetMeta, device="cpu", shift: int = 4, channels_last: bool = True,
@@ -32,9 +39,31 @@ class BatchTransform:
         self.scale = scale.to(device).view(1, -1, 1, 1)
         self.offset = offset.to(device).view(1, -1, 1, 1)
         # value v of channel c → v * scale[c] + offset[c], rounded exactly as the tensor path rounds
+        self._hw = meta.shape[:2]
         self.lut = (torch.arange(256, dtype=torch.float32)[:, None] * scale[None, :] + offset[None, :]).numpy()
         self.channels_last = channels_last
         self.reuse_output, self._buffer = reuse_output, torch.empty(0)
+        self.shuffle_seed, self.n_train, self.device = meta.train_pixel_shuffle_seed, meta.n_train, device
+        self._permutations = None  # (n_train, H·W) on ``device``, made at the first shuffled batch
+
+    @property
+    def permutes(self) -> bool:
+        """Whether training batches are pixel-shuffled (and so need their image indices)."""
+        return self.shuffle_seed is not None
+
+    def permutations(self, indices: torch.Tensor) -> torch.Tensor:
+        """The pixel permutation of each training image in ``indices``: (n, H·W) int64."""
+        if self._permutations is None:
+            h, w = self._hw
+            table = image_permutations(self.shuffle_seed, range(self.n_train), h * w)
+            self._permutations = torch.from_numpy(table).to(self.device)
+        return self._permutations[indices.to(self._permutations.device)].long()
+
+    def _shuffle(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """NHWC ``x`` with image k's pixel positions taken in the order of its permutation."""
+        n, h, w, c = x.shape
+        rows = self.permutations(indices).to(x.device)
+        return x.reshape(n, h * w, c)[torch.arange(n, device=x.device)[:, None], rows].reshape(n, h, w, c)
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image offsets in [0, 2·shift] (row, column) and flip decisions, on the CPU."""
@@ -83,11 +112,14 @@ class BatchTransform:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, fused: bool = True,
                  part: tuple[int, int] | None = None,
-                 draws: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 draws: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 indices: torch.Tensor | None = None) -> torch.Tensor:
         """Augment (with ``draws`` of the batch, or new ones from ``generator``) and scale ``x``.
 
         ``part=(start, m)``: ``x`` holds images start… of a global batch of m (one process's
-        share); the random choices are those of all m and this share's are used."""
+        share); the random choices are those of all m and this share's are used.  ``indices``:
+        the training-file indices of ``x``'s images, for a dataset whose training pixels are
+        shuffled per image (ignored otherwise)."""
         n = len(x)
         start, m = part or (0, n)
         if draws is None and generator is not None:
@@ -96,6 +128,7 @@ class BatchTransform:
             offsets, flips = draws[0][start:start + n], draws[1][start:start + n]
         else:
             offsets, flips = torch.full((n, 2), self.shift), torch.zeros(n, dtype=torch.bool)
+        shuffle = self.permutes and indices is not None
         if x.device.type == "cpu" and fused:
             if not self.reuse_output:
                 out = torch.empty(x.shape, dtype=torch.float32)
@@ -105,9 +138,12 @@ class BatchTransform:
                 out = self._buffer[:n]
             _fused_cpu(x.contiguous().numpy(), offsets[:, 0].numpy(), offsets[:, 1].numpy(), flips.numpy(),
                        self.lut, self.shift, out.numpy())
+            if shuffle:  # scaling is per channel, so permuting after it moves the same values
+                out = self._shuffle(out, indices)
             out = out.permute(0, 3, 1, 2)
         else:
-            out = self._scale(self._shift_flip(x, offsets, flips) if draws is not None else x)
+            x = self._shift_flip(x, offsets, flips) if draws is not None else x
+            out = self._scale(self._shuffle(x, indices) if shuffle else x)
         return out if self.channels_last else out.contiguous()
 
 

@@ -36,7 +36,8 @@ def shuffle_pixels(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
     """Permute the pixel positions of (N, H, W, C) images, channels kept together.
 
     ``fixed``: one permutation for every image (Zhang et al.'s "shuffled pixels");
-    ``per_image``: a permutation per image ("random pixels"); ``none``: unchanged.
+    ``per_image``: a permutation per image ("random pixels"); ``none``: unchanged.  (The
+    authors' ``per_image_train`` is not baked in: see :func:`image_permutations`.)
     """
     if mode == "none":
         return images
@@ -49,3 +50,17 @@ def shuffle_pixels(images: np.ndarray, mode: str, seed: int) -> np.ndarray:
         order = np.argsort(rng.random((n, h * w)), axis=1)
         return np.take_along_axis(flat, order[:, :, None], axis=1).reshape(images.shape)
     raise ValueError(f"unknown pixel_shuffle {mode!r}; use none, fixed or per_image")
+
+
+def image_permutations(seed: int, indices, size: int) -> np.ndarray:
+    """One permutation of ``size`` pixel positions per image index, drawn from (``seed``, index) alone.
+
+    The ``per_image_train`` shuffle: image i of the training file always gets the same
+    permutation, whatever the epoch, the batch or the order it comes in, so a resumed run sees
+    exactly the pixels it would have seen.  Rows are int16 when the positions fit.
+    """
+    dtype = np.int16 if size <= np.iinfo(np.int16).max else np.int32
+    out = np.empty((len(indices), size), dtype=dtype)
+    for row, i in enumerate(indices):
+        out[row] = np.random.default_rng((seed, int(i))).permutation(size)
+    return out
