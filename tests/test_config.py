@@ -165,3 +165,23 @@ def test_specs_fill_their_entries_from_the_schema():
     figure = FigureSpec.from_config({"kind": "pretrained", "pretrained": "p", "caption": "c"})
     assert figure.experiments is None and figure.to_dict() == {"kind": "pretrained", "pretrained": "p", "caption": "c",
                                                                 "layer": 1, "columns": 2, "study": "paper"}
+
+
+def test_the_paper_study_follows_the_fidelity_table():
+    """The choices config/README.md's Fidelity table records, read from the shipped config."""
+    study = load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    experiments, figures = study.experiments, study.figures
+    for name in figures["fig20"].experiments:  # the authors' per-image shuffle, training images only
+        assert study.datasets[experiments[name].dataset].pixel_shuffle == "per_image_train"
+    fig15 = experiments["vgg19_imagenet_normal_init"]
+    assert (fig15.train.init, fig15.train.init_std, len(fig15.seeds)) == ("normal", 0.01, 3)
+    assert [list(p) for p in figures["fig15"].panels] == [list(range(9, 17))]  # the last 8 of VGG19's 16 conv layers
+    paper = {e for f in figures.values() if f.study == "paper" for e in f.experiments or ()}
+    for name in paper:
+        model = experiments[name].train.model
+        if model.arch.startswith("vgg") or model.arch == "alexnet":
+            assert model.head == "torchvision", name
+        if model.arch == "lenet":
+            assert (model.head, experiments[name].train.init) == ("lenet", "xavier_uniform"), name
+    fig22 = [len(figures["fig22"].seeds or experiments[e].seeds) for e in figures["fig22"].experiments]
+    assert len(set(fig22)) == 1  # both schedules average the same number of runs
