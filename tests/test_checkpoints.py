@@ -49,3 +49,43 @@ def test_files_that_are_not_state_dicts_are_refused(tmp_path, content, message):
         torch.save(content, tmp_path / "w.pt")
     with pytest.raises(WeightsError, match=message):
         load_weights(tmp_path / "w.pt")
+
+
+def test_named_tensors_are_read_alone_from_either_format(tmp_path, monkeypatch):
+    """``keys`` gives exactly those tensors; from safetensors nothing else is read (spied on
+    ``get_tensor``); a missing one is named."""
+    import safetensors
+
+    state = {"a.weight": torch.randn(4, 3, 3, 3), "a.bias": torch.randn(4), "fc.weight": torch.randn(10, 36)}
+    save_weights(tmp_path / "w.safetensors", state)
+    torch.save(state, tmp_path / "w.pt")
+    read = []
+    original = safetensors.safe_open
+
+    class Spy:
+        def __init__(self, *args, **kwargs):
+            self.inner = original(*args, **kwargs)
+
+        def __enter__(self):
+            self.handle = self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.inner.__exit__(*exc)
+
+        def keys(self):
+            return self.handle.keys()
+
+        def get_tensor(self, name):
+            read.append(name)
+            return self.handle.get_tensor(name)
+
+    import convbias.checkpoints as checkpoints
+    monkeypatch.setattr(checkpoints, "safe_open", Spy)
+    for name in ("w.safetensors", "w.pt"):
+        got = load_weights(tmp_path / name, ["a.bias", "a.weight"])
+        assert list(got) == ["a.bias", "a.weight"] and all(torch.equal(got[k], state[k]) for k in got)
+        with pytest.raises(WeightsError, match="no tensor 'b.weight'"):
+            load_weights(tmp_path / name, ["a.weight", "b.weight"])
+    assert read == ["a.bias", "a.weight"]  # the classifier was never read
+    assert list(load_weights(tmp_path / "w.safetensors")) == sorted(state)

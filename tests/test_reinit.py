@@ -161,3 +161,40 @@ def test_the_sweep_computes_in_the_runs_precision(precision, dtype):
     inputs, labels = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
     reinit_sweep(model, final, {"0": final}, inputs, labels, precision=precision, memory=10**8)
     assert seen == {dtype}
+
+
+def test_sources_read_from_files_one_layer_at_a_time_give_the_same_table(tmp_path, monkeypatch):
+    """Files (full or conv-only) in place of state dicts: the same table, and every read asks
+    for one conv layer's weight and bias only — what the sweep holds never grows with the sources."""
+    import convbias.reinit as reinit
+    from convbias.checkpoints import save_weights
+    from convbias.models import conv_layers
+
+    torch.manual_seed(1)
+    model = build_model(ModelSpec("vgg11", width=0.125, dropout=0.0), 3, 10, 32)
+    states = {s: {k: v.clone() for k, v in initialize(model).state_dict().items()} for s in ("0", "1", "2")}
+    names = [name for name, _ in conv_layers(model)]
+    for s, state in states.items():
+        save_weights(tmp_path / f"{s}.safetensors", state)
+        conv = {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in names}
+        save_weights(tmp_path / f"conv{s}.safetensors", conv)
+    inputs = torch.randn(200, 3, 32, 32)
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    labels = model.eval()(inputs).argmax(1)
+    expected = reinit_sweep(model, final, {"rand": states["0"], **states, "T": final}, inputs, labels, batch=64)
+    reads, load = [], reinit.load_weights
+
+    def spy(path, keys=None):
+        reads.append(sorted(keys))
+        return load(path, keys)
+
+    monkeypatch.setattr(reinit, "load_weights", spy)
+    for prefix in ("", "conv"):
+        files = {s: tmp_path / f"{prefix}{s}.safetensors" for s in states}
+        got = reinit_sweep(model, final, {"rand": states["0"], **files, "T": final}, inputs, labels, batch=64, chunk=90)
+        pd.testing.assert_frame_equal(got, expected)
+    assert len(reads) == 2 * 3 * len(names) * 3  # 2 kinds of file, 3 files, every layer, 3 chunks
+    assert all(r == [f"{n}.bias", f"{n}.weight"] for r, n in zip(reads, [n for n in names for _ in range(3)] * 6))
+    assert (expected.loc[expected["source"] == "T", "drop"] == 0).all()
+    assert (expected.loc[expected["source"] == "rand", "accuracy"].to_numpy()
+            == expected.loc[expected["source"] == "0", "accuracy"].to_numpy()).all()

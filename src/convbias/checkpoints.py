@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -32,8 +33,6 @@ def save_weights(path: str | Path, state: dict[str, torch.Tensor], **metadata) -
 
 def read_metadata(path: str | Path) -> dict:
     """The JSON metadata stored by :func:`save_weights`."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
@@ -42,13 +41,20 @@ class WeightsError(Exception):
     """A file is not a weights file we can read safely; the message says why and what to do."""
 
 
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict from safetensors or a torch file without unpickling code."""
+def load_weights(path: str | Path, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Load a state dict from safetensors or a torch file without unpickling code.
+
+    ``keys``: only these tensors.  A safetensors file then reads nothing else (the rest of the
+    file is never copied into memory); a torch file is loaded whole and the keys picked from it.
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path} does not exist")
+    wanted = None if keys is None else list(keys)
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+            return {k: f.get_tensor(k) for k in _pick(path, names, wanted)}
     except (SafetensorError, OSError, ValueError):
         pass
     try:
@@ -63,4 +69,15 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path} holds no state dict of tensors")
-    return obj
+    return {k: obj[k] for k in _pick(path, list(obj), wanted)}
+
+
+def _pick(path: Path, names: list[str], wanted: list[str] | None) -> list[str]:
+    """``wanted`` (all ``names`` if None), after checking that the file has each of them."""
+    if wanted is None:
+        return names
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise WeightsError(f"{path} has no tensor {missing[0]!r} ({len(missing)} missing); "
+                           f"it is not a snapshot of this model, or keeps less than asked for")
+    return wanted

@@ -23,9 +23,10 @@ def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment:
 
     run = RunFolder(run_dir)
     order = run.conv_layers()  # the same layers in every epoch of a run
+    keys = None if order is None else [f"{name}.weight" for name in order]  # read nothing else
     frames = []
     for epoch in range(epochs + 1):
-        table = checkpoint_filters(load_weights(run.weights(epoch)), order, include_1x1=include_1x1)
+        table = checkpoint_filters(load_weights(run.weights(epoch), keys), order, include_1x1=include_1x1)
         table.insert(0, "epoch", epoch)
         frames.append(table)
     table = pd.concat(frames, ignore_index=True)
@@ -60,13 +61,14 @@ def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str |
     device = resolve_device(device)
     use_device(device)
     set_precision(spec.precision)
+    # the epochs' files are read lazily, one layer of one source at a time: memory does not grow
+    # with the number of epochs (and a conv-only snapshot has all the sweep reads)
     sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
-    for epoch in range(spec.epochs + 1):
-        sources[str(epoch)] = load_weights(run.weights(epoch))
+    sources.update({str(epoch): run.weights(epoch) for epoch in range(spec.epochs + 1)})
     images, labels = load_split(test_file, meta=meta, workers=threads)
     # the test set stays on the device as bytes; each chunk is scaled there when its turn comes
     model = init_model(spec, meta, seed).to(device, memory_format=torch.channels_last)
-    table = reinit_sweep(model, sources[str(spec.epochs)], sources, images.to(device), labels.to(device),
+    table = reinit_sweep(model, load_weights(run.weights(spec.epochs)), sources, images.to(device), labels.to(device),
                          transform=BatchTransform(meta, device), precision=spec.precision)
     table.insert(0, "seed", seed)
     table.insert(0, "experiment", experiment)

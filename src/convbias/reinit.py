@@ -20,9 +20,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoints import load_weights
 from .devices import autocast
 from .models import conv_layers, sequential_layers
 
+Source = Mapping[str, torch.Tensor] | str | os.PathLike  # a state dict, or a weights file read lazily
 RAND_SEED_OFFSET = 1_000_000  # the ``rand`` source of seed s is the init of seed s + this
 
 
@@ -97,16 +99,18 @@ def _buffer(flat: torch.Tensor, like: torch.Tensor, n: int) -> torch.Tensor:
     return view.view(shape)
 
 
-def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Mapping[str, torch.Tensor]],
+def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: Mapping[str, Source],
                  inputs: torch.Tensor, labels: torch.Tensor, batch: int | None = None, chunk: int | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None, precision: str = "fp32",
                  memory: int | None = None) -> pd.DataFrame:
     """Accuracy with each conv layer reset to each source's weights; one row per (source, layer).
 
     ``final`` is the state dict at epoch T, ``sources`` maps a source name (``rand``, ``0``, …) to a
-    state dict; ``inputs`` are the test images on the model's device, already scaled, or raw if
-    ``transform`` scales each chunk (then only one chunk is ever scaled).  ``chunk`` and ``batch``
-    default to what fits in ``memory`` bytes (default: :func:`free_memory` of the device).
+    state dict or to a weights file, read lazily: only the layer being reset, one source at a
+    time, so memory does not grow with the number of sources.  ``inputs`` are the test images on
+    the model's device, already scaled, or raw if ``transform`` scales each chunk (then only one
+    chunk is ever scaled).  ``chunk`` and ``batch`` default to what fits in ``memory`` bytes
+    (default: :func:`free_memory` of the device).
     """
     model.load_state_dict(final)
     model.eval()
@@ -115,12 +119,9 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
     convs = conv_layers(model)
     positions = [next(i for i, m in enumerate(layers) if m is conv) for _, conv in convs]
     kept = [{k: v.clone() for k, v in conv.state_dict().items()} for _, conv in convs]
-    # every source's conv weights moved to the device once (not once per chunk)
-    values = [[{k: state[f"{name}.{k}"].to(v.device) for k, v in kept[i].items()} for state in sources.values()]
-              for i, (name, _) in enumerate(convs)]
+    final_conv = [{k: v.cpu() for k, v in state.items()} for state in kept]  # compared on the host
     # a source equal to the final weights changes nothing: its accuracy is the final accuracy
-    same = [[all(torch.equal(value[k], v) for k, v in kept[i].items()) for value in values[i]]
-            for i in range(len(convs))]
+    same: list[list[bool | None]] = [[None] * len(sources) for _ in convs]
     scale = transform if transform is not None else (lambda x: x)
     with autocast(device, precision):
         planned_chunk, planned_batch, cached = sweep_plan(
@@ -141,9 +142,12 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
             for i, ((name, conv), pos) in enumerate(zip(convs, positions)):
                 acts = _advance(layers[done:pos], acts, buffers[i % 2], batch)  # entering layer i, once per chunk
                 done = pos
-                for j in range(len(sources)):
+                for j, source in enumerate(sources.values()):
+                    value = layer_state(source, name, list(kept[i]))
+                    if same[i][j] is None:
+                        same[i][j] = all(torch.equal(value[k], v) for k, v in final_conv[i].items())
                     if not same[i][j]:
-                        conv.load_state_dict(values[i][j])
+                        conv.load_state_dict({k: _to_device(v, device) for k, v in value.items()})
                         correct[i, j] += _count(layers[pos:], acts, y, batch)
                 conv.load_state_dict(kept[i])
                 progress.update()
@@ -156,6 +160,21 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
     table = _table(rows, base)
     table.attrs.update(chunk=chunk, batch=batch)  # how the sweep was cut (reported by bench/gpu_check.py)
     return table
+
+
+def layer_state(source: Source, layer: str, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The tensors ``keys`` (``weight``, ``bias``) of conv ``layer`` in ``source``: a state dict,
+    or a weights file of which nothing else is read."""
+    names = [f"{layer}.{k}" for k in keys]
+    state = source if isinstance(source, Mapping) else load_weights(source, names)
+    return {k: state[n] for k, n in zip(keys, names)}
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; to a GPU through pinned memory, so the host does not wait for the device."""
+    if device.type == "cuda":  # pragma: no mutate (GPU only)
+        return tensor.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
+    return tensor.to(device)
 
 
 def _count(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> torch.Tensor:
