@@ -389,3 +389,39 @@ def test_per_image_train_shuffle_reaches_training_batches_only_with_their_own_in
     assert all(i is None for _, i in calls)  # a dataset without the shuffle gets no indices
     a, b = load_weights(tmp_path / "s" / "epoch001.safetensors"), load_weights(tmp_path / "c" / "epoch001.safetensors")
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_conv_snapshots_keep_what_stats_and_reinit_read_and_give_their_tables(data, tmp_path):
+    """The same run saved under both policies: epochs 1…T−1 of the conv run hold only conv
+    tensors (0 and T everything), its weights equal the full run's, and the filter table and the
+    re-initialization table computed from either are identical; a conv run resumes exactly."""
+    from safetensors import safe_open
+
+    from convbias.jobs import run_filters, run_reinit
+
+    meta, train, test = data
+    spec = TrainSpec(**{**SPEC.__dict__, "epochs": 4})
+    conv = TrainSpec(**{**spec.__dict__, "snapshots": "conv"})
+    train_run(spec, 2, meta, train, test, tmp_path / "full", tmp_path / "w1")
+    train_run(conv, 2, meta, train, test, tmp_path / "conv", tmp_path / "w2", stop_after=2)
+    train_run(conv, 2, meta, train, test, tmp_path / "conv", tmp_path / "w2")
+    layers = RunFolder(tmp_path / "conv").conv_layers()
+    conv_keys = {f"{n}.{k}" for n in layers for k in ("weight", "bias")}
+    for epoch in range(5):
+        full = load_weights(tmp_path / "full" / f"epoch{epoch:03d}.safetensors")
+        with safe_open(str(tmp_path / "conv" / f"epoch{epoch:03d}.safetensors"), "pt") as f:
+            kept = set(f.keys())
+        whole = epoch in (0, 4)
+        assert kept == (set(full) if whole else conv_keys), epoch
+        assert read_metadata(tmp_path / "conv" / f"epoch{epoch:03d}.safetensors")["contents"] == ("full" if whole else "conv")
+        cut = load_weights(tmp_path / "conv" / f"epoch{epoch:03d}.safetensors")
+        assert all(torch.equal(cut[k], full[k]) for k in kept), epoch  # resumed after epoch 2: bit-identical
+    assert not (tmp_path / "w2").exists()
+    for name in ("full", "conv"):
+        filters = run_filters(tmp_path / name, 4, False, "e", 2)
+        reinit = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / name, test, "e", device="cpu")
+        if name == "full":
+            expected_filters, expected_reinit = filters, reinit
+    pd.testing.assert_frame_equal(filters, expected_filters)
+    pd.testing.assert_frame_equal(reinit, expected_reinit)
+    assert set(reinit["source"]) == {"rand", "0", "1", "2", "3", "4"}

@@ -4,6 +4,11 @@ A finished run (``results/runs/<experiment>/seed<s>/``) holds ``epoch{e:03d}.saf
 every epoch e = 0…E (0 is the initialization) and ``history.parquet`` (one row per epoch).  A run
 in progress (its work folder) holds the same files for the epochs it has committed, plus the
 optimizer's momentum of the last one and ``progress.json``, which commits an epoch.
+
+What an epoch's file keeps is the run's snapshot policy: ``full`` — every tensor of the model;
+``conv`` — the weight and bias of every conv layer (what the statistics and the
+re-initialization sweep read), with the full state kept at epoch 0, at the final epoch and at
+the last committed epoch (the resume point).  Each file says which in its metadata (``contents``).
 """
 
 from __future__ import annotations
@@ -61,6 +66,21 @@ class RunFolder:
         """The conv layers' names in forward order, as training recorded them (the same in every epoch)."""
         return read_metadata(self.weights(0)).get("conv_layers")
 
+    def conv_tensors(self, epoch: int, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """The weight and bias of every conv layer (``layers``, default all) at ``epoch``, read alone."""
+        layers = self.conv_layers() if layers is None else layers
+        return load_weights(self.weights(epoch), conv_tensor_names(self.weights(epoch), layers))
+
+
+def conv_tensor_names(path: Path, layers: list[str]) -> list[str]:
+    """The names of the weight and bias tensors of ``layers`` in the weights file ``path``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        stored = set(f.keys())
+    wanted = [f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]
+    return [name for name in wanted if name in stored or name.endswith(".weight")]
+
 
 class WorkFolder(RunFolder):
     """A run in progress: it commits epochs (weights, momentum, history, then the progress file)
@@ -80,8 +100,10 @@ class WorkFolder(RunFolder):
             shutil.rmtree(self.path)
         return None
 
-    def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict) -> None:
-        save_weights(self.weights(epoch), model.state_dict(), epoch=epoch, **meta)
+    def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full") -> None:
+        """Write epoch ``epoch`` (the full state), then commit it; under the ``conv`` snapshot
+        policy the epochs before it (but 0) then keep only their conv layers' tensors."""
+        save_weights(self.weights(epoch), model.state_dict(), epoch=epoch, contents="full", **meta)
         momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()
                     if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
         if momentum:
@@ -93,6 +115,17 @@ class WorkFolder(RunFolder):
         for old in self.momentum_files():
             if old != self.momentum(epoch):
                 old.unlink()
+        if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
+            for earlier in range(1, epoch):
+                self.keep_conv_only(earlier, meta["conv_layers"])
+
+    def keep_conv_only(self, epoch: int, layers: list[str]) -> None:
+        """Rewrite epoch ``epoch``'s file with only the tensors of conv ``layers`` (atomically)."""
+        path = self.weights(epoch)
+        meta = read_metadata(path)
+        if meta.get("contents") != "full":
+            return
+        save_weights(path, self.conv_tensors(epoch, layers), **{**meta, "contents": "conv"})
 
     def restore(self, epoch: int, model, optimizer) -> list[dict]:
         model.load_state_dict(load_weights(self.weights(epoch)))

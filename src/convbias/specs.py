@@ -159,6 +159,7 @@ class TrainSpec:
     augment: bool = default("experiment", "augment")
     precision: str = default("experiment", "precision")  # fp32 (IEEE, no TF32) | tf32 | bf16 (autocast)
     compile: bool = default("experiment", "compile")  # torch.compile the model
+    snapshots: str = default("experiment", "snapshots")  # full | conv: what each saved epoch keeps
 
     @classmethod
     def from_config(cls, exp: dict) -> "TrainSpec":
@@ -171,6 +172,7 @@ class TrainSpec:
             lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"],
             batch_size=opt["batch_size"], schedule=Schedule(**sched),
             epochs=exp["epochs"], augment=exp["augment"], precision=exp["precision"], compile=exp["compile"],
+            snapshots=exp["snapshots"],
         )
 
     @classmethod

@@ -168,7 +168,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
 
     def commit(epoch):
         if rank == 0:
-            work.commit(epoch, model, optimizer, history, ckpt_meta)
+            work.commit(epoch, model, optimizer, history, ckpt_meta, spec.snapshots)
         if world > 1:
             torch.distributed.barrier()
 
