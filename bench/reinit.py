@@ -6,12 +6,13 @@ sweeps; prints seconds of each, the ratio, and the bound the conv multiply-accum
   Σ_l MACs(all layers) / Σ_l MACs(layers l…L)   (2.03× for VGG19 at 32×32).
 Both sweeps get the same sources, none equal to the final weights (ours also skips the final
 epoch in the workflow, which only adds to its lead).  Usage:
-  .venv/bin/python bench/reinit.py [--width 0.25] [--images 1000] [--sources 3] [--device cpu]
+  .venv/bin/python bench/reinit.py [--width 0.25] [--images 1000] [--sources 3] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=3, help="saved epochs to reset each layer to")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of both sweeps")
     args = parser.parse_args()
     device = torch.device(args.device)
     spec = ModelSpec("vgg19", width=args.width, dropout=0.0)
@@ -65,21 +67,26 @@ def main() -> None:
 
     macs = conv_macs(model.eval(), inputs)
     bound = len(macs) * sum(macs) / sum(sum(macs[i:]) for i in range(len(macs)))
-    timings = {}
-    for name, sweep in (("cached", reinit_sweep), ("naive", naive_sweep)):
-        reinit_sweep(model, final, {"0": sources["0"]}, inputs[:args.batch], labels[:args.batch], args.batch)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        table = sweep(model, final, sources, inputs, labels, args.batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings[name] = (time.perf_counter() - start, table)
-    same = timings["cached"][1]["accuracy"].tolist() == timings["naive"][1]["accuracy"].tolist()
-    cached, naive = timings["cached"][0], timings["naive"][0]
+    reinit_sweep(model, final, {"0": sources["0"]}, inputs[:args.batch], labels[:args.batch], args.batch)  # warm-up
+    seconds: dict[str, list[float]] = {"cached": [], "naive": []}
+    tables = {}
+    for round_ in range(args.repeats):  # interleaved, the side that goes first alternating
+        sides = [("cached", reinit_sweep), ("naive", naive_sweep)]
+        for name, sweep in sides if round_ % 2 == 0 else sides[::-1]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            tables[name] = sweep(model, final, sources, inputs, labels, args.batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - start)
+    same = tables["cached"]["accuracy"].tolist() == tables["naive"]["accuracy"].tolist()
+    ratios = [n / c for c, n in zip(seconds["cached"], seconds["naive"])]  # per round: side by side
     print(f"VGG19 width {args.width}, {len(macs)} conv layers, {args.images} images, {args.sources} sources, "
-          f"device {device}, {torch.get_num_threads()} threads")
-    print(f"cached sweep {cached:8.2f} s   naive sweep {naive:8.2f} s   ratio {naive / cached:5.2f}x   "
+          f"device {device}, {torch.get_num_threads()} threads, {args.repeats} interleaved rounds")
+    for name in ("cached", "naive"):
+        print(f"{name} sweep  " + "  ".join(f"{t:7.2f} s" for t in seconds[name]))
+    print(f"ratio naive/cached: min {min(ratios):.2f}x  median {statistics.median(ratios):.2f}x   "
           f"(conv-MAC bound {bound:.2f}x)   identical accuracies: {same}")
 
 

@@ -39,6 +39,17 @@ def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
 @pytest.mark.subprocess
 def test_reinit_bench_runs_and_both_sweeps_agree():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "reinit.py"), "--width", "0.0625", "--images", "40",
-                          "--sources", "2", "--batch", "20"], capture_output=True, text=True, timeout=600)
+                          "--sources", "2", "--batch", "20", "--repeats", "2"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "identical accuracies: True" in out.stdout and "conv-MAC bound" in out.stdout
+    assert len(out.stdout.split("cached sweep")[1].splitlines()[0].split(" s")) == 3  # two rounds timed
+
+
+@pytest.mark.subprocess
+def test_reinit_memory_bench_measures_both_sides_interleaved():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "reinit_memory.py"), "--width", "0.0625", "--epochs", "11",
+                          "--images", "8", "--repeats", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["10"], ["11"])}
+    assert set(rows) == {"10", "11"} and all(float(cell) > 100 for row in rows.values() for cell in row[1:] if cell != "/")
+    assert "lazy (ours): 11 vs 10 sources, ratio min" in out.stdout
