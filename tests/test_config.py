@@ -137,6 +137,21 @@ def test_load_config_fills_every_level_and_names_bad_keys():
         load_config({**config, "experiments": two, "figures": {"g": grid}})
 
 
+def test_the_training_order_comes_from_the_config_and_quasi_random_refuses_the_os_cache():
+    spec = lambda **kw: DatasetSpec.from_config({"source": "mnist", "path": "x", **kw})  # noqa: E731
+    assert spec().training_order() == "random" and spec(source="imagenet").training_order() == "quasi_random"
+    assert spec(order="quasi_random").training_order() == "quasi_random"
+    assert spec(source="imagenet", order="random").training_order() == "random"
+    assert spec().os_cache is None and spec(os_cache=False).os_cache is False
+    assert spec().identity() == spec(order="quasi_random", os_cache=True).identity()  # the files are the same
+    config = {"datasets": {"d": {"source": "mnist", "path": "x", "order": "quasi_random", "os_cache": True}},
+              "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 2}}, "figures": {}}
+    with pytest.raises(ConfigError, match=r"datasets\.d\.os_cache is true, but its order is quasi_random"):
+        load_config(config)
+    config["datasets"]["d"]["os_cache"] = False
+    load_config(config)
+
+
 def test_the_typed_specs_of_the_project_config_are_its_entries():
     """Every entry of config/config.yaml becomes its typed spec, and the spec's dict (what a rule
     passes to its job) is the entry with the schema's defaults: no key lost, none invented."""

@@ -126,12 +126,14 @@ def test_fused_cpu_transform_equals_tensor_ops(channels, hflip, encoding):
         assert not torch.equal(seeded, plain)
 
 
-def test_sharded_training_order_splits_every_global_batch(converted):
+@pytest.mark.parametrize("order", ["random", "quasi_random"])
+def test_sharded_training_order_splits_every_global_batch(converted, order):
     """Process r of W gets the r-th part of each single-process batch, augmented the same way."""
-    from convbias.data.loaders import _sharded_order, global_batches, shard_sizes
+    from convbias.data.loaders import _sharded_order, _traversal, global_batches, shard_sizes
 
     out, meta = converted
-    kwargs = {"meta": meta, "indices": meta.train_indices(), "train": True, "seed": 5}
+    kwargs = {"meta": meta, "indices": meta.train_indices(), "train": True, "seed": 5, "order": order,
+              "os_cache": order == "random"}
     single = make_loader(out / "train.beton", 35, **kwargs)
     single.next_epoch = 2
     transform = BatchTransform(meta)
@@ -142,7 +144,7 @@ def test_sharded_training_order_splits_every_global_batch(converted):
     assert sizes == [len(y) for _, y in expected] and sizes[-1] % world  # uneven shares of the last batch
     for rank in range(world):
         loader = make_loader(out / "train.beton", 35 // world, **kwargs)
-        loader.traversal_order = _sharded_order()(loader, 35, rank, world)
+        loader.traversal_order = _sharded_order(_traversal(order))(loader, 35, rank, world)
         loader.first_traversal_order = loader.next_traversal_order()
         loader.next_epoch = 2
         gen = torch.Generator().manual_seed(9)
@@ -643,3 +645,55 @@ def test_per_image_train_shuffle_leaves_the_files_clean_and_records_its_seed(idx
     assert meta.fingerprint != plain.fingerprint
     for split in ("train", "test"):
         assert torch.equal(load_split(tmp_path / f"{split}.beton")[0], load_split(out / f"{split}.beton")[0])
+
+
+def test_quasi_random_order_is_a_function_of_seed_and_epoch(tmp_path):
+    """Over a file of several 2 MiB pages: the order a fresh loader draws for epoch 3 is the order a
+    loader that went through epochs 0-2 draws (FFCV's own QuasiRandom differs: it reshuffles its
+    page table in place), so a resumed run sees the same batches; seeds and epochs change it."""
+    from ffcv.fields import IntField, NDArrayField
+    from ffcv.writer import DatasetWriter
+
+    from convbias.data.loaders import batch_indices
+
+    n = 3000
+    images = np.zeros((n, 32, 32, 3), dtype=np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 1, 0] = np.arange(n) // 256, np.arange(n) % 256
+
+    class Pairs:
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return images[i], 0
+
+    fields = {"image": NDArrayField(dtype=np.dtype("uint8"), shape=(32, 32, 3)), "label": IntField()}
+    DatasetWriter(str(tmp_path / "q.beton"), fields, page_size=1 << 21, num_workers=1).from_indexed_dataset(Pairs())
+    subset = np.arange(0, n, 2)
+    make = lambda seed: make_loader(tmp_path / "q.beton", 100, indices=subset, train=True, seed=seed,  # noqa: E731
+                                    order="quasi_random", os_cache=False)
+    walked = make(4)
+    for _ in range(3):
+        list(walked)
+    fresh = make(4)
+    fresh.next_epoch = 3
+    orders = [torch.cat(batch_indices(loader)) for loader in (walked, fresh)]
+    assert torch.equal(orders[0], orders[1])
+    seen = torch.cat([(x[:, 0, 0, 0].long() * 256 + x[:, 0, 1, 0].long()) for x, _ in fresh])
+    assert torch.equal(seen, orders[1]) and sorted(seen.tolist()) == subset.tolist()
+    other_seed, other_epoch = make(5), make(4)
+    other_seed.next_epoch, other_epoch.next_epoch = 3, 2
+    assert not torch.equal(torch.cat(batch_indices(other_seed)), seen)
+    assert not torch.equal(torch.cat(batch_indices(other_epoch)), seen)
+    assert len(fresh.traversal_order.page_to_samples) >= 4  # several pages: the order is FFCV's quasi-random one
+
+
+def test_os_cache_follows_the_setting_else_whether_the_file_fits_half_the_memory():
+    from convbias.data.loaders import use_os_cache
+
+    assert use_os_cache(None, "random", 4 * 2**30, 16 * 2**30) is True
+    assert use_os_cache(None, "random", 9 * 2**30, 16 * 2**30) is False
+    assert use_os_cache(False, "random", 1, 16 * 2**30) is False and use_os_cache(True, "random", 2**40, 1) is True
+    assert use_os_cache(None, "quasi_random", 1, 2**40) is False
+    with pytest.raises(ValueError, match="os_cache"):
+        use_os_cache(True, "quasi_random", 1, 2**40)

@@ -138,3 +138,12 @@ def test_under_slurm_the_scheduler_decides(monkeypatch, tmp_path):
     with job_gpus("auto", 1):
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
     assert not list(tmp_path.iterdir())  # no lock taken
+
+
+def test_a_jobs_memory_is_its_mem_mb_at_most_the_machines():
+    from convbias.devices import job_memory
+
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert job_memory(None) == physical == job_memory(0)
+    assert job_memory(1000) == 1000 * 2**20
+    assert job_memory(10**12) == physical

@@ -52,13 +52,15 @@ def test_evaluate_averages_over_every_batch_of_the_loader(data):
     assert [float(v) for v in batched] == pytest.approx([float(v) for v in whole], rel=1e-5)
 
 
-def test_resume_is_bit_identical(data, tmp_path):
+@pytest.mark.parametrize("order,os_cache", [("random", True), ("quasi_random", False)])
+def test_resume_is_bit_identical(data, tmp_path, order, os_cache):
     meta, train, test = data
-    train_run(DROPOUT, 1, meta, train, test, tmp_path / "full", tmp_path / "w1")
-    train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", stop_after=1)
+    loading = {"order": order, "os_cache": os_cache}
+    train_run(DROPOUT, 1, meta, train, test, tmp_path / "full", tmp_path / "w1", **loading)
+    train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", stop_after=1, **loading)
     assert (tmp_path / "w2" / "progress.json").exists() and not (tmp_path / "part").exists()
     committed = (tmp_path / "w2" / "epoch001.safetensors").stat()
-    history = train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2")
+    history = train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", **loading)
     resumed = (tmp_path / "part" / "epoch001.safetensors").stat()  # the committed file, not epoch 1 trained again
     assert (resumed.st_ino, resumed.st_mtime_ns) == (committed.st_ino, committed.st_mtime_ns)
     assert list(history["epoch"]) == [0, 1, 2, 3]
@@ -190,7 +192,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     single = train_run(spec, 4, meta, train, test, tmp_path / "one", tmp_path / "w1", device="cpu")
     job = {"spec": spec.to_dict(), "seed": 4, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
            "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(tmp_path / "w2"),
-           "device": "cpu", "threads": 1}
+           "device": "cpu", "threads": 1, "order": "random", "os_cache": True}
     meta.save(tmp_path / "meta.json")
     launch(job, 2)
     double = pd.read_parquet(tmp_path / "two" / "history.parquet")

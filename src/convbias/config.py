@@ -37,6 +37,10 @@ def _known(names) -> str:
 
 def check_references(study: Study) -> None:
     """Every experiment names a known dataset and every figure known experiments and seeds."""
+    for name, data in study.datasets.items():
+        if data.training_order() == "quasi_random" and data.os_cache:
+            raise ConfigError(f"datasets.{name}.os_cache is true, but its order is quasi_random, which reads "
+                              f"through FFCV's own page cache; set os_cache to false or leave it out")
     for name, exp in study.experiments.items():
         if exp.dataset not in study.datasets:
             raise ConfigError(f"experiments.{name}.dataset is {exp.dataset!r}, which is not under datasets "

@@ -100,6 +100,13 @@ def job_threads(threads: int, processes: int = 1) -> int:
     return max(1, threads)
 
 
+def job_memory(mem_mb: int | None) -> int:
+    """Bytes of memory a job may use: its ``mem_mb`` resource (what Slurm grants it), at most the
+    machine's physical memory; the machine's when the job has none."""
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return physical if not mem_mb else min(int(mem_mb) * 2**20, physical)
+
+
 def gpu_pool() -> list[str]:
     """This machine's GPUs a job may take, found without starting CUDA: the entries of
     ``CUDA_VISIBLE_DEVICES`` when it is set, else the indices ``nvidia-smi`` lists."""

@@ -64,8 +64,9 @@ class SyntheticSpec:
     seed: int
 
 
-# Where a dataset's files are and whether they may be fetched say nothing about its content.
-NOT_IDENTITY = ("path", "download")
+# Where a dataset's files are, whether they may be fetched and how they are read say nothing
+# about its content (the training order is part of each training run's identity instead).
+NOT_IDENTITY = ("path", "download", "order", "os_cache")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ class DatasetSpec(_Entry):
     jpeg_quality: int
     compress_probability: float
     image_size: int
+    order: str  # the training loader's sample order: auto | random | quasi_random
     path: str | None = None  # every source but synthetic
+    os_cache: bool | None = None  # read through the OS page cache; None (unset): decided by the job
     synthetic: SyntheticSpec | None = None  # source synthetic
 
     @classmethod
@@ -103,6 +106,14 @@ class DatasetSpec(_Entry):
         pixel range … — everything but :data:`NOT_IDENTITY`, by name (a key left out of the config
         and a key set to its default are the same data; the order of the keys is no change)."""
         return {k: v for k, v in sorted(self.to_dict().items()) if k not in NOT_IDENTITY}
+
+    def training_order(self) -> str:
+        """The sample order of training on this dataset: ``order``, where ``auto`` is FFCV's advice —
+        quasi-random for image folders (ImageNet-sized files that do not fit in memory), random
+        otherwise.  Decided from the config, never from the machine, since it changes the run."""
+        if self.order != "auto":
+            return self.order
+        return "quasi_random" if self.source == "imagenet" else "random"
 
     def fingerprint(self) -> str:
         """A hash of :meth:`identity`: stored in ``meta.json`` and part of every training run's

@@ -12,6 +12,7 @@ rule train:
         spec=train_spec_params,
         work=work_dir,
         device=lambda wildcards: EXPERIMENTS[wildcards.experiment].device,
+        order=lambda wildcards: DATASETS[EXPERIMENTS[wildcards.experiment].dataset].training_order(),
     threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
     resources:
         gpu=experiment_gpus,

@@ -62,17 +62,44 @@ def global_batches(n: int, batch_size: int, world: int = 1) -> list[int]:
     return sizes[:-1] if sizes and sizes[-1] < world else sizes
 
 
-def _sharded_order():
-    """FFCV's random order, cut into per-process shards of every global batch.
+ORDERS = ("random", "quasi_random")
+
+
+def _traversal(order: str):
+    """The FFCV traversal order class for ``order``, drawn from (seed, epoch) alone.
+
+    ``random`` is FFCV's ``Random``.  ``quasi_random`` is FFCV's ``QuasiRandom`` (pages read in
+    a random order, images drawn at random from a few pages at a time: for files larger than
+    memory), except that FFCV shuffles its page table in place, so its order for epoch e depends
+    on the epochs drawn before — a resumed run would see other batches.  Here every draw starts
+    from the same table.
+    """
+    from ffcv.traversal_order import QuasiRandom, Random
+
+    class ReproducibleQuasiRandom(QuasiRandom):
+        def prepare_data_structures(self):
+            super().prepare_data_structures()
+            self.pristine = self.page_to_samples_array.copy()
+
+        def sample_order(self, epoch: int):
+            self.page_to_samples_array[:] = self.pristine
+            return super().sample_order(epoch)
+
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; use one of {ORDERS}")
+    return Random if order == "random" else ReproducibleQuasiRandom
+
+
+def _sharded_order(base):
+    """``base`` order, cut into per-process shards of every global batch.
 
     Process r of W gets the r-th contiguous part of each global batch of the single-process
     order, so the W processes together see exactly the batches one process would see, and the
     global batch size stays the configured one.  (FFCV's own ``distributed=True`` uses PyTorch's
     ``DistributedSampler``, whose order depends on W.)
     """
-    from ffcv.traversal_order import Random
 
-    class ShardedRandom(Random):
+    class Sharded(base):
         def __init__(self, loader, global_batch: int, rank: int, world: int):
             super().__init__(loader)
             self.global_batch, self.rank, self.world = global_batch, rank, world
@@ -86,16 +113,34 @@ def _sharded_order():
                 start += size
             return np.concatenate(parts) if parts else order[:0]
 
-    return ShardedRandom
+    return Sharded
+
+
+def use_os_cache(os_cache: bool | None, order: str, file_bytes: int, memory_bytes: int) -> bool:
+    """Whether a loader reads through the OS page cache (FFCV's ``os_cache``).
+
+    ``os_cache`` if set; else FFCV's guidance: the OS cache when the file fits comfortably (half
+    of ``memory_bytes``, the job's memory), FFCV's own page cache otherwise — and always for the
+    quasi-random order, which exists for files that do not fit and needs FFCV's page table.
+    """
+    if order == "quasi_random":
+        if os_cache:
+            raise ValueError("order quasi_random reads through FFCV's own page cache: set os_cache to false or leave it out")
+        return False
+    if os_cache is not None:
+        return bool(os_cache)
+    return file_bytes <= memory_bytes // 2
 
 
 def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None = None, indices=None,
                 train: bool = False, seed: int = 0, workers: int = 1, device: torch.device | str = "cpu",
-                drop_last: bool = False, distributed: bool = False):
+                drop_last: bool = False, distributed: bool = False, order: str = "random", os_cache: bool = True):
     """An FFCV Loader yielding (uint8 NHWC images, labels) on ``device``.
 
-    ``train`` gives a random order fixed by ``seed`` (and, for JPEG datasets, FFCV's random
-    resized crop); otherwise the order is sequential (and JPEGs are centre-cropped, 224 of 256).
+    ``train`` gives a random ``order`` (:func:`_traversal`) fixed by ``seed`` and the epoch (and,
+    for JPEG datasets, FFCV's random resized crop); otherwise the order is sequential (and JPEGs
+    are centre-cropped, 224 of 256).  ``os_cache``: read through the OS page cache (see
+    :func:`use_os_cache`).
     ``distributed`` (``torch.distributed`` initialized, rank r of W): a training loader yields
     rank r's part of every global batch of ``batch_size`` (see :func:`_sharded_order`); an
     evaluation loader yields the r-th contiguous part of the indices.
@@ -128,15 +173,21 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
             raise ValueError(f"batch size {batch_size} is not divisible by the {world} processes; "
                              f"change optimizer.batch_size or the number of GPUs")
         per_rank = batch_size // world  # pragma: no mutate
+    traversal = _traversal(order) if train else None
+    named = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM}
     loader = Loader(
         str(path), batch_size=per_rank, num_workers=max(1, workers),
-        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, seed=seed,
+        order=named[order] if train else OrderOption.SEQUENTIAL, seed=seed, os_cache=os_cache,
         indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
         pipelines={"image": image, "label": label},
     )
-    if distributed and train:  # pragma: no mutate (FFCV accepts only its own orders by name: swap ours in)
-        loader.traversal_order = _sharded_order()(loader, batch_size, rank, world)  # pragma: no mutate
+    # FFCV takes only its own orders by name: swap ours in (and draw the first epoch's again)
+    if distributed and train:  # pragma: no mutate (data-parallel only)
+        loader.traversal_order = _sharded_order(traversal)(loader, batch_size, rank, world)  # pragma: no mutate
         loader.first_traversal_order = loader.next_traversal_order()  # pragma: no mutate
+    elif train and order == "quasi_random":
+        loader.traversal_order = traversal(loader)
+        loader.first_traversal_order = loader.next_traversal_order()
     return loader
 
 
