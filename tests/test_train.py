@@ -419,6 +419,12 @@ def test_conv_snapshots_keep_what_stats_and_reinit_read_and_give_their_tables(da
         cut = load_weights(tmp_path / "conv" / f"epoch{epoch:03d}.safetensors")
         assert all(torch.equal(cut[k], full[k]) for k in kept), epoch  # resumed after epoch 2: bit-identical
     assert not (tmp_path / "w2").exists()
+    from convbias.resources import model_size, run_bytes  # what `convbias plan` predicts for both runs' files
+
+    for run, policy in (("full", spec), ("conv", conv)):
+        predicted = run_bytes(policy, model_size(policy, meta.shape[2], meta.num_classes, meta.shape[0]))
+        written = sum(f.stat().st_size for f in (tmp_path / run).glob("epoch*.safetensors"))
+        assert predicted <= written <= predicted + 5 * 2**14, run  # tensors, and a header per file
     for name in ("full", "conv"):
         filters = run_filters(tmp_path / name, 4, False, "e", 2)
         reinit = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / name, test, "e", device="cpu")

@@ -299,6 +299,16 @@ def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path
 
     threads, resources = first_block("results/fig4.pdf", "train")  # AlexNet on ImageNet, gpus: 4
     assert (threads, resources["gpu"], resources["cpus_per_gpu"]) == (32, "4", "8")
+    # memory, disk and time computed from the config (convbias.resources), as `convbias plan` shows them
+    from convbias.resources import data_size, train_needs
+
+    study = load_config(config)
+    exp = study.experiments["alexnet_imagenet"]
+    needs = train_needs(exp, data_size(study.datasets[exp.dataset]))
+    assert (int(resources["mem_mb"]), int(resources["disk_mb"]), int(resources["runtime"])) == (
+        needs.mem_mb, needs.disk_mb, min(needs.runtime, 24 * 60))
+    threads, resources = first_block("results/fig8.pdf", "train")  # VGG19 on ImageNet: over a day
+    assert int(resources["runtime"]) == 24 * 60
     threads, resources = first_block("results/fig18.pdf", "reinit")
     assert (threads, resources["gpu"]) == (8, "1")
     threads, resources = first_block("quickstart", "train")  # device: cpu

@@ -85,6 +85,32 @@ def reinit_gpus(wildcards):
     return min(1, experiment_gpus(wildcards))
 
 
+def job_needs(kind):
+    """Resources of a ``kind`` job (convert, train, filters, reinit) computed from the config by
+    convbias.resources: ``mem_mb`` (times the attempt: a job killed for memory asks for more when
+    retried), ``disk_mb`` and ``runtime`` in minutes (training: at most MAX_TRAIN_RUNTIME)."""
+    from convbias.resources import convert_needs, data_size, filters_needs, reinit_needs, train_needs
+
+    def needs(wildcards):
+        if kind == "convert":
+            return convert_needs(DATASETS[wildcards.dataset])
+        exp = EXPERIMENTS[wildcards.experiment]
+        compute = {"train": train_needs, "reinit": reinit_needs, "filters": filters_needs}[kind]
+        return compute(exp, data_size(DATASETS[exp.dataset]))
+
+    cap = MAX_TRAIN_RUNTIME if kind == "train" else None
+    return {
+        "mem_mb": lambda wildcards, attempt: needs(wildcards).mem_mb * attempt,
+        "disk_mb": lambda wildcards: needs(wildcards).disk_mb,
+        "runtime": lambda wildcards: min(needs(wildcards).runtime, cap or needs(wildcards).runtime),
+    }
+
+
+# A training job asks for at most a day: a longer one is resubmitted (retries in ./slurm) and
+# resumes from its last finished epoch; clusters commonly refuse longer jobs.
+MAX_TRAIN_RUNTIME = 24 * 60
+
+
 def threads_for(gpus):
     """Threads of a job on ``gpus`` GPUs: CPUS_PER_GPU each; one on the CPU, where jobs run side by side."""
     return CPUS_PER_GPU * gpus or 1

@@ -7,5 +7,7 @@ rule convert:
         # the files or allowing downloads reschedules nothing
         identity=lambda wildcards: DATASETS[wildcards.dataset].identity(),
     threads: 2
+    resources:
+        **job_needs("convert"),
     script:
         "../scripts/convert.py"

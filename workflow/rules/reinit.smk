@@ -12,5 +12,6 @@ rule reinit:
     resources:
         gpu=reinit_gpus,
         cpus_per_gpu=CPUS_PER_GPU,
+        **job_needs("reinit"),
     script:
         "../scripts/reinit.py"

@@ -7,6 +7,8 @@ rule filters:
     params:
         epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].train.epochs,
         include_1x1=lambda wildcards: EXPERIMENTS[wildcards.experiment].include_1x1,
+    resources:
+        **job_needs("filters"),
     script:
         "../scripts/filters.py"
 

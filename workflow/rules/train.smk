@@ -17,5 +17,6 @@ rule train:
     resources:
         gpu=experiment_gpus,
         cpus_per_gpu=CPUS_PER_GPU,
+        **job_needs("train"),
     script:
         "../scripts/train.py"

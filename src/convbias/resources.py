@@ -1,0 +1,233 @@
+"""What each job of the study needs — memory, disk, time — computed from the config before anything runs.
+
+A small model, in one place: sizes follow from the published sizes of each dataset source and
+from the model's parameters and multiply-accumulates (the model is built on PyTorch's ``meta``
+device: shapes only, no memory); times from a compute rate — one measured on this study's own
+finished runs where there are any (their ``history.parquet`` records images/s), else an assumed
+rate, which the plan says.  Rules ``convert``, ``train``, ``filters`` and ``reinit`` ask Slurm
+for these (``mem_mb``, ``disk_mb``, ``runtime``); ``convbias plan`` prints them.
+
+Memory constants are measured peaks of this project's jobs on the CPU (``BASE_MB``: Python,
+torch, FFCV and numba loaded); every estimate is rounded up by ``MARGIN``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from .specs import DatasetSpec, ExperimentSpec, TrainSpec
+
+MB = 2**20
+BASE_MB = 1300  # a job before its own data: a quickstart_vgg11 training job on the CPU peaked at 1,267 MB
+MARGIN = 1.25  # every estimate asks for a quarter more than the arithmetic
+# (n_train, n_test, height, width, channels, classes) as published
+SOURCES = {
+    "mnist": (60_000, 10_000, 28, 28, 1, 10),
+    "fashion_mnist": (60_000, 10_000, 28, 28, 1, 10),
+    "cifar10": (50_000, 10_000, 32, 32, 3, 10),
+    "cifar100": (50_000, 10_000, 32, 32, 3, 100),
+    "imagenet": (1_281_167, 50_000, 224, 224, 3, 1000),
+}
+# ImageNet stored as FFCV's recipe stores it (longest side ≤ max_resolution, a fraction as JPEG):
+# an average image of 400×350 at 500 px; raw images keep their pixels, JPEGs ~1/8 of them
+IMAGENET_AREA_AT_500 = 400 * 350
+JPEG_RATIO = 1 / 8
+# compute rates when no run of the study has measured one (FLOP/s of training arithmetic)
+ASSUMED_GPU_FLOPS = {"fp32": 25e12, "tf32": 80e12, "bf16": 150e12}  # an H100 at ~40 % of peak: an assumption
+ASSUMED_CPU_FLOPS = 100e9  # one core of the CI machine: the quickstart runs measured 99–105 GFLOP/s (6 × MACs × images/s)
+
+
+@dataclass(frozen=True)
+class Data:
+    """The sizes of a converted dataset."""
+
+    n_train: int
+    n_test: int
+    height: int
+    width: int
+    channels: int
+    classes: int
+    train_bytes: int  # the training .beton
+    test_bytes: int
+
+    @property
+    def image_bytes(self) -> int:
+        return self.height * self.width * self.channels
+
+
+def data_size(spec: DatasetSpec) -> Data:
+    """Sizes of ``spec`` once converted: images after padding, files as FFCV writes them."""
+    if spec.source == "synthetic":
+        s = spec.synthetic
+        n_train, n_test, h, w, c, classes = s.n_train, s.n_test, s.size, s.size, s.channels, s.num_classes
+    else:
+        n_train, n_test, h, w, c, classes = SOURCES[spec.source]
+    if spec.source == "imagenet":
+        area = IMAGENET_AREA_AT_500 * min(1.0, spec.max_resolution / 500) ** 2
+        stored = area * 3 * (spec.compress_probability * JPEG_RATIO + 1 - spec.compress_probability)
+        h = w = spec.image_size
+        return Data(n_train, n_test, h, w, c, classes, int(n_train * stored), int(n_test * stored))
+    h, w = h + 2 * spec.pad, w + 2 * spec.pad
+    return Data(n_train, n_test, h, w, c, classes, beton_bytes(n_train, h * w * c), beton_bytes(n_test, h * w * c))
+
+
+FFCV_PAGE = 8 * MB  # DatasetWriter's default page size
+WRITER_WORKERS = 8  # the convert rule's threads on a cluster (profiles/default): each may leave a page part-filled
+
+
+def beton_bytes(n: int, image_bytes: int) -> int:
+    """Size of an FFCV file of ``n`` raw images: whole pages of pixels, one page begun by each
+    writer worker, and 24 bytes per sample of allocation table (checked on files FFCV wrote)."""
+    return (math.ceil(n * image_bytes / FFCV_PAGE) + WRITER_WORKERS) * FFCV_PAGE + 24 * n
+
+
+@dataclass(frozen=True)
+class Model:
+    """Sizes of a model: parameters (all, conv layers', largest conv layer's), forward
+    multiply-accumulates per image (all, and from each conv layer on), largest activation."""
+
+    params: int
+    conv_params: int
+    largest_conv: int
+    macs: int
+    macs_from_conv: tuple[int, ...]  # MACs of the layers from conv layer l to the output, per l
+    activations: int  # elements of every layer's output for one image (what backward keeps)
+
+    @property
+    def state_bytes(self) -> int:
+        return 4 * self.params
+
+    @property
+    def conv_bytes(self) -> int:
+        return 4 * self.conv_params
+
+
+@functools.lru_cache(maxsize=None)
+def model_size(train: TrainSpec, channels: int, classes: int, size: int) -> Model:
+    """:class:`Model` of ``train.model`` for ``channels`` × ``size``² inputs, measured on shapes only."""
+    import torch
+
+    from .models import build_model, conv_layers, sequential_layers
+
+    with torch.device("meta"):
+        model = build_model(train.model, channels, classes, size)
+        x = torch.empty(1, channels, size, size)
+        macs, activations, conv_at = [], 0, []
+        convs = {id(conv) for _, conv in conv_layers(model)}
+        for layer in sequential_layers(model):
+            y = layer(x)
+            if isinstance(layer, torch.nn.Conv2d):
+                macs.append(y.numel() * layer.weight[0].numel())
+            elif isinstance(layer, torch.nn.Linear):
+                macs.append(layer.in_features * layer.out_features)
+            else:
+                macs.append(0)
+            if id(layer) in convs:
+                conv_at.append(len(macs) - 1)
+            activations += y.numel()
+            x = y
+    conv_sizes = [sum(p.numel() for p in conv.parameters()) for _, conv in conv_layers(model)]
+    return Model(params=sum(p.numel() for p in model.parameters()), conv_params=sum(conv_sizes),
+                 largest_conv=max(conv_sizes), macs=sum(macs),
+                 macs_from_conv=tuple(sum(macs[i:]) for i in conv_at), activations=activations)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one job asks for: memory and disk in MB, runtime in minutes; and, for the plan,
+    the device memory of a GPU job and its hours of compute."""
+
+    mem_mb: int
+    disk_mb: int
+    runtime: int
+    device_mb: int = 0
+    hours: float = 0.0
+
+
+def _mb(value_bytes: float) -> int:
+    return int(math.ceil(value_bytes * MARGIN / MB))
+
+
+def _minutes(seconds: float) -> int:
+    return max(10, int(math.ceil(seconds * MARGIN / 60)))
+
+
+def run_bytes(train: TrainSpec, model: Model) -> int:
+    """Disk of a finished run: every epoch's file under the snapshot policy, plus the history."""
+    if train.snapshots == "conv":
+        return 2 * model.state_bytes + max(0, train.epochs - 1) * model.conv_bytes
+    return (train.epochs + 1) * model.state_bytes
+
+
+def flops_rate(exp: ExperimentSpec, measured: float | None = None) -> tuple[float, str]:
+    """Training FLOP/s of ``exp``'s device, and where the number comes from."""
+    if measured:
+        return measured, "measured"
+    if exp.device == "cpu":
+        return ASSUMED_CPU_FLOPS, "calibrated"
+    return ASSUMED_GPU_FLOPS[exp.train.precision] * exp.gpus, "assumed"
+
+
+def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
+    """One training job (one seed): host memory of all its processes (one per GPU), device memory
+    of one GPU, hours summed over its GPUs."""
+    model = model_size(exp.train, data.channels, data.classes, data.height)
+    batch = exp.train.batch_size // max(1, exp.gpus)  # each process's share (memory per process and GPU)
+    # host: weights, momentum, a copy being saved; the loader's batches (uint8 and float)
+    host = BASE_MB * MB + 3 * model.state_bytes + 4 * batch * data.image_bytes * 5
+    if data.height >= 128:  # quasi-random order over FFCV's own page cache: 2 × batch pages of 8 MiB
+        host += 2 * batch * 8 * MB
+    # device: weights, gradients, momentum; each layer's output kept for backward (and its gradient)
+    device = 3 * model.state_bytes + 2 * 4 * batch * model.activations
+    host *= exp.gpus if exp.device != "cpu" else 1  # one process per GPU in the job
+    seconds = 6 * model.macs * data.n_train * exp.train.epochs / flops_rate(exp, measured)[0]
+    disk = run_bytes(exp.train, model) + model.state_bytes  # and the last momentum, while it trains
+    return Needs(_mb(host), _mb(disk), _minutes(seconds), _mb(device) if exp.device != "cpu" else 0,
+                 seconds / 3600 * (exp.gpus if exp.device != "cpu" else 0))
+
+
+def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
+    """One re-initialization sweep (one seed): every conv layer reset to each of E + 2 sources."""
+    model = model_size(exp.train, data.channels, data.classes, data.height)
+    test = data.n_test * data.image_bytes
+    host = BASE_MB * MB + 3 * model.state_bytes + test + 2 * 4 * model.largest_conv
+    sources = exp.train.epochs + 2
+    forward = data.n_test * (model.macs + sources * sum(model.macs_from_conv))
+    rate = flops_rate(exp, measured)[0] / max(1, exp.gpus)  # one GPU
+    seconds = 2 * forward / rate * 3  # forward only (a third of training's arithmetic)
+    device = test + model.state_bytes if exp.device != "cpu" else 0
+    return Needs(_mb(host), 10, _minutes(seconds), _mb(device), seconds / 3600 if exp.device != "cpu" else 0)
+
+
+def filters_needs(exp: ExperimentSpec, data: Data) -> Needs:
+    """One filter table (one seed): every epoch's conv weights, read one epoch at a time."""
+    model = model_size(exp.train, data.channels, data.classes, data.height)
+    filters = _filter_count(exp, data)
+    rows = (exp.train.epochs + 1) * filters
+    host = BASE_MB * MB + 2 * model.state_bytes + 200 * rows
+    return Needs(_mb(host), _mb(40 * rows), _minutes(rows / 2e5))
+
+
+@functools.lru_cache(maxsize=None)
+def _filter_count(exp: ExperimentSpec, data: Data) -> int:
+    import torch
+
+    from .models import build_model, conv_layers
+
+    with torch.device("meta"):
+        model = build_model(exp.train.model, data.channels, data.classes, data.height)
+    return sum(conv.out_channels for _, conv in conv_layers(model))
+
+
+def convert_needs(spec: DatasetSpec) -> Needs:
+    """Converting one dataset: the arrays in memory (raw sources) or the writer's workers (JPEG)."""
+    data = data_size(spec)
+    if spec.source == "imagenet":
+        host = BASE_MB * MB + 8 * 2 * IMAGENET_AREA_AT_500 * 3 * 64  # 8 writer workers with a few images each
+        seconds = (data.n_train + data.n_test) / 400  # JPEG encoding at ~400 images/s on 8 cores
+    else:
+        host = BASE_MB * MB + 3 * (data.n_train + data.n_test) * data.image_bytes
+        seconds = (data.n_train + data.n_test) / 20_000
+    return Needs(_mb(host), _mb(data.train_bytes + data.test_bytes), _minutes(seconds))

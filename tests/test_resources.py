@@ -1,0 +1,124 @@
+"""The resource model and `convbias plan`: sizes against real models and files, targets, totals."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from convbias.config import load_config
+from convbias.models import build_model, conv_layers
+from convbias.resources import (MARGIN, convert_needs, data_size, model_size, reinit_needs, run_bytes,
+                                train_needs)
+from convbias.specs import DatasetSpec, ExperimentSpec, ModelSpec, TrainSpec
+
+ROOT = Path(__file__).parents[1]
+
+
+def study():
+    return load_config(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+
+
+@pytest.mark.parametrize("arch,head,size", [("vgg19", "torchvision", 32), ("lenet", "lenet", 28), ("vgg11", "compact", 32)])
+def test_model_sizes_are_those_of_the_real_model(arch, head, size):
+    """Parameters counted on the real model; MACs against hooks on a real forward pass."""
+    spec = TrainSpec(model=ModelSpec(arch, head=head, width=0.25), epochs=1)
+    sizes = model_size(spec, 1, 10, size)
+    model = build_model(spec.model, 1, 10, size)
+    assert sizes.params == sum(p.numel() for p in model.parameters())
+    convs = [sum(p.numel() for p in c.parameters()) for _, c in conv_layers(model)]
+    assert (sizes.conv_params, sizes.largest_conv) == (sum(convs), max(convs))
+    macs = []
+    hook = lambda m, i, o: macs.append(o.numel() * (m.weight[0].numel() if isinstance(m, torch.nn.Conv2d)  # noqa: E731
+                                                    else m.in_features))
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(hook)
+    model.eval()(torch.zeros(1, 1, size, size))
+    assert sizes.macs == sum(macs)
+    assert sizes.macs_from_conv[0] == sizes.macs and list(sizes.macs_from_conv) == sorted(sizes.macs_from_conv, reverse=True)
+    assert len(sizes.macs_from_conv) == len(convs)
+
+
+def test_the_authors_vgg19_keeps_80_of_558_mb_per_epoch_under_conv_snapshots():
+    spec = TrainSpec(model=ModelSpec("vgg19", head="torchvision"), epochs=100, snapshots="conv")
+    sizes = model_size(spec, 3, 10, 32)
+    assert round(sizes.conv_bytes / 1e6) == 80 and round(sizes.state_bytes / 1e6) == 558
+    assert run_bytes(spec, sizes) == 2 * sizes.state_bytes + 99 * sizes.conv_bytes
+    full = TrainSpec(**{**spec.__dict__, "snapshots": "full"})
+    assert run_bytes(full, sizes) == 101 * sizes.state_bytes  # ≈ 56 GB per run, 6.2× the conv run
+
+
+def test_converted_sizes_follow_the_files_ffcv_writes(tmp_path):
+    """A synthetic dataset converted for real (one writer worker): each file is at most the
+    predicted size, and more than it less the pages the other writer workers could leave begun."""
+    from convbias.data.convert import convert
+    from convbias.resources import FFCV_PAGE, WRITER_WORKERS
+
+    spec = DatasetSpec.from_config({"source": "synthetic", "pad": 2,
+                                    "synthetic": {"n_train": 3000, "n_test": 500, "size": 28, "channels": 3}})
+    data = data_size(spec)
+    assert (data.height, data.width, data.channels, data.n_train, data.n_test) == (32, 32, 3, 3000, 500)
+    convert("s", spec, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
+    for split, predicted in (("train", data.train_bytes), ("test", data.test_bytes)):
+        size = (tmp_path / f"{split}.beton").stat().st_size
+        assert predicted - (WRITER_WORKERS - 1) * FFCV_PAGE - 2**16 <= size <= predicted, split
+    needs = convert_needs(spec)
+    assert needs.disk_mb == math.ceil((data.train_bytes + data.test_bytes) * MARGIN / 2**20)
+
+
+def test_jobs_grow_with_what_they_hold():
+    """More GPUs split the batch (less device memory per GPU, more host memory per job), more
+    epochs take longer and more disk, ImageNet sweeps hold the test set."""
+    s = study()
+    exp = s.experiments["vgg19_imagenet_step"]
+    data = data_size(s.datasets[exp.dataset])
+    one = ExperimentSpec(**{**exp.__dict__, "gpus": 1})
+    four, single = train_needs(exp, data), train_needs(one, data)
+    assert four.device_mb < single.device_mb and four.mem_mb > single.mem_mb
+    assert four.hours == pytest.approx(single.hours, rel=1e-9)  # the same arithmetic, over 4 GPUs
+    assert four.runtime < single.runtime
+    longer = ExperimentSpec(**{**exp.__dict__, "train": TrainSpec(**{**exp.train.__dict__, "epochs": 150})})
+    assert train_needs(longer, data).disk_mb > four.disk_mb and train_needs(longer, data).hours == pytest.approx(2 * four.hours)
+    sweep = reinit_needs(exp, data)
+    assert sweep.mem_mb * 2**20 > data.n_test * data.image_bytes  # the test set is in memory
+    cpu = ExperimentSpec(**{**exp.__dict__, "device": "cpu"})
+    assert train_needs(cpu, data).device_mb == 0 and train_needs(cpu, data).hours == 0
+
+
+def test_plan_targets_and_totals(capsys):
+    from convbias.cli import main
+    from convbias.plan import plan, target_figures
+
+    s = study()
+    cifar = target_figures(s, "cifar")
+    assert cifar and all(s.datasets[s.experiments[e].dataset].source in ("cifar10", "cifar100")
+                         for f in cifar for e in s.figures[f].experiments)
+    assert "fig7" in cifar and "fig4" not in cifar  # fig 4 is AlexNet on ImageNet
+    table = plan(s, "quickstart", runs=ROOT / "nowhere")
+    assert set(table["experiment"]) == {e for f in target_figures(s, "quickstart") for e in s.figures[f].experiments}
+    assert set(table["rate"]) == {"calibrated"} and (table["device"] == "cpu").all()
+    fig7 = plan(s, "fig7", runs=ROOT / "nowhere")
+    assert list(fig7["experiment"]) == ["vgg19_cifar10_step"] and fig7["runs"].item() == 10 and fig7["sweeps"].item() == 0
+    assert main(["plan", "cifar", "--runs", str(ROOT / "nowhere")]) == 0
+    out = capsys.readouterr().out
+    assert "vgg19_cifar10_step" in out and "GPU-hours" in out and "alexnet" not in out
+    assert main(["plan", "nope"]) == 2 and "unknown target 'nope'" in capsys.readouterr().err
+
+
+def test_measured_speed_replaces_the_assumed_one(tmp_path):
+    import pandas as pd
+
+    from convbias.plan import plan
+
+    s = study()
+    (tmp_path / "quickstart_lenet" / "seed0").mkdir(parents=True)
+    pd.DataFrame({"images_per_second": [float("nan"), 1000.0, 1000.0]}).to_parquet(
+        tmp_path / "quickstart_lenet" / "seed0" / "history.parquet")
+    table = plan(s, "quickstart", runs=tmp_path).set_index("experiment")
+    assert table.loc["quickstart_lenet", "rate"] == "measured"
+    exp = s.experiments["quickstart_lenet"]
+    data = data_size(s.datasets[exp.dataset])
+    seconds = data.n_train * exp.train.epochs / 1000.0  # at 1000 images/s
+    assert table.loc["quickstart_lenet", "hours"] == pytest.approx(len(exp.seeds) * seconds / 3600)
