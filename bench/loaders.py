@@ -4,7 +4,7 @@ Same images, same batch size, same number of workers, equivalent augmentation:
   CIFAR-shaped raw uint8 (32×32×3): shifts of up to 4 pixels + horizontal flip + standardization;
   ImageNet-shaped JPEGs: random resized crop 224 + horizontal flip + standardization.
 Prints images per second of each and the ratio.  Usage:
-  .venv/bin/python bench/loaders.py [--images 20000] [--jpegs 2000] [--workers 2] [--device cpu]
+  .venv/bin/python bench/loaders.py [--images 20000] [--jpegs 2000] [--workers 2] [--repeats 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -53,11 +53,19 @@ def rate(batches, device, epochs: int = 2) -> tuple[float, float]:
     return times[0], float(np.mean(times[1:]))
 
 
-def compare(name, ffcv_batches, torch_batches, device):
-    f_first, f = rate(ffcv_batches, device)
-    t_first, t = rate(torch_batches, device)
-    print(f"{name:<18} FFCV {f:9.0f} img/s (first epoch {f_first:.0f})   torchvision {t:9.0f} img/s   "
-          f"ratio {f / t:5.2f}x")
+def compare(name, ffcv_batches, torch_batches, device, repeats: int = 3):
+    """Both pipelines ``repeats`` times, interleaved (the one that goes first alternating); the
+    ratio of each round's steady-state rates, min and median."""
+    rounds = []
+    for r in range(repeats):
+        sides = [ffcv_batches, torch_batches] if r % 2 == 0 else [torch_batches, ffcv_batches]
+        measured = {id(b): rate(b, device) for b in sides}
+        rounds.append((measured[id(ffcv_batches)], measured[id(torch_batches)]))
+    ratios = sorted(f[1] / t[1] for f, t in rounds)
+    for (f_first, f), (_, t) in rounds:
+        print(f"{name:<18} FFCV {f:9.0f} img/s (first epoch {f_first:.0f})   torchvision {t:9.0f} img/s   "
+              f"ratio {f / t:5.2f}x")
+    print(f"{name:<18} ratio over {repeats} interleaved rounds: min {ratios[0]:.2f}x  median {np.median(ratios):.2f}x")
 
 
 def main():
@@ -66,6 +74,7 @@ def main():
     parser.add_argument("--jpegs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of both pipelines")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -92,7 +101,7 @@ def main():
     tv_loader = DataLoader(ArrayDataset(arrays.train_images, arrays.train_labels, tv), batch_size=args.batch_size,
                            shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda",
                            persistent_workers=True)
-    compare("CIFAR-shaped raw", ffcv_batches, lambda: iter(tv_loader), device)
+    compare("CIFAR-shaped raw", ffcv_batches, lambda: iter(tv_loader), device, args.repeats)
 
     # ImageNet-shaped JPEGs: ~400×350 photos-like images in an ImageFolder
     rng = np.random.default_rng(0)
@@ -117,7 +126,7 @@ def main():
     tv_loader = DataLoader(datasets.ImageFolder(str(work / "imagenet" / "train"), tv), batch_size=args.batch_size,
                            shuffle=True, num_workers=args.workers, pin_memory=device.type == "cuda",
                            persistent_workers=True)
-    compare("ImageNet-shaped JPEG", ffcv_batches, lambda: iter(tv_loader), device)
+    compare("ImageNet-shaped JPEG", ffcv_batches, lambda: iter(tv_loader), device, args.repeats)
 
 
 if __name__ == "__main__":

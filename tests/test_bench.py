@@ -1,6 +1,7 @@
 """The benchmark scripts still run (on tiny inputs, on the CPU); their numbers are not checked here."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,13 @@ def test_reinit_memory_bench_measures_both_sides_interleaved():
     rows = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line.split()[:1] in (["10"], ["11"])}
     assert set(rows) == {"10", "11"} and all(float(cell) > 100 for row in rows.values() for cell in row[1:] if cell != "/")
     assert "lazy (ours): 11 vs 10 sources, ratio min" in out.stdout
+
+
+@pytest.mark.subprocess
+def test_loaders_bench_reports_interleaved_rounds_of_both_pipelines():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "loaders.py"), "--images", "256", "--jpegs", "32",
+                          "--batch-size", "64", "--repeats", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("CIFAR-shaped raw", "ImageNet-shaped JPEG"):
+        rounds = [line for line in out.stdout.splitlines() if line.startswith(name) and "torchvision" in line]
+        assert len(rounds) == 2 and re.search(rf"{name}\s+ratio over 2 interleaved rounds: min", out.stdout)
