@@ -27,7 +27,7 @@ JOBS    ?= 2
 MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.figures* convbias.checkpoints* \
            convbias.claims* convbias.data.variants* convbias.data.sources* convbias.data.dataset*
 SAMPLED ?= convbias.train convbias.runs convbias.data.loaders convbias.data.transform convbias.data.convert
-SAMPLE  ?= 15
+SAMPLE  ?= 20
 mutation: setup
 	@$(VENV)/bin/pip show -qq mutmut 2>/dev/null || $(VENV)/bin/pip install -qq $(MUTMUT)
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(JOBS) $(foreach m,$(MUTANTS),'$(m)')
