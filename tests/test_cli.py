@@ -72,3 +72,21 @@ def test_stats_strips_torch_compile_prefix(tmp_path):
     torch.save(state, tmp_path / "w.pt")
     assert main(["stats", str(tmp_path / "w.pt"), "--output", str(tmp_path / "t.csv")]) == 0
     assert list(pd.read_csv(tmp_path / "t.csv")["name"]) == ["conv"]
+
+
+def test_stats_of_a_conv_snapshot_equal_those_of_the_full_state(tmp_path):
+    """Under `snapshots: conv` an epoch keeps only its conv tensors: the same table."""
+    from convbias.models import build_model, conv_layers
+    from convbias.specs import ModelSpec
+
+    torch.manual_seed(3)
+    model = build_model(ModelSpec("vgg11", width=0.125), 3, 10, 32)
+    names = [n for n, _ in conv_layers(model)]
+    full = model.state_dict()
+    conv = {k: v for k, v in full.items() if k.rsplit(".", 1)[0] in names}
+    assert len(conv) < len(full)
+    for name, state in (("full", full), ("conv", conv)):
+        save_weights(tmp_path / f"{name}.safetensors", state, conv_layers=names, contents=name)
+        assert main(["stats", str(tmp_path / f"{name}.safetensors"), "--output", str(tmp_path / f"{name}.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "conv.csv"), pd.read_csv(tmp_path / "full.csv"))
+    assert len(pd.read_csv(tmp_path / "conv.csv")) == len(names)
