@@ -20,13 +20,16 @@ test: setup
 # Mutants of the core modules against their fast tests (config: [tool.mutmut] in pyproject.toml,
 # test selection: MUTATION_TESTS in tests/conftest.py). Results stay in mutants/: a second run
 # checks only what changed. The score per module is printed at the end. MUTANTS are checked in
-# full; SAMPLED (whose tests train or convert, seconds per mutant) on a fixed 1-in-SAMPLE sample.
-# Everything: make mutation SAMPLE=1 (about fifteen times the sample: hours). Measured in README "Testing".
+# full; SAMPLED on a fixed 1-in-SAMPLE sample (MODULE:K: 1 in K) — the modules whose tests train or
+# convert (seconds per mutant), and figures and claims (hundreds of mutants, no target of their own).
+# Everything: make mutation SAMPLE=1 SAMPLED="convbias.train … convbias.figures convbias.claims" (hours).
+# Measured in README "Testing".
 MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
-MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.figures* convbias.checkpoints* \
-           convbias.claims* convbias.data.variants* convbias.data.sources* convbias.data.dataset*
-SAMPLED ?= convbias.train convbias.runs convbias.data.loaders convbias.data.transform convbias.data.convert
+MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.checkpoints* \
+           convbias.data.variants* convbias.data.sources* convbias.data.dataset*
+SAMPLED ?= convbias.train convbias.runs convbias.data.loaders convbias.data.transform convbias.data.convert \
+           convbias.figures:4 convbias.claims:4
 SAMPLE  ?= 20
 mutation: setup
 	@$(VENV)/bin/pip show -qq mutmut 2>/dev/null || $(VENV)/bin/pip install -qq $(MUTMUT)

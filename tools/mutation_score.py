@@ -3,9 +3,10 @@
 Killed = the tests failed (or hung: a timeout) with the mutant in place.  "no tests" (no fast
 test of the module reaches the mutated line) and "survived" count against the score.
 
-``--sample K MODULE...`` prints instead the names of a fixed 1-in-K sample of those modules'
-mutants (chosen by a hash of the name, so the same mutant is in or out on every run): the
-modules whose tests train or convert take seconds per mutant are scored on a sample.
+``--sample K MODULE[:RATE]...`` prints instead the names of a fixed 1-in-K (or 1-in-RATE) sample
+of those modules' mutants (chosen by a hash of the name, so the same mutant is in or out on
+every run): the modules whose tests train or convert take seconds per mutant, and the figures
+and claims (hundreds of mutants, no target of their own), are scored on a sample.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def in_sample(name: str, every: int) -> bool:
 
 
 def sample(every: int, modules: list[str]) -> list[str]:
-    """A fixed 1-in-``every`` sample of the mutants of ``modules`` (dotted, e.g. convbias.train)."""
-    prefixes = tuple(m + "." for m in modules)
-    return [name for name, _, _ in _results() if name.startswith(prefixes) and in_sample(name, every)]
+    """A fixed 1-in-``every`` sample of the mutants of ``modules`` (dotted, e.g. convbias.train;
+    ``convbias.figures:4`` gives that module its own rate, 1 in 4)."""
+    rates = {m.split(":")[0] + ".": int(m.split(":")[1]) if ":" in m else every for m in modules}
+    return [name for name, _, _ in _results()
+            for prefix, rate in rates.items() if name.startswith(prefix) and in_sample(name, rate)]
 
 
 def main() -> int:
