@@ -196,7 +196,7 @@ def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None)
     sources = exp.train.epochs + 2
     forward = data.n_test * (model.macs + sources * sum(model.macs_from_conv))
     rate = flops_rate(exp, measured)[0] / max(1, exp.gpus)  # one GPU
-    seconds = 2 * forward / rate * 3  # forward only (a third of training's arithmetic)
+    seconds = 2 * forward / rate  # forward passes only: 2 FLOPs per multiply-accumulate
     device = test + model.state_bytes if exp.device != "cpu" else 0
     return Needs(_mb(host), 10, _minutes(seconds), _mb(device), seconds / 3600 if exp.device != "cpu" else 0)
 
