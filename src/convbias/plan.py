@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import Study
-from .resources import data_size, flops_rate, model_size, reinit_needs, run_bytes, train_needs
+from .resources import data_size, flops_rate, model_of, reinit_needs, run_bytes, train_needs, train_seconds
 
 CIFAR = ("cifar10", "cifar100")
 
@@ -44,8 +44,7 @@ def measured_rate(study: Study, experiment: str, runs: Path) -> float | None:
     if not histories:
         return None
     exp = study.experiments[experiment]
-    data = data_size(study.datasets[exp.dataset])
-    model = model_size(exp.train, data.channels, data.classes, data.height)
+    model = model_of(exp, data_size(study.datasets[exp.dataset]))
     rates = pd.concat([pd.read_parquet(p) for p in histories])["images_per_second"]
     rates = rates[rates > 0]
     return float(6 * model.macs * rates.median()) if len(rates) else None
@@ -64,12 +63,13 @@ def plan(study: Study, target: str = "all", runs: str | Path = "results/runs") -
     for name in trained:
         exp = study.experiments[name]
         data = data_size(study.datasets[exp.dataset])
-        model = model_size(exp.train, data.channels, data.classes, data.height)
+        model = model_of(exp, data)
         measured = measured_rate(study, name, Path(runs))
         train, reinit = train_needs(exp, data, measured), reinit_needs(exp, data, measured)
         seeds, sweeps = len(exp.seeds), len(swept.get(name, ()))
         gpu = exp.device != "cpu"
-        hours = seeds * train.hours + sweeps * reinit.hours if gpu else seeds * _cpu_hours(exp, data, model, measured)
+        # GPU-hours; for a CPU experiment the core-hours of its training (one thread per job)
+        hours = seeds * train.hours + sweeps * reinit.hours if gpu else seeds * train_seconds(exp, data, measured) / 3600
         rows.append({
             "experiment": name, "dataset": exp.dataset, "runs": seeds, "epochs": exp.train.epochs,
             "snapshots": exp.train.snapshots, "sweeps": sweeps,
@@ -79,11 +79,6 @@ def plan(study: Study, target: str = "all", runs: str | Path = "results/runs") -
             "device": "gpu" if gpu else "cpu", "hours": hours, "rate": flops_rate(exp, measured)[1],
         })
     return pd.DataFrame(rows)
-
-
-def _cpu_hours(exp, data, model, measured) -> float:
-    """Core-hours of training one CPU experiment's seeds at its rate (no margin)."""
-    return 6 * model.macs * data.n_train * exp.train.epochs / flops_rate(exp, measured)[0] / 3600
 
 
 def datasets_disk(study: Study, experiments) -> float:

@@ -51,6 +51,7 @@ class Data:
     classes: int
     train_bytes: int  # the training .beton
     test_bytes: int
+    order: str = "random"  # how training reads it (DatasetSpec.training_order)
 
     @property
     def image_bytes(self) -> int:
@@ -68,9 +69,11 @@ def data_size(spec: DatasetSpec) -> Data:
         area = IMAGENET_AREA_AT_500 * min(1.0, spec.max_resolution / 500) ** 2
         stored = area * 3 * (spec.compress_probability * JPEG_RATIO + 1 - spec.compress_probability)
         h = w = spec.image_size
-        return Data(n_train, n_test, h, w, c, classes, int(n_train * stored), int(n_test * stored))
+        return Data(n_train, n_test, h, w, c, classes, int(n_train * stored), int(n_test * stored),
+                    spec.training_order())
     h, w = h + 2 * spec.pad, w + 2 * spec.pad
-    return Data(n_train, n_test, h, w, c, classes, beton_bytes(n_train, h * w * c), beton_bytes(n_test, h * w * c))
+    return Data(n_train, n_test, h, w, c, classes, beton_bytes(n_train, h * w * c), beton_bytes(n_test, h * w * c),
+                spec.training_order())
 
 
 FFCV_PAGE = 8 * MB  # DatasetWriter's default page size
@@ -94,6 +97,7 @@ class Model:
     macs: int
     macs_from_conv: tuple[int, ...]  # MACs of the layers from conv layer l to the output, per l
     activations: int  # elements of every layer's output for one image (what backward keeps)
+    filters: int  # of every conv layer (rows of an epoch's filter table)
 
     @property
     def state_bytes(self) -> int:
@@ -131,7 +135,18 @@ def model_size(train: TrainSpec, channels: int, classes: int, size: int) -> Mode
     conv_sizes = [sum(p.numel() for p in conv.parameters()) for _, conv in conv_layers(model)]
     return Model(params=sum(p.numel() for p in model.parameters()), conv_params=sum(conv_sizes),
                  largest_conv=max(conv_sizes), macs=sum(macs),
-                 macs_from_conv=tuple(sum(macs[i:]) for i in conv_at), activations=activations)
+                 macs_from_conv=tuple(sum(macs[i:]) for i in conv_at), activations=activations,
+                 filters=sum(conv.out_channels for _, conv in conv_layers(model)))
+
+
+def model_of(exp: ExperimentSpec, data: Data) -> Model:
+    """:class:`Model` of experiment ``exp`` trained on ``data``."""
+    return model_size(exp.train, data.channels, data.classes, data.height)
+
+
+def train_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
+    """Seconds of one training run's arithmetic (6 FLOPs per multiply-accumulate and image) at its rate."""
+    return 6 * model_of(exp, data).macs * data.n_train * exp.train.epochs / flops_rate(exp, measured)[0]
 
 
 @dataclass(frozen=True)
@@ -173,16 +188,16 @@ def flops_rate(exp: ExperimentSpec, measured: float | None = None) -> tuple[floa
 def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
     """One training job (one seed): host memory of all its processes (one per GPU), device memory
     of one GPU, hours summed over its GPUs."""
-    model = model_size(exp.train, data.channels, data.classes, data.height)
+    model = model_of(exp, data)
     batch = exp.train.batch_size // max(1, exp.gpus)  # each process's share (memory per process and GPU)
     # host: weights, momentum, a copy being saved; the loader's batches (uint8 and float)
     host = BASE_MB * MB + 3 * model.state_bytes + 4 * batch * data.image_bytes * 5
-    if data.height >= 128:  # quasi-random order over FFCV's own page cache: 2 × batch pages of 8 MiB
+    if data.order == "quasi_random":  # over FFCV's own page cache: 2 × batch pages of 8 MiB
         host += 2 * batch * 8 * MB
     # device: weights, gradients, momentum; each layer's output kept for backward (and its gradient)
     device = 3 * model.state_bytes + 2 * 4 * batch * model.activations
     host *= exp.gpus if exp.device != "cpu" else 1  # one process per GPU in the job
-    seconds = 6 * model.macs * data.n_train * exp.train.epochs / flops_rate(exp, measured)[0]
+    seconds = train_seconds(exp, data, measured)
     disk = run_bytes(exp.train, model) + model.state_bytes  # and the last momentum, while it trains
     return Needs(_mb(host), _mb(disk), _minutes(seconds), _mb(device) if exp.device != "cpu" else 0,
                  seconds / 3600 * (exp.gpus if exp.device != "cpu" else 0))
@@ -190,7 +205,7 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
 
 def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
     """One re-initialization sweep (one seed): every conv layer reset to each of E + 2 sources."""
-    model = model_size(exp.train, data.channels, data.classes, data.height)
+    model = model_of(exp, data)
     test = data.n_test * data.image_bytes
     host = BASE_MB * MB + 3 * model.state_bytes + test + 2 * 4 * model.largest_conv
     sources = exp.train.epochs + 2
@@ -203,22 +218,10 @@ def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None)
 
 def filters_needs(exp: ExperimentSpec, data: Data) -> Needs:
     """One filter table (one seed): every epoch's conv weights, read one epoch at a time."""
-    model = model_size(exp.train, data.channels, data.classes, data.height)
-    filters = _filter_count(exp, data)
-    rows = (exp.train.epochs + 1) * filters
+    model = model_of(exp, data)
+    rows = (exp.train.epochs + 1) * model.filters
     host = BASE_MB * MB + 2 * model.state_bytes + 200 * rows
     return Needs(_mb(host), _mb(40 * rows), _minutes(rows / 2e5))
-
-
-@functools.lru_cache(maxsize=None)
-def _filter_count(exp: ExperimentSpec, data: Data) -> int:
-    import torch
-
-    from .models import build_model, conv_layers
-
-    with torch.device("meta"):
-        model = build_model(exp.train.model, data.channels, data.classes, data.height)
-    return sum(conv.out_channels for _, conv in conv_layers(model))
 
 
 def convert_needs(spec: DatasetSpec) -> Needs:
