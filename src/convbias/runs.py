@@ -66,21 +66,6 @@ class RunFolder:
         """The conv layers' names in forward order, as training recorded them (the same in every epoch)."""
         return read_metadata(self.weights(0)).get("conv_layers")
 
-    def conv_tensors(self, epoch: int, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """The weight and bias of every conv layer (``layers``, default all) at ``epoch``, read alone."""
-        layers = self.conv_layers() if layers is None else layers
-        return load_weights(self.weights(epoch), conv_tensor_names(self.weights(epoch), layers))
-
-
-def conv_tensor_names(path: Path, layers: list[str]) -> list[str]:
-    """The names of the weight and bias tensors of ``layers`` in the weights file ``path``."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        stored = set(f.keys())
-    wanted = [f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")]
-    return [name for name in wanted if name in stored or name.endswith(".weight")]
-
 
 class WorkFolder(RunFolder):
     """A run in progress: it commits epochs (weights, momentum, history, then the progress file)
@@ -116,16 +101,17 @@ class WorkFolder(RunFolder):
             if old != self.momentum(epoch):
                 old.unlink()
         if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
+            layers = set(meta["conv_layers"])
+            conv = [key for key in model.state_dict() if key.rsplit(".", 1)[0] in layers]
             for earlier in range(1, epoch):
-                self.keep_conv_only(earlier, meta["conv_layers"])
+                self.keep_only(earlier, conv)
 
-    def keep_conv_only(self, epoch: int, layers: list[str]) -> None:
-        """Rewrite epoch ``epoch``'s file with only the tensors of conv ``layers`` (atomically)."""
+    def keep_only(self, epoch: int, keys: list[str]) -> None:
+        """Rewrite epoch ``epoch``'s full file with only the tensors ``keys`` (atomically)."""
         path = self.weights(epoch)
         meta = read_metadata(path)
-        if meta.get("contents") != "full":
-            return
-        save_weights(path, self.conv_tensors(epoch, layers), **{**meta, "contents": "conv"})
+        if meta.get("contents") == "full":
+            save_weights(path, load_weights(path, keys), **{**meta, "contents": "conv"})
 
     def restore(self, epoch: int, model, optimizer) -> list[dict]:
         model.load_state_dict(load_weights(self.weights(epoch)))
