@@ -65,6 +65,13 @@ def precision(name: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(saved[1])
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; to a GPU through pinned memory, so the host does not wait for the device."""
+    if device.type == "cuda":  # pragma: no mutate (GPU only)
+        return tensor.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
+    return tensor.to(device)
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context of ``precision`` (bf16 autocast; a no-op for fp32 and tf32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

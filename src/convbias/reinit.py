@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoints import load_weights
-from .devices import autocast
+from .devices import autocast, to_device
 from .models import conv_layers, sequential_layers
 
 Source = Mapping[str, torch.Tensor] | str | os.PathLike  # a state dict, or a weights file read lazily
@@ -147,7 +147,7 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
                     if same[i][j] is None:
                         same[i][j] = all(torch.equal(value[k], v) for k, v in final_conv[i].items())
                     if not same[i][j]:
-                        conv.load_state_dict({k: _to_device(v, device) for k, v in value.items()})
+                        conv.load_state_dict({k: to_device(v, device) for k, v in value.items()})
                         correct[i, j] += _count(layers[pos:], acts, y, batch)
                 conv.load_state_dict(kept[i])
                 progress.update()
@@ -168,13 +168,6 @@ def layer_state(source: Source, layer: str, keys: Sequence[str]) -> dict[str, to
     names = [f"{layer}.{k}" for k in keys]
     state = source if isinstance(source, Mapping) else load_weights(source, names)
     return {k: state[n] for k, n in zip(keys, names)}
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``; to a GPU through pinned memory, so the host does not wait for the device."""
-    if device.type == "cuda":  # pragma: no mutate (GPU only)
-        return tensor.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
-    return tensor.to(device)
 
 
 def _count(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.Tensor, batch: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..devices import to_device
 from .dataset import DatasetMeta
 from .variants import image_permutations
 
@@ -84,9 +85,7 @@ class BatchTransform:
         drawn = [self.draw(m, generator) for m in sizes]
         offsets, flips = torch.cat([d[0] for d in drawn]), torch.cat([d[1] for d in drawn])
         device = torch.device(device)
-        if device.type == "cuda":  # pragma: no mutate (GPU only; pinned, so the copy does not wait for the device)
-            offsets = offsets.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
-            flips = flips.pin_memory().to(device, non_blocking=True)  # pragma: no mutate
+        offsets, flips = to_device(offsets, device), to_device(flips, device)
         return list(zip(offsets.split(sizes), flips.split(sizes)))
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
