@@ -145,7 +145,7 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
                 for j, source in enumerate(sources.values()):
                     value = layer_state(source, name, list(kept[i]))
                     if same[i][j] is None:
-                        same[i][j] = all(torch.equal(value[k], v) for k, v in final_conv[i].items())
+                        same[i][j] = all(torch.equal(value[k].cpu(), v) for k, v in final_conv[i].items())
                     if not same[i][j]:
                         conv.load_state_dict({k: to_device(v, device) for k, v in value.items()})
                         correct[i, j] += _count(layers[pos:], acts, y, batch)
