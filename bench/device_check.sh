@@ -4,7 +4,8 @@
 #   bash bench/device_check.sh [gpu_check.py arguments]
 # Installs the FFCV wheel into a temporary folder, uses this checkout's src/ (no install), and
 # runs bench/gpu_check.py under a time limit (CHECK_LIMIT seconds, default 420). The log and the
-# figures (JSON) go to $OUT when it is set, else to the current folder.
+# figures (JSON) go to $OUT when it is set, else to the current folder. With LOADERS_LIMIT=S it then
+# also runs bench/loaders.py on the GPU (FFCV vs torchvision DataLoader, 8 workers) for at most S seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 site=$(mktemp -d)
@@ -17,4 +18,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 -c "import ffcv, torch, numba, numpy; print('ffcv', ffcv.__version__, 'torch', torch.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)" || exit 1
 timeout -k 10 "${CHECK_LIMIT:-420}" python3 bench/gpu_check.py --out "$out/gpu_check.json" "$@" 2>&1 \
   | tee "$out/gpu_check.log"
-exit "${PIPESTATUS[0]}"
+status=${PIPESTATUS[0]}
+if [ -n "${LOADERS_LIMIT:-}" ]; then
+  timeout -k 10 "$LOADERS_LIMIT" python3 bench/loaders.py --device cuda --workers 8 --images 20000 --jpegs 2000 \
+    --repeats 3 2>&1 | tee "$out/loaders.log"
+fi
+exit "$status"

@@ -22,6 +22,8 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert all(row["images_per_s"] > 0 and row["syncs_per_step"] == {} for row in result["cifar_loop"])  # no CUDA
     assert result["reinit_224"]["chunk"] >= result["reinit_224"]["batch"] >= 1
     assert result["precision"]["fp32"]["conv"] < 1e-5
+    assert result["augment_on_device"] == {"max_abs_diff": 0.0, "shifts_flips_equal": True}
+    assert result["reinit_224"]["first_seconds"] > 0 and all(r["first_3_steps_s"] > 0 for r in result["step_224"])
 
 
 def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
@@ -34,7 +36,9 @@ def test_cpu_vs_device_step_compares_two_runs_of_one_seed():
 
     meta = DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3)
     spec = TrainSpec(model=ModelSpec("vgg11", width=0.125, dropout=0.0), epochs=1)
-    assert cpu_vs_device_step(spec, meta, torch.device("cpu")) == (0.0, 0.0, 0.0)
+    dloss, dw, dinit, update, worst_ratio, worst = cpu_vs_device_step(spec, meta, torch.device("cpu"))
+    assert (dloss, dw, dinit, worst_ratio) == (0.0, 0.0, 0.0, 0.0)
+    assert update > 0 and worst.endswith(("weight", "bias"))  # the step did move the weights
 
 
 @pytest.mark.subprocess
