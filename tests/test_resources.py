@@ -122,3 +122,22 @@ def test_measured_speed_replaces_the_assumed_one(tmp_path):
     data = data_size(s.datasets[exp.dataset])
     seconds = data.n_train * exp.train.epochs / 1000.0  # at 1000 images/s
     assert table.loc["quickstart_lenet", "hours"] == pytest.approx(len(exp.seeds) * seconds / 3600)
+
+
+def test_gpu_hours_use_the_benchmarked_rate_of_the_image_size_and_precision():
+    """A GPU experiment's hours are its arithmetic over the GPU check's rate for its image size
+    (32×32 CIFAR: the launch-bound small rate; 224² ImageNet: the large one) and precision."""
+    from dataclasses import replace
+
+    from convbias.resources import GPU_FLOPS, flops_rate, train_seconds
+
+    s = study()
+    for name, size in (("vgg19_cifar10_step", "small"), ("alexnet_imagenet", "large")):
+        exp = s.experiments[name]
+        data = data_size(s.datasets[exp.dataset])
+        for precision in ("fp32", "tf32", "bf16"):
+            e = replace(exp, train=replace(exp.train, precision=precision))
+            assert flops_rate(e, data) == (GPU_FLOPS[size][precision] * e.gpus, "benchmarked")
+            flops = 6 * model_size(e.train, data.channels, data.classes, data.height).macs * data.n_train * e.train.epochs
+            assert train_seconds(e, data) == pytest.approx(flops / (GPU_FLOPS[size][precision] * e.gpus))
+    assert GPU_FLOPS["large"]["fp32"] > GPU_FLOPS["small"]["fp32"]  # a 32×32 step leaves the GPU waiting on the host

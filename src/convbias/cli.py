@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("target", nargs="?", default="all",
                       help="all (the paper study), quickstart, cifar (the paper figures trained on CIFAR) or a figure")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
-    plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the assumed one")
+    plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
     args = parser.parse_args(argv)
     if args.command == "plan":
         return print_plan(args.target, args.config, args.runs)
@@ -82,7 +82,8 @@ def print_plan(target: str, config: str, runs: str) -> int:
           + (f", {gpu['train_gpu_gb'].max():.3g} GB of GPU memory; {gpu['hours'].sum():.3g} GPU-hours" if len(gpu) else "")
           + (f"; {cpu['hours'].sum():.3g} CPU core-hours" if len(cpu) else ""))
     print("hours: measured = from the study's finished runs; calibrated = the CPU rate the quickstart "
-          "measured; assumed = not measured (see convbias.resources)")
+          "measured; benchmarked = one H200's rate in the GPU check (bench/gpu_check.py) for this "
+          "image size and precision (see convbias.resources)")
     return 0
 
 

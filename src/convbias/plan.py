@@ -4,7 +4,7 @@ For each experiment a target needs: its runs, the disk its finished runs keep, t
 one training and one re-initialization job (host, and GPU where it computes on one), and the
 hours of compute (GPU-hours for GPU experiments, CPU core-hours for CPU ones), from
 :mod:`convbias.resources`.  Where the study has finished runs of an experiment, their measured
-images/s replace the assumed rate (the ``rate`` column says which).
+images/s replace the benchmarked or calibrated rate (the ``rate`` column says which).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def plan(study: Study, target: str = "all", runs: str | Path = "results/runs") -
             "disk_gb": seeds * run_bytes(exp.train, model) / 1e9,
             "train_mem_gb": train.mem_mb / 1024, "train_gpu_gb": train.device_mb / 1024,
             "reinit_mem_gb": reinit.mem_mb / 1024 if sweeps else 0.0,
-            "device": "gpu" if gpu else "cpu", "hours": hours, "rate": flops_rate(exp, measured)[1],
+            "device": "gpu" if gpu else "cpu", "hours": hours, "rate": flops_rate(exp, data, measured)[1],
         })
     return pd.DataFrame(rows)
 

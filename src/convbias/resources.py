@@ -3,8 +3,8 @@
 A small model, in one place: sizes follow from the published sizes of each dataset source and
 from the model's parameters and multiply-accumulates (the model is built on PyTorch's ``meta``
 device: shapes only, no memory); times from a compute rate — one measured on this study's own
-finished runs where there are any (their ``history.parquet`` records images/s), else an assumed
-rate, which the plan says.  Rules ``convert``, ``train``, ``filters`` and ``reinit`` ask Slurm
+finished runs where there are any (their ``history.parquet`` records images/s), else the
+GPU check's benchmarked rate or, on the CPU, the quickstart's calibrated one; the plan says which.  Rules ``convert``, ``train``, ``filters`` and ``reinit`` ask Slurm
 for these (``mem_mb``, ``disk_mb``, ``runtime``); ``convbias plan`` prints them.
 
 Memory constants are measured peaks of this project's jobs on the CPU (``BASE_MB``: Python,
@@ -35,7 +35,13 @@ SOURCES = {
 IMAGENET_AREA_AT_500 = 400 * 350
 JPEG_RATIO = 1 / 8
 # compute rates when no run of the study has measured one (FLOP/s of training arithmetic)
-ASSUMED_GPU_FLOPS = {"fp32": 25e12, "tf32": 80e12, "bf16": 150e12}  # an H100 at ~40 % of peak: an assumption
+# One GPU, measured by bench/gpu_check.py on an NVIDIA H200 (torch 2.11, VGG19, batch 128; see
+# BENCHMARKS.md), by image size: at 32×32 a step is short enough that the host's kernel launches
+# bound TF32 and bf16 (GPU busy 41 % and 23 %); at 224² the GPU is the limit.  An H100 computes
+# at about the same rates.  Smaller models than VGG19 at 32×32 are more launch-bound still.
+GPU_FLOPS = {"small": {"fp32": 25.7e12, "tf32": 39.9e12, "bf16": 31.1e12},  # ≤ 64 px: 32×32 CIFAR-shaped
+             "large": {"fp32": 65.1e12, "tf32": 188e12, "bf16": 377e12}}  # 224², ImageNet-shaped
+SMALL_IMAGES = 64  # px: the largest side that takes the "small" rates
 ASSUMED_CPU_FLOPS = 100e9  # one core of the CI machine: the quickstart runs measured 99–105 GFLOP/s (6 × MACs × images/s)
 
 
@@ -146,7 +152,7 @@ def model_of(exp: ExperimentSpec, data: Data) -> Model:
 
 def train_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
     """Seconds of one training run's arithmetic (6 FLOPs per multiply-accumulate and image) at its rate."""
-    return 6 * model_of(exp, data).macs * data.n_train * exp.train.epochs / flops_rate(exp, measured)[0]
+    return 6 * model_of(exp, data).macs * data.n_train * exp.train.epochs / flops_rate(exp, data, measured)[0]
 
 
 @dataclass(frozen=True)
@@ -176,13 +182,16 @@ def run_bytes(train: TrainSpec, model: Model) -> int:
     return (train.epochs + 1) * model.state_bytes
 
 
-def flops_rate(exp: ExperimentSpec, measured: float | None = None) -> tuple[float, str]:
-    """Training FLOP/s of ``exp``'s device, and where the number comes from."""
+def flops_rate(exp: ExperimentSpec, data: Data, measured: float | None = None) -> tuple[float, str]:
+    """Training FLOP/s of ``exp``'s device on ``data``, and where the number comes from:
+    ``measured`` (this study's own runs), ``calibrated`` (CPU: the quickstart's runs) or
+    ``benchmarked`` (GPU: the GPU check's rates for this image size and precision)."""
     if measured:
         return measured, "measured"
     if exp.device == "cpu":
         return ASSUMED_CPU_FLOPS, "calibrated"
-    return ASSUMED_GPU_FLOPS[exp.train.precision] * exp.gpus, "assumed"
+    size = "small" if max(data.height, data.width) <= SMALL_IMAGES else "large"
+    return GPU_FLOPS[size][exp.train.precision] * exp.gpus, "benchmarked"
 
 
 def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
@@ -210,7 +219,7 @@ def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None)
     host = BASE_MB * MB + 3 * model.state_bytes + test + 2 * 4 * model.largest_conv
     sources = exp.train.epochs + 2
     forward = data.n_test * (model.macs + sources * sum(model.macs_from_conv))
-    rate = flops_rate(exp, measured)[0] / max(1, exp.gpus)  # one GPU
+    rate = flops_rate(exp, data, measured)[0] / max(1, exp.gpus)  # one GPU
     seconds = 2 * forward / rate  # forward passes only: 2 FLOPs per multiply-accumulate
     device = test + model.state_bytes if exp.device != "cpu" else 0
     return Needs(_mb(host), 10, _minutes(seconds), _mb(device), seconds / 3600 if exp.device != "cpu" else 0)
