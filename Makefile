@@ -1,7 +1,7 @@
 # Two commands for a fresh Debian machine (Python 3.11):
 #   make quickstart   set up, then run the Fashion-MNIST quickstart → results/quickstart/*.pdf
 #   make test         set up, then run the test suite
-#   make mutation     mutation-test the core modules (≈ 31 min on 2 cores; not part of CI)
+#   make mutation     mutation-test the core modules (≈ 20 min on 2 cores; not part of CI)
 # Both are idempotent: a second call installs nothing and rebuilds nothing.
 
 VENV   := .venv
