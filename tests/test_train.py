@@ -33,7 +33,7 @@ def test_training_writes_every_epoch_and_learns(data, tmp_path):
     meta, train, test = data
     history = train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == [f"epoch{e:03d}.safetensors" for e in range(4)] + ["history.parquet"]
+    assert sorted(p.name for p in run.iterdir()) == [f"epoch{e:03d}.safetensors" for e in range(4)] + ["history.parquet", "manifest.json"]
     assert not (tmp_path / "work").exists()
     assert list(pd.read_parquet(run / "history.parquet").columns) == HISTORY_COLUMNS
     assert list(history["epoch"]) == [0, 1, 2, 3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -24,11 +25,27 @@ def atomic_write(path: str | Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save_weights(path: str | Path, state: dict[str, torch.Tensor], **metadata) -> None:
-    """Write a state dict as safetensors; ``metadata`` values are stored as JSON strings."""
+def weights_bytes(state: dict[str, torch.Tensor], **metadata) -> bytes:
+    """The safetensors file of a state dict, in memory; ``metadata`` values are stored as JSON strings."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    meta = {k: json.dumps(v) for k, v in metadata.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()})
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], **metadata) -> str:
+    """Write a state dict as safetensors (atomically); returns the file's SHA-256."""
+    return write_bytes(path, weights_bytes(state, **metadata))
+
+
+def write_bytes(path: str | Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically; returns its SHA-256."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -48,6 +65,8 @@ def load_weights(path: str | Path, keys: Iterable[str] | None = None) -> dict[st
     file is never copied into memory); a torch file is loaded whole and the keys picked from it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path} is a folder; give one weights file in it (e.g. a run's epoch010.safetensors)")
     if not path.is_file():
         raise WeightsError(f"{path} does not exist")
     wanted = None if keys is None else list(keys)

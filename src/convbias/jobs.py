@@ -7,26 +7,45 @@ the modules they call know none.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from .runs import RunFolder
+from .runs import RunDamaged, RunFolder
+
+
+@contextlib.contextmanager
+def stops_with_one_sentence():
+    """A job that meets a damaged run or an unreadable weights file stops with the message alone
+    (it names the file and the fix), not a traceback."""
+    from .checkpoints import WeightsError
+    from .stats import NonFiniteWeights
+
+    try:
+        yield
+    except (RunDamaged, WeightsError, NonFiniteWeights) as err:
+        sys.exit(f"error: {err}")
 from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
 def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:
     """The per-filter table of a finished run: one row per (epoch, layer, filter) with its cosine."""
     from .checkpoints import load_weights
-    from .stats import checkpoint_filters
+    from .stats import NonFiniteWeights, checkpoint_filters
 
     run = RunFolder(run_dir)
+    run.verify()  # every epoch's file, against the run's manifest
     order = run.conv_layers()  # the same layers in every epoch of a run
     keys = None if order is None else [f"{name}.weight" for name in order]  # read nothing else
     frames = []
     for epoch in range(epochs + 1):
-        table = checkpoint_filters(load_weights(run.weights(epoch), keys), order, include_1x1=include_1x1)
+        try:
+            table = checkpoint_filters(load_weights(run.weights(epoch), keys), order, include_1x1=include_1x1)
+        except NonFiniteWeights as err:
+            raise NonFiniteWeights(f"{run.weights(epoch)}: {err}") from None
         table.insert(0, "epoch", epoch)
         frames.append(table)
     table = pd.concat(frames, ignore_index=True)
@@ -57,6 +76,7 @@ def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str |
     from .reinit import RAND_SEED_OFFSET, reinit_sweep
 
     meta, run = DatasetMeta.load(meta_file), RunFolder(run_dir)
+    run.verify()  # every epoch's file, against the run's manifest
     torch.set_num_threads(threads)
     device = resolve_device(device)
     use_device(device)
@@ -108,7 +128,7 @@ def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: S
     tables = {}
     for name, paths in inputs.items():
         if name == "histories":
-            frames = [RunFolder(p).history().assign(experiment=e, seed=s) for p, (e, s) in zip(paths, runs, strict=True)]
+            frames = [verified_history(p).assign(experiment=e, seed=s) for p, (e, s) in zip(paths, runs, strict=True)]
         else:
             frames = [pd.read_parquet(p) for p in paths]
         table = pd.concat(frames, ignore_index=True)
@@ -128,9 +148,16 @@ def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame
     evidence = []
     for name, files in experiments.items():
         meta = DatasetMeta.load(files["meta"])
-        history = pd.concat([RunFolder(run).history().assign(seed=int(seed)) for seed, run in files["runs"].items()],
+        history = pd.concat([verified_history(run).assign(seed=int(seed)) for seed, run in files["runs"].items()],
                             ignore_index=True)
         reinit = pd.concat([pd.read_parquet(p) for p in files["reinit"]], ignore_index=True) if files["reinit"] else None
         evidence.append(Evidence(name, pd.read_parquet(files["measure"]), history, reinit, meta.num_classes,
                                  meta.shape[2]))
     return scorecard(evidence, spec)
+
+
+def verified_history(run_dir: str | Path) -> pd.DataFrame:
+    """A finished run's history, after checking its file against the run's manifest."""
+    run = RunFolder(run_dir)
+    run.verify([RunFolder.HISTORY])
+    return run.history()

@@ -2,26 +2,39 @@
 
 A finished run (``results/runs/<experiment>/seed<s>/``) holds ``epoch{e:03d}.safetensors`` for
 every epoch e = 0…E (0 is the initialization) and ``history.parquet`` (one row per epoch).  A run
-in progress (its work folder) holds the same files for the epochs it has committed, plus the
-optimizer's momentum of the last one and ``progress.json``, which commits an epoch.
+in progress (its work folder) holds the weights of the epochs it has committed, the optimizer's
+momentum of the last one and ``progress.json``, which commits an epoch: it holds the history so
+far and the checksum of every file (written last, atomically).
 
 What an epoch's file keeps is the run's snapshot policy: ``full`` — every tensor of the model;
 ``conv`` — the weight and bias of every conv layer (what the statistics and the
 re-initialization sweep read), with the full state kept at epoch 0, at the final epoch and at
 the last committed epoch (the resume point).  Each file says which in its metadata (``contents``).
+
+Integrity: resuming checks the checksums the last commit recorded (a damaged work folder starts over, saying so); a finished run carries
+``manifest.json`` (its files' sizes and checksums, what the run is and where it was computed),
+and every job that reads a run checks the files it reads against it (:meth:`RunFolder.verify`).
+One process at a time works on a run: :func:`run_lock`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .checkpoints import atomic_write, load_weights, read_metadata, save_weights
+from .checkpoints import (atomic_write, file_sha256, load_weights, read_metadata, save_weights, weights_bytes,
+                          write_bytes)
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                    "seconds", "images_per_second"]
@@ -66,52 +79,141 @@ class RunFolder:
         """The conv layers' names in forward order, as training recorded them (the same in every epoch)."""
         return read_metadata(self.weights(0)).get("conv_layers")
 
+    MANIFEST = "manifest.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / self.MANIFEST
+
+    def manifest(self) -> dict | None:
+        """The finished run's manifest, or None (no run here, or one cut short before publishing ended)."""
+        try:
+            return json.loads(self.manifest_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def verify(self, names: Iterable[str] | None = None) -> dict:
+        """Check files ``names`` (default: all) of a finished run against its manifest — sizes,
+        then SHA-256 — and return the manifest; a damaged run raises :class:`RunDamaged`."""
+        manifest = self.manifest()
+        if manifest is None:
+            raise RunDamaged(self.path, f"has no readable {self.MANIFEST} (it was made before runs carried "
+                                        f"one, or its publishing was cut short)")
+        files = manifest["files"]
+        names = list(files) if names is None else list(names)
+        for name in names:
+            if name not in files:
+                raise RunDamaged(self.path, f"{name} is not in its manifest")
+            path = self.path / name
+            if not path.is_file():
+                raise RunDamaged(self.path, f"{name} is missing")
+            if path.stat().st_size != files[name]["bytes"]:
+                raise RunDamaged(self.path, f"{name} has {path.stat().st_size} bytes, its manifest says "
+                                            f"{files[name]['bytes']}")
+        for name in names:
+            if file_sha256(self.path / name) != files[name]["sha256"]:
+                raise RunDamaged(self.path, f"{name} does not match its manifest's checksum")
+        return manifest
+
+
+class RunDamaged(Exception):
+    """A finished run's files do not match its manifest: the message names the run and the fix."""
+
+    def __init__(self, path: Path, what: str):
+        super().__init__(f"run {path} is damaged: {what}; delete that folder and run snakemake again "
+                         f"(it retrains this run only), or check all runs with `convbias verify`")
+        self.path = path
+
 
 class WorkFolder(RunFolder):
-    """A run in progress: it commits epochs (weights, momentum, history, then the progress file)
-    and reads them back on resume — only for the run whose ``fingerprint`` it was started with."""
+    """A run in progress: it commits epochs (weights and momentum, then the progress file, which
+    holds the history)
+    and reads them back on resume — only for the run whose ``fingerprint`` it was started with,
+    and only if every file still has the checksum its commit recorded."""
 
     def __init__(self, path: str | Path, fingerprint: str):
         super().__init__(path)
         self.fingerprint = fingerprint
+        self.files: dict[str, list[str]] = {}  # name → SHA-256s it may have (two while a cut is pending)
 
-    def last_epoch(self, clear: bool = True) -> int | None:
-        """The last committed epoch of a run with this spec, or None (a stale folder is cleared)."""
+    def last_epoch(self, clear: bool = True, say=None) -> int | None:
+        """The last committed epoch of a run with this spec whose files are intact, or None; a
+        folder of another spec, or a damaged one (said in one line to ``say``), is cleared."""
+        state = None
         if self.progress_file.exists():
-            state = json.loads(self.progress_file.read_text())
-            if state.get("fingerprint") == self.fingerprint:
+            try:
+                state = json.loads(self.progress_file.read_text())
+            except ValueError:
+                state = {}
+        if state is not None and state.get("fingerprint") == self.fingerprint:
+            damaged = self._damaged(state.get("files"))
+            if damaged is None:
                 return int(state["epoch"])
+            if say is not None:
+                say(f"{self.path}: {damaged}; starting this run over from epoch 0")
         if clear and self.path.exists():
             shutil.rmtree(self.path)
+        self.files = {}
+        return None
+
+    def _damaged(self, files: dict | None) -> str | None:
+        """Why the committed files are not intact, or None (and ``self.files`` = their checksums)."""
+        if not files:
+            return "its progress file records no checksums (written before they were kept)"
+        actual = {}
+        for name, digests in files.items():
+            path = self.path / name
+            if not path.is_file():
+                return f"{name} is missing"
+            digest = file_sha256(path)
+            if digest not in digests:
+                return f"{name} is damaged (its checksum differs from the one its commit recorded)"
+            actual[name] = [digest]
+        self.files = actual
         return None
 
     def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full") -> None:
         """Write epoch ``epoch`` (the full state), then commit it; under the ``conv`` snapshot
-        policy the epochs before it (but 0) then keep only their conv layers' tensors."""
-        save_weights(self.weights(epoch), model.state_dict(), epoch=epoch, contents="full", **meta)
+        policy the epochs before it (but 0) then keep only their conv layers' tensors.
+
+        The progress file, written last, commits the epoch together with the checksum of every
+        file of the run; a cut still to be made is recorded with both checksums, so a commit
+        killed at any point leaves a folder that resumes from one epoch or the other."""
+        name = self.weights(epoch).name
+        self.files[name] = [save_weights(self.weights(epoch), model.state_dict(), epoch=epoch, contents="full", **meta)]
         momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()
                     if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
-        if momentum:
-            save_weights(self.momentum(epoch), momentum)
-        frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-        atomic_write(self.history_file, lambda tmp: frame.to_parquet(tmp, index=False))
-        state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch})
-        atomic_write(self.progress_file, lambda tmp: tmp.write_text(state))
         for old in self.momentum_files():
-            if old != self.momentum(epoch):
-                old.unlink()
+            self.files.pop(old.name, None)
+        if momentum:
+            self.files[self.momentum(epoch).name] = [save_weights(self.momentum(epoch), momentum)]
+        cuts = []
         if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
             layers = set(meta["conv_layers"])
             conv = [key for key in model.state_dict() if key.rsplit(".", 1)[0] in layers]
             for earlier in range(1, epoch):
-                self.keep_only(earlier, conv)
+                cut = self.cut(earlier, conv)
+                if cut is not None:
+                    cuts.append((earlier, cut))
+                    digests = self.files.setdefault(self.weights(earlier).name, [file_sha256(self.weights(earlier))])
+                    digests.append(hashlib.sha256(cut).hexdigest())
+        rows = pd.DataFrame(history, columns=HISTORY_COLUMNS).to_dict("records")  # the history commits with the epoch
+        state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch, "files": self.files, "history": rows})
+        atomic_write(self.progress_file, lambda tmp: tmp.write_text(state))
+        for earlier, cut in cuts:
+            self.files[self.weights(earlier).name] = [write_bytes(self.weights(earlier), cut)]
+        for old in self.momentum_files():
+            if old != self.momentum(epoch):
+                old.unlink()
 
-    def keep_only(self, epoch: int, keys: list[str]) -> None:
-        """Rewrite epoch ``epoch``'s full file with only the tensors ``keys`` (atomically)."""
+    def cut(self, epoch: int, keys: list[str]) -> bytes | None:
+        """Epoch ``epoch``'s file with only the tensors ``keys``, as bytes to write; None if it
+        keeps only those already."""
         path = self.weights(epoch)
         meta = read_metadata(path)
-        if meta.get("contents") == "full":
-            save_weights(path, load_weights(path, keys), **{**meta, "contents": "conv"})
+        if meta.get("contents") != "full":
+            return None
+        return weights_bytes(load_weights(path, keys), **{**meta, "contents": "conv"})
 
     def restore(self, epoch: int, model, optimizer) -> list[dict]:
         model.load_state_dict(load_weights(self.weights(epoch)))
@@ -121,12 +223,19 @@ class WorkFolder(RunFolder):
             for name, p in model.named_parameters():
                 if name in buffers:  # in the parameter's layout (channels-last): SGD keeps its multi-tensor path
                     optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffers[name])
-        history = self.history()
-        return history[history["epoch"] <= epoch].to_dict("records")
+        rows = json.loads(self.progress_file.read_text())["history"]
+        return [row for row in rows if row["epoch"] <= epoch]
 
-    def publish(self, out_dir: Path, epochs: int) -> None:
-        """Hard-link the finished run into ``out_dir``, then drop the work folder."""
+    def publish(self, out_dir: Path, epochs: int, about: dict) -> None:
+        """Hard-link the finished run into ``out_dir``, write its manifest (the files' sizes and
+        checksums, and ``about``: what the run is and where it was computed) last, then drop the
+        work folder.  Only a run whose manifest is written counts as published."""
         out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / self.MANIFEST).unlink(missing_ok=True)
+        frame = pd.DataFrame(json.loads(self.progress_file.read_text())["history"], columns=HISTORY_COLUMNS)
+        atomic_write(self.history_file, lambda tmp: frame.to_parquet(tmp, index=False))
+        self.files[self.HISTORY] = [file_sha256(self.history_file)]
+        files = {}
         for name in self.finished_files(epochs):
             target = out_dir / name
             target.unlink(missing_ok=True)
@@ -134,4 +243,55 @@ class WorkFolder(RunFolder):
                 os.link(self.path / name, target)
             except OSError:
                 shutil.copy2(self.path / name, target)
+            files[name] = {"bytes": target.stat().st_size, "sha256": self.files[name][-1]}
+        manifest = json.dumps({"format": 1, "files": files, **about}, indent=1)
+        atomic_write(out_dir / self.MANIFEST, lambda tmp: tmp.write_text(manifest + "\n"))
         shutil.rmtree(self.path)
+
+
+def published(out_dir: Path, fingerprint: str) -> bool:
+    """Whether ``out_dir`` holds a published run of ``fingerprint`` (its manifest says so)."""
+    manifest = RunFolder(out_dir).manifest()
+    return manifest is not None and manifest.get("fingerprint") == fingerprint
+
+
+@contextlib.contextmanager
+def run_lock(work_dir: Path, say=None):
+    """Hold the exclusive lock of the run whose work folder is ``work_dir`` (a file beside it:
+    ``<work_dir>.lock``, holding the PID and host of its holder).  A second process waits — saying which
+    PID it waits for — and then continues from what the first left.  On leaving, a run whose work
+    folder is gone (published) removes its lock file, and the folder holding both if now empty."""
+    lock = work_dir.with_name(work_dir.name + ".lock")
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a finishing holder removed the empty folder just now
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, host = os.pread(fd, 300, 0).decode(errors="replace").strip().partition(" ")
+            (say or _stderr)(f"waiting for process {pid or '?'}{f' on {host}' if host else ''}, which is working "
+                             f"on this run ({lock}); this one continues from what that one leaves")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break  # still the lock file of the run (a finished holder removes it)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}".encode(), 0)  # who holds it: for waiters and `convbias status`
+        yield
+    finally:
+        if not work_dir.exists():
+            lock.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                lock.parent.rmdir()  # the experiment's folder of work folders, once empty
+        os.close(fd)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

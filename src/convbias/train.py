@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,7 +34,7 @@ from .data.transform import BatchTransform
 from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
 from .devices import world as world_of_process
 from .models import conv_layers, init_model
-from .runs import HISTORY_COLUMNS, WorkFolder
+from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, published, run_lock
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -125,14 +126,28 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
 
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
               out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,  # pragma: no mutate
-              stop_after: int | None = None, order: str = "random", os_cache: bool = True) -> pd.DataFrame:
+              stop_after: int | None = None, order: str = "random", os_cache: bool = True,
+              lock: bool = True) -> pd.DataFrame:
     """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests).
 
     ``order``: the training loader's sample order (``random`` or ``quasi_random``, part of the
     run's identity); ``os_cache``: whether the loaders read through the OS page cache (speed only).
 
-    Run under ``torchrun`` (see :func:`launch`) it is one process of a data-parallel run.
+    One process at a time trains a run: this one holds the run's lock (:func:`convbias.runs.run_lock`)
+    — a second waits and then continues from what the first left, or finds the run published and
+    returns its history.  Run under ``torchrun`` (see :func:`launch`, which holds the lock) it is
+    one process of a data-parallel run.
     """
+    args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache)
+    if not lock or world_of_process()[1] > 1:
+        return _train(*args)
+    with run_lock(Path(work_dir)):
+        return _train(*args)
+
+
+def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
+           out_dir: str | Path, work_dir: str | Path, device: str, threads: int,  # pragma: no mutate
+           stop_after: int | None, order: str, os_cache: bool) -> pd.DataFrame:
     rank, world = world_of_process()
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:  # pragma: no mutate (GPU only)
@@ -141,6 +156,12 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     set_precision(spec.precision)
     torch.set_num_threads(max(1, threads))  # pragma: no mutate (speed only)
     work = WorkFolder(work_dir, spec.fingerprint(seed=seed, data=meta.__dict__, order=order))
+    if published(Path(out_dir), work.fingerprint):  # another process finished it while this one waited
+        if rank == 0:
+            tqdm.write(f"{out_dir} was finished and published by another process: nothing left to do", file=sys.stderr)
+            if work.path.exists():
+                shutil.rmtree(work.path)  # left by a publish killed after its manifest
+        return RunFolder(out_dir).history()
     # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
@@ -176,8 +197,9 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         if world > 1:
             torch.distributed.barrier()
 
+    say = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
     if rank == 0:
-        work.last_epoch()  # clears the folder of another spec before anyone reads it
+        work.last_epoch(say=say)  # clears the folder of another spec, or a damaged one, before anyone reads it
     if world > 1:
         torch.distributed.barrier()
     last = work.last_epoch(clear=False)
@@ -217,8 +239,39 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
         if stop_after is not None and epoch >= stop_after:
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)
     if rank == 0:
-        work.publish(Path(out_dir), spec.epochs)
+        about = {"fingerprint": work.fingerprint, "seed": seed, "spec": spec.to_dict(),
+                 "dataset": {"name": meta.name, "fingerprint": meta.fingerprint, "order": order},
+                 "computed": provenance(dev, spec.precision, world, [row["seconds"] for row in history])}
+        work.publish(Path(out_dir), spec.epochs, about)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def provenance(device: torch.device, precision: str, processes: int, seconds: list[float]) -> dict:
+    """Where and how a run was computed, for its manifest: the workflow's git commit, library
+    versions, the device, precision, number of processes and the wall time of each epoch."""
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    def version(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())  # pragma: no mutate
+    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+            "versions": {p: version(p) for p in ("convbias", "torch", "torchvision", "ffcv", "numpy")},
+            "python": platform.python_version(), "host": platform.node(), "device": f"{device.type}: {name}",
+            "precision": precision, "processes": processes, "seconds_per_epoch": seconds[1:]}
 
 
 def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs in child processes)
@@ -228,15 +281,16 @@ def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs 
     import tempfile
 
     work = Path(job["work_dir"])
-    work.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=work, prefix=".job-", delete=False) as f:
-        json.dump(job, f)
-    try:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "convbias.train", f.name]
-        result = subprocess.run(cmd)
-    finally:
-        Path(f.name).unlink(missing_ok=True)
+    with run_lock(work):  # for all the processes: one run, one job
+        with tempfile.NamedTemporaryFile("w", suffix=".json", dir=work.parent, prefix=f".{work.name}-job-",
+                                         delete=False) as f:
+            json.dump(job, f)
+        try:
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+                   "-m", "convbias.train", f.name]
+            result = subprocess.run(cmd)
+        finally:
+            Path(f.name).unlink(missing_ok=True)
     if result.returncode:
         raise RuntimeError(f"data-parallel training failed (exit status {result.returncode}); "
                            f"the log above names the failing process")

@@ -1,9 +1,10 @@
 """Rule claims: the claims scorecard of a study, written as CSV and printed in the job's log."""
 
 from convbias.claims import summary
-from convbias.jobs import claims
+from convbias.jobs import claims, stops_with_one_sentence
 from convbias.specs import ClaimsSpec
 
-table = claims(ClaimsSpec.from_config(snakemake.params.spec), snakemake.params.experiments)
+with stops_with_one_sentence():
+    table = claims(ClaimsSpec.from_config(snakemake.params.spec), snakemake.params.experiments)
 table.to_csv(snakemake.output[0], index=False)
 print(summary(table))

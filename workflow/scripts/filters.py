@@ -1,7 +1,8 @@
 """Rule filters: the filter table of one run, a row per (epoch, layer, filter)."""
 
-from convbias.jobs import run_filters
+from convbias.jobs import run_filters, stops_with_one_sentence
 
-table = run_filters(snakemake.input.run, snakemake.params.epochs, snakemake.params.include_1x1,
-                    snakemake.wildcards.experiment, int(snakemake.wildcards.seed))
+with stops_with_one_sentence():
+    table = run_filters(snakemake.input.run, snakemake.params.epochs, snakemake.params.include_1x1,
+                        snakemake.wildcards.experiment, int(snakemake.wildcards.seed))
 table.to_parquet(snakemake.output[0], index=False)

@@ -1,0 +1,350 @@
+"""A run is never lost, never mixed, never stuck: the run lock, verified resume, manifests of
+finished runs, and a fault-injection test that kills training anywhere and reruns it."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from convbias.checkpoints import file_sha256, load_weights
+from convbias.data.convert import convert
+from convbias.data.dataset import DatasetMeta
+from convbias.jobs import run_filters, stops_with_one_sentence, verified_history
+from convbias.runs import RunDamaged, RunFolder, WorkFolder, run_lock
+from convbias.specs import DatasetSpec, ModelSpec, TrainSpec
+from convbias.train import train_run
+from conftest import built_once
+
+SPEC = TrainSpec(model=ModelSpec("lenet", width=0.5, hidden=16, dropout=0.5), epochs=3, batch_size=64, lr=0.01,
+                 snapshots="conv")
+TIMING = ["seconds", "images_per_second"]
+
+
+@pytest.fixture(scope="module")
+def data(idx_dataset, request, tmp_path_factory):
+    def build(out):
+        spec = DatasetSpec.from_config({"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
+                                        "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"})
+        convert("tiny", spec, out / "train.beton", out / "test.beton", out / "meta.json")
+
+    out = built_once(request, tmp_path_factory, "runs-data", build, uses=("convbias.data",))
+    return DatasetMeta.load(out / "meta.json"), out / "train.beton", out / "test.beton"
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """An uninterrupted run of SPEC, seed 5: what every interrupted run must end up as."""
+    meta, train, test = data
+    root = tmp_path_factory.mktemp("reference")
+    train_run(SPEC, 5, meta, train, test, root / "run", root / "resume" / "exp" / "seed5")
+    return root / "run"
+
+
+def same_run(a, b, epochs=SPEC.epochs):
+    for e in range(epochs + 1):
+        x, y = load_weights(a / f"epoch{e:03d}.safetensors"), load_weights(b / f"epoch{e:03d}.safetensors")
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), e
+    pd.testing.assert_frame_equal(RunFolder(a).history().drop(columns=TIMING), RunFolder(b).history().drop(columns=TIMING))
+
+
+def test_a_finished_run_carries_a_manifest_of_its_files_and_provenance(reference, data):
+    meta, _, _ = data
+    manifest = json.loads((reference / "manifest.json").read_text())
+    names = [f"epoch{e:03d}.safetensors" for e in range(4)] + ["history.parquet"]
+    assert sorted(manifest["files"]) == sorted(names)
+    for name in names:  # checksums computed here, from the bytes on disk
+        import hashlib
+
+        data_bytes = (reference / name).read_bytes()
+        assert manifest["files"][name] == {"bytes": len(data_bytes), "sha256": hashlib.sha256(data_bytes).hexdigest()}
+    assert manifest["seed"] == 5 and manifest["spec"] == SPEC.to_dict()
+    assert manifest["dataset"]["fingerprint"] == meta.fingerprint and manifest["dataset"]["order"] == "random"
+    assert manifest["fingerprint"] == SPEC.fingerprint(seed=5, data=meta.__dict__, order="random")
+    computed = manifest["computed"]
+    assert computed["versions"]["torch"] == torch.__version__.split("+")[0] or computed["versions"]["torch"].startswith(
+        torch.__version__.split("+")[0])
+    assert set(computed["versions"]) == {"convbias", "torch", "torchvision", "ffcv", "numpy"}
+    assert computed["device"].startswith("cpu") and computed["precision"] == "fp32" and computed["processes"] == 1
+    assert len(computed["seconds_per_epoch"]) == 3 and all(s > 0 for s in computed["seconds_per_epoch"])
+    assert "git_commit" in computed
+    assert RunFolder(reference).verify() == manifest
+    # no lock file, no empty folder left in the resume folder
+    assert list((reference.parent / "resume").iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest"])
+def test_every_reader_of_a_damaged_run_stops_with_one_sentence_naming_it(reference, tmp_path, damage):
+    import shutil
+
+    run = shutil.copytree(reference, tmp_path / "run")
+    target = run / "epoch002.safetensors"
+    if damage == "flip":
+        raw = bytearray(target.read_bytes())
+        raw[-5] ^= 0xFF  # inside a tensor: the size stays, the checksum does not
+        target.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-10])
+    elif damage == "delete":
+        target.unlink()
+    else:
+        (run / "manifest.json").unlink()
+    with pytest.raises(RunDamaged) as err:
+        run_filters(run, 3, False, "exp", 5)
+    message = str(err.value)
+    assert str(run) in message and "delete that folder and run snakemake again" in message
+    assert {"flip": "checksum", "truncate": "bytes", "delete": "missing", "manifest": "manifest"}[damage] in message
+    with pytest.raises(SystemExit) as stopped:  # how a job ends: the sentence, no traceback
+        with stops_with_one_sentence():
+            run_filters(run, 3, False, "exp", 5)
+    assert str(stopped.value) == f"error: {message}"
+    if damage != "manifest":
+        verified_history(run)  # the history itself is intact: readers of it only go on
+    from convbias.cli import main
+
+    assert main(["verify", str(run), str(reference)]) == 1
+
+
+def test_convbias_verify_reports_every_run(reference, capsys):
+    from convbias.cli import main
+
+    assert main(["verify", str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok      {reference} (5 files" in out and "1 of 1 runs intact" in out
+
+
+def test_a_damaged_work_folder_starts_over_saying_so_and_ends_identical(data, reference, tmp_path, capsys):
+    meta, train, test = data
+    work = tmp_path / "resume" / "exp" / "seed5"
+    train_run(SPEC, 5, meta, train, test, tmp_path / "run", work, stop_after=2)
+    progress = json.loads((work / "progress.json").read_text())
+    assert progress["epoch"] == 2
+    # every file of the run so far has the checksum the commit recorded (the last, once a cut is made)
+    assert all(file_sha256(work / n) == digests[-1] for n, digests in progress["files"].items())
+    assert sorted(progress["files"]) == ["epoch000.safetensors", "epoch001.safetensors", "epoch002.safetensors",
+                                         "optimizer002.safetensors"]
+    assert [row["epoch"] for row in progress["history"]] == [0, 1, 2]  # the history commits with its epoch
+    raw = bytearray((work / "optimizer002.safetensors").read_bytes())
+    raw[-3] ^= 0x01
+    (work / "optimizer002.safetensors").write_bytes(bytes(raw))
+    capsys.readouterr()
+    train_run(SPEC, 5, meta, train, test, tmp_path / "run", work)
+    err = capsys.readouterr().err
+    assert "optimizer002.safetensors is damaged" in err and "starting this run over from epoch 0" in err
+    assert "resuming" not in err
+    same_run(reference, tmp_path / "run")
+    assert list((tmp_path / "resume").iterdir()) == []
+
+
+def test_a_killed_cut_leaves_a_folder_that_resumes(data, reference, tmp_path):
+    """Under conv snapshots a commit cuts the earlier epochs after its progress file: killed
+    between the two, the folder holds full files where the record allows either version."""
+    meta, train, test = data
+    work = WorkFolder(tmp_path / "w", "f")
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    meta_ = {"conv_layers": ["0"]}
+    for epoch in range(3):
+        model(torch.ones(1, 1, 4, 4)).sum().backward()
+        optimizer.step()
+        work.commit(epoch, model, optimizer, [], meta_, "conv")
+    before = (work.path / "epoch001.safetensors").read_bytes()
+    original = work.files["epoch002.safetensors"]
+    # the state a commit of epoch 3 killed right after its progress file leaves behind
+    import convbias.runs as runs
+
+    calls = []
+    real = runs.write_bytes
+    runs.write_bytes = lambda path, data: calls.append(path) or (_ for _ in ()).throw(KeyboardInterrupt())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            work.commit(3, model, optimizer, [], meta_, "conv")
+    finally:
+        runs.write_bytes = real
+    assert (work.path / "epoch001.safetensors").read_bytes() == before  # nothing cut yet
+    assert len(calls) == 1 and calls[0].name == "epoch002.safetensors"
+    again = WorkFolder(tmp_path / "w", "f")
+    assert again.last_epoch(clear=False) == 3  # the full epoch-2 file is one of the two allowed versions
+    assert again.files["epoch002.safetensors"] == original[:1]
+
+
+def test_a_second_process_waits_for_the_run_lock_and_names_its_holder(tmp_path):
+    work = tmp_path / "resume" / "exp" / "seed0"
+    events, said = [], []
+    with run_lock(work):
+        assert (tmp_path / "resume" / "exp" / "seed0.lock").read_text() == f"{os.getpid()} {socket.gethostname()}"
+
+        def second():
+            with run_lock(work, say=said.append):
+                events.append("second has it")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)
+        assert events == [] and thread.is_alive()  # still waiting
+        events.append("first done")
+    thread.join(10)
+    assert events == ["first done", "second has it"]
+    assert said == [f"waiting for process {os.getpid()} on {socket.gethostname()}, which is working on this run "
+                    f"({tmp_path / 'resume' / 'exp' / 'seed0.lock'}); this one continues from what that one leaves"]
+    assert list((tmp_path / "resume").iterdir()) == []  # no work folder: the lock file and its empty folder go
+
+
+def test_a_run_published_while_waiting_is_not_trained_again(data, reference, tmp_path, capsys):
+    meta, train, test = data
+    work = tmp_path / "resume" / "exp" / "seed5"
+    holder_started, results = threading.Event(), {}
+
+    def first():
+        with run_lock(work):
+            holder_started.set()
+            time.sleep(0.5)  # the second asks for the lock meanwhile
+            results["first"] = train_run(SPEC, 5, meta, train, test, tmp_path / "run", work, lock=False)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    holder_started.wait(10)
+    history = train_run(SPEC, 5, meta, train, test, tmp_path / "run", work)
+    thread.join(60)
+    err = capsys.readouterr().err
+    assert "waiting for process" in err and "was finished and published by another process" in err
+    pd.testing.assert_frame_equal(history, results["first"])
+    same_run(reference, tmp_path / "run")
+
+
+CHILD = """
+import json, os, signal, sys
+import torch
+from convbias import runs
+from convbias.specs import TrainSpec
+from convbias.data.dataset import DatasetMeta
+from convbias.train import train_run
+
+meta, train, test, out, work, spec, point, count = sys.argv[1:9]
+calls = [0]
+
+def dies_at(fn):
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args, **kwargs)
+    return wrapper
+
+if point == "step":  # mid-epoch, before the count-th SGD step
+    torch.optim.SGD.step = dies_at(torch.optim.SGD.step)
+elif point == "write":  # during a commit: before the count-th file write of the run folder
+    runs.atomic_write = dies_at(runs.atomic_write)
+    runs.save_weights = dies_at(runs.save_weights)
+    runs.write_bytes = dies_at(runs.write_bytes)
+elif point == "publish":  # publishing: before the count-th file is linked into the run folder
+    os.link = dies_at(os.link)
+train_run(TrainSpec.from_dict(json.loads(spec)), 5, DatasetMeta.load(meta), train, test, out, work)
+"""
+
+
+@pytest.mark.subprocess
+def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference, tmp_path):
+    """Seeded trials: SIGKILL mid-epoch, during a commit's writes or during publishing (and
+    sometimes damage a file of the work folder, or change the spec before the rerun); then rerun
+    as a user would.  Each time the run completes, equal to an uninterrupted run of its spec, and
+    no rerun is stuck."""
+    meta, train, test = data
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    meta_file = str(train.with_name("meta.json"))
+    steps = SPEC.epochs * -(-int(len(DatasetMeta.load(meta_file).train_indices())) // SPEC.batch_size)
+    other = TrainSpec(**{**SPEC.__dict__, "lr": 2 * SPEC.lr})
+    other_reference = tmp_path / "other"
+    train_run(other, 5, meta, train, test, other_reference, tmp_path / "w-other")
+    rng = random.Random(20261128)
+    plans = []
+    for trial in range(10):
+        point = ["step", "write", "publish"][trial % 3]
+        count = {"step": rng.randint(1, steps), "write": rng.randint(1, 3 * (SPEC.epochs + 1)),
+                 "publish": rng.randint(1, SPEC.epochs + 2)}[point]
+        plans.append((trial, point, count, ["none", "damage", "other spec", "damage"][trial % 4], rng.random()))
+
+    def trial_run(plan):
+        trial, point, count, twist, pick = plan
+        out, work = tmp_path / f"run{trial}", tmp_path / "resume" / f"exp{trial}" / "seed5"
+
+        def child(spec, point="none", count=0):
+            return subprocess.run([sys.executable, str(script), meta_file, str(train), str(test), str(out), str(work),
+                                   json.dumps(spec.to_dict()), point, str(count)],
+                                  capture_output=True, text=True, timeout=120)
+
+        killed = child(SPEC, point, count)
+        assert killed.returncode == -signal.SIGKILL, (point, count, killed.stderr[-2000:])
+        files = sorted(p for p in work.iterdir() if p.suffix == ".safetensors") if work.exists() else []
+        if twist == "damage" and files:
+            victim = files[int(pick * len(files))]
+            raw = bytearray(victim.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            victim.write_bytes(bytes(raw))
+        spec, expected = (other, other_reference) if twist == "other spec" else (SPEC, reference)
+        rerun = child(spec)  # as a user would: the same command again
+        assert rerun.returncode == 0, (point, count, twist, rerun.stderr[-3000:])
+        same_run(expected, out)
+        assert RunFolder(out).verify()["spec"] == spec.to_dict()
+        assert not work.exists() and not work.parent.exists()  # no work folder, lock file or empty folder left
+        said = [line.split(": ", 1)[-1] if "starting" in line else line.split(" saved")[0]
+                for line in rerun.stderr.splitlines() if "resuming" in line or "starting this run over" in line]
+        return point, count, twist, said[0] if said else "trained from epoch 0"
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # two trials at a time: each child mostly starts Python and torch
+        outcomes = list(pool.map(trial_run, plans))
+    print("\n".join(map(str, outcomes)))
+    assert {o[0] for o in outcomes} == {"step", "write", "publish"}
+
+
+def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, reference, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from convbias.cli import main
+    from convbias.config import load_config
+    from convbias.status import status
+
+    meta, train, test = data
+    config = {"datasets": {"d": {"source": "mnist", "path": "x"}},
+              "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 3, "seeds": [0, 1, 2, 3]}},
+              "figures": {"f": {"kind": "measure", "study": "quickstart", "experiments": ["e"], "caption": "c"}}}
+    runs, resume = tmp_path / "results" / "runs", tmp_path / "results" / "resume"
+    shutil.copytree(reference, runs / "e" / "seed0")
+    train_run(SPEC, 5, meta, train, test, tmp_path / "unused", resume / "e" / "seed1", stop_after=2)
+    shutil.copytree(resume / "e" / "seed1", resume / "e" / "seed2")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (resume / "e" / "seed1.lock").write_text(f"{dead.stdout.strip()} {socket.gethostname()}")  # killed holder
+    (resume / "e" / "seed2.lock").write_text(f"{os.getpid()} {socket.gethostname()}")  # a live one
+    table = status(load_config(config), "quickstart", runs, resume).set_index("seed")
+    assert list(table["state"]) == ["done", "interrupted", "running", "not started"]
+    assert list(table["epoch"]) == [3, 2, 2, 0] and (table["epochs"] == 3).all()
+    final = RunFolder(reference).history().iloc[-1]
+    assert table.loc[0, "test_acc"] == final["test_acc"] and table.loc[0, "hours_left"] == 0
+    progress = json.loads((resume / "e" / "seed2" / "progress.json").read_text())
+    per_epoch = (progress["history"][1]["seconds"] + progress["history"][2]["seconds"]) / 2
+    assert table.loc[2, "val_acc"] == progress["history"][2]["val_acc"]
+    assert table.loc[2, "hours_left"] == pytest.approx(per_epoch / 3600)
+    # held on another host: running while its last commit is recent, interrupted once it is old
+    (resume / "e" / "seed2.lock").write_text("12345 some-compute-node")
+    assert status(load_config(config), "quickstart", runs, resume).set_index("seed").loc[2, "state"] == "running"
+    old = time.time() - 7200
+    os.utime(resume / "e" / "seed2" / "progress.json", (old, old))
+    assert status(load_config(config), "quickstart", runs, resume).set_index("seed").loc[2, "state"] == "interrupted"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "quickstart"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart: 4 runs — " in out and "1 done" in out and "2 interrupted" in out and "1 not started" in out
+    assert "3/3" in out and "2/3" in out
