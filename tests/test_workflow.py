@@ -97,8 +97,8 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
             assert pdf.read_bytes().startswith(b"%PDF"), pdf
         for seed in (0, 1):
             run = project / "results" / "runs" / exp / f"seed{seed}"
-            assert {p.name for p in run.iterdir() if not p.name.startswith(".")} == {"epoch000.safetensors", "epoch001.safetensors",
-                                                       "epoch002.safetensors", "history.parquet"}
+            assert {p.name for p in run.iterdir() if not p.name.startswith(".")} == {
+                "epoch000.safetensors", "epoch001.safetensors", "epoch002.safetensors", "history.parquet", "manifest.json"}
     import pandas as pd
 
     measure = pd.read_parquet(project / "results" / "measure" / "tiny_lenet.parquet")
@@ -110,7 +110,12 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
     claims = pd.read_csv(project / "results" / "quickstart" / "claims.csv")
     assert set(claims["experiment"]) == set(EXPERIMENTS) and {"C1", "C6"} <= set(claims["claim"])
     assert set(claims["result"]) <= {"holds", "fails", "not run"} and claims["value"].notna().all()
-    assert not (project / "results" / "resume").exists() or not any((project / "results" / "resume").rglob("*.json"))
+    resume = project / "results" / "resume"
+    assert not resume.exists() or list(resume.iterdir()) == []  # no work folder, lock file or empty folder left
+    from convbias.cli import main
+
+    runs = [str(p) for p in sorted((project / "results" / "runs").glob("*/seed*"))]
+    assert len(runs) == 4 and main(["verify", *runs]) == 0
 
     again = snakemake(project, "-n", "quickstart")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -181,6 +186,19 @@ def test_learning_rate_change_reruns_only_that_experiment(project, data):
     assert all("tiny_vgg" in w and "tiny_lenet" not in w for w in wildcards), wildcards
     restored = snakemake(project, "-n", "quickstart")
     assert "Nothing to be done" in restored.stdout + restored.stderr
+
+
+def test_changing_where_runs_compute_reschedules_nothing(project, data):
+    """device says where a run is computed, not what it is: auto instead of cpu retrains nothing."""
+    config = tiny_config(data)
+    for exp in config["experiments"].values():
+        exp["device"] = "auto"
+    write_config(project, config)
+    try:
+        out = snakemake(project, "-n", "quickstart")
+    finally:
+        write_config(project, tiny_config(data))
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-2000:]
 
 
 def test_moving_the_files_reschedules_nothing_and_new_label_noise_retrains(project, data, tmp_path):
@@ -289,6 +307,7 @@ def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path
     """A GPU training job asks for the experiment's GPUs and 8 CPU threads per GPU (FFCV's loader
     would starve a GPU on one); a CPU job (the quickstart) for no GPU and one thread."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["experiments"]["vgg19_imagenet_step"]["epochs"] = 300  # over a day of training: capped
     root = checkout(tmp_path / "project", config)
 
     def first_block(target, rule):
@@ -307,9 +326,55 @@ def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path
     needs = train_needs(exp, data_size(study.datasets[exp.dataset]))
     assert (int(resources["mem_mb"]), int(resources["disk_mb"]), int(resources["runtime"])) == (
         needs.mem_mb, needs.disk_mb, min(needs.runtime, 24 * 60))
-    threads, resources = first_block("results/fig8.pdf", "train")  # VGG19 on ImageNet: over a day
-    assert int(resources["runtime"]) == 24 * 60
+    threads, resources = first_block("results/fig8.pdf", "train")  # VGG19 on ImageNet, 300 epochs: over a day
+    vgg = study.experiments["vgg19_imagenet_step"]
+    assert train_needs(vgg, data_size(study.datasets[vgg.dataset])).runtime > 24 * 60
+    assert int(resources["runtime"]) == 24 * 60  # the job resumes in its next submission
     threads, resources = first_block("results/fig18.pdf", "reinit")
     assert (threads, resources["gpu"]) == (8, "1")
     threads, resources = first_block("quickstart", "train")  # device: cpu
     assert (threads, resources["gpu"]) == (1, "0")
+
+
+def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path, data):
+    """SIGKILL Snakemake (not its job): the training job runs on as an orphan. `--unlock` and the
+    same command again, as Snakemake's message says: the new job waits for the orphan's run lock
+    (naming its PID), then finds the run published and succeeds without training; the run is
+    intact and a later dry run has nothing to do.  (The orphan trains long enough — 400 tiny
+    epochs — to outlive Snakemake's restart on two busy cores.)"""
+    import json
+    import signal
+    import time
+
+    from convbias.runs import RunFolder
+
+    config = tiny_config(data)
+    config["experiments"] = {"tiny_lenet": {**config["experiments"]["tiny_lenet"], "seeds": [0], "epochs": 400,
+                                            "snapshots": "conv"}}
+    config["figures"] = {}
+    root = checkout(tmp_path / "project", config)
+    target = "results/runs/tiny_lenet/seed0"
+    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen([SNAKEMAKE, "--cores", "1", target], cwd=root, stdout=log, stderr=log)
+        progress = root / "results" / "resume" / "tiny_lenet" / "seed0" / "progress.json"
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None:
+            try:
+                if json.loads(progress.read_text())["epoch"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)  # Snakemake only: its job is now an orphan
+        first.wait()
+    snakemake(root, "--unlock")
+    rerun = snakemake(root, "--cores", "1", target)
+    out = rerun.stdout + rerun.stderr
+    assert "waiting for process" in out and "was finished and published by another process" in out, out[:5000]
+    assert "resuming" not in out and "epoch/s" not in out  # it trained nothing
+    manifest = RunFolder(root / target).verify()
+    assert len(manifest["files"]) == 402 and manifest["computed"]["processes"] == 1
+    assert list((root / "results" / "resume").iterdir()) == []
+    dry = snakemake(root, "-n", target)
+    assert "Nothing to be done" in dry.stdout + dry.stderr

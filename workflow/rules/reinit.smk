@@ -7,7 +7,6 @@ rule reinit:
         reinit_file("{experiment}", "{seed}"),
     params:
         spec=train_spec_params,
-        device=lambda wildcards: EXPERIMENTS[wildcards.experiment].device,
     threads: lambda wildcards: threads_for(reinit_gpus(wildcards))
     resources:
         gpu=reinit_gpus,

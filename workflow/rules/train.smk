@@ -11,7 +11,6 @@ rule train:
     params:
         spec=train_spec_params,
         work=work_dir,
-        device=lambda wildcards: EXPERIMENTS[wildcards.experiment].device,
         order=lambda wildcards: DATASETS[EXPERIMENTS[wildcards.experiment].dataset].training_order(),
     threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
     resources:

@@ -1,11 +1,13 @@
 """Rule reinit: re-initialization robustness of one run on the test set."""
 
 from convbias.devices import job_gpus, job_threads
-from convbias.jobs import run_reinit
-from convbias.specs import TrainSpec
+from convbias.jobs import run_reinit, stops_with_one_sentence
+from convbias.specs import ExperimentSpec, TrainSpec
 
-with job_gpus(snakemake.params.device):  # before anything starts CUDA (the loaders do)
+# where it computes is not part of what it computes: from the config, not a param (which would rerun)
+device = ExperimentSpec.from_config(snakemake.config["experiments"][snakemake.wildcards.experiment]).device
+with job_gpus(device), stops_with_one_sentence():  # job_gpus before anything starts CUDA (the loaders do)
     table = run_reinit(TrainSpec.from_dict(snakemake.params.spec), int(snakemake.wildcards.seed), snakemake.input.meta,
                        snakemake.input.run, snakemake.input.test, snakemake.wildcards.experiment,
-                       device=snakemake.params.device, threads=job_threads(snakemake.threads))
+                       device=device, threads=job_threads(snakemake.threads))
 table.to_parquet(snakemake.output[0], index=False)

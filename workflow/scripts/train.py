@@ -2,7 +2,7 @@
 
 import os
 
-from convbias.specs import DatasetSpec, TrainSpec
+from convbias.specs import DatasetSpec, ExperimentSpec, TrainSpec
 from convbias.data.loaders import use_os_cache
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_memory, job_threads
@@ -11,13 +11,15 @@ from convbias.train import launch, train_run
 processes = int(snakemake.resources.get("gpu", 1) or 1)
 threads = job_threads(snakemake.threads, processes)
 seed, spec, inputs = int(snakemake.wildcards.seed), snakemake.params.spec, snakemake.input
-# os_cache changes only speed: read from the config here, not a param (a changed param reruns the job)
-dataset = snakemake.config["experiments"][snakemake.wildcards.experiment]["dataset"]
+# device and os_cache say where and how fast a run is computed, not what it is: read from the
+# config here, not params (a changed param reruns the job)
+experiment = ExperimentSpec.from_config(snakemake.config["experiments"][snakemake.wildcards.experiment])
+dataset = experiment.dataset
 os_cache = use_os_cache(DatasetSpec.from_config(snakemake.config["datasets"][dataset]).os_cache, snakemake.params.order,
                         os.path.getsize(inputs.train), job_memory(snakemake.resources.get("mem_mb")))
-options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "device": snakemake.params.device,
+options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "device": experiment.device,
            "order": snakemake.params.order, "os_cache": os_cache}
-with job_gpus(snakemake.params.device, processes):  # before anything starts CUDA; torchrun's processes inherit it
+with job_gpus(experiment.device, processes):  # before anything starts CUDA; torchrun's processes inherit it
     if processes > 1:
         launch({"spec": spec, "seed": seed, "meta": inputs.meta, "train_file": inputs.train, "test_file": inputs.test,
                 "threads": max(1, threads // processes), **options}, processes)
