@@ -200,3 +200,18 @@ def test_the_paper_study_follows_the_fidelity_table():
             assert (model.head, experiments[name].train.init) == ("lenet", "xavier_uniform"), name
     fig22 = [len(figures["fig22"].seeds or experiments[e].seeds) for e in figures["fig22"].experiments]
     assert len(set(fig22)) == 1  # both schedules average the same number of runs
+
+
+def test_a_vgg_on_images_too_small_for_its_poolings_is_refused_with_the_fix():
+    """28×28 MNIST through a VGG's five poolings leaves no pixel: said when the config is read,
+    naming the experiment, the dataset, the size and the fix, not as a torch error in the job."""
+    config = {"datasets": {"d": {"source": "mnist", "path": "x", "pad": 0}},
+              "experiments": {"e": {"dataset": "d", "model": {"arch": "vgg11"}, "epochs": 2}}, "figures": {}}
+    with pytest.raises(ConfigError, match=r"invalid config: experiments\.e: vgg11 does not run on dataset d's "
+                                          r"28×28 images .*pad: 2 makes 28×28 images 32×32"):
+        load_config(config)
+    config["datasets"]["d"]["pad"] = 2
+    load_config(config)
+    config["experiments"]["e"]["model"]["arch"] = "lenet"  # the paper's LeNet runs on 28×28
+    config["datasets"]["d"]["pad"] = 0
+    load_config(config)

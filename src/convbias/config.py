@@ -35,6 +35,21 @@ def _known(names) -> str:
     return ", ".join(sorted(names)) or "none"
 
 
+def _check_input_size(name: str, exp, dataset) -> None:
+    """The model runs on the dataset's images: a VGG's five poolings need at least 32×32 pixels
+    (28×28 MNIST needs ``pad: 2``), found here rather than as a torch error inside the job."""
+    from .resources import data_size, model_size
+
+    data = data_size(dataset)
+    try:
+        model_size(exp.train, data.channels, data.classes, data.height)
+    except RuntimeError as err:
+        hint = " (pad: 2 makes 28×28 images 32×32)" if data.height < 32 else ""
+        raise ConfigError(f"experiments.{name}: {exp.train.model.arch} does not run on dataset {exp.dataset}'s "
+                          f"{data.height}×{data.width} images ({str(err).splitlines()[0]}); enlarge them with the "
+                          f"dataset's pad{hint} or choose a smaller model") from None
+
+
 def check_references(study: Study) -> None:
     """Every experiment names a known dataset and every figure known experiments and seeds."""
     for name, data in study.datasets.items():
@@ -45,6 +60,7 @@ def check_references(study: Study) -> None:
         if exp.dataset not in study.datasets:
             raise ConfigError(f"experiments.{name}.dataset is {exp.dataset!r}, which is not under datasets "
                               f"(known: {_known(study.datasets)})")
+        _check_input_size(name, exp, study.datasets[exp.dataset])
         if exp.gpus > 1 and exp.train.batch_size % exp.gpus:
             raise ConfigError(f"experiments.{name}.optimizer.batch_size {exp.train.batch_size} is not "
                               f"divisible by experiments.{name}.gpus {exp.gpus}; change one of them")

@@ -71,10 +71,20 @@ def conv_weight_names(state: Mapping[str, object], include_1x1: bool = False) ->
     return names
 
 
+class NonFiniteWeights(ValueError):
+    """A conv weight holds NaN or infinity: its filters have no direction (a diverged run, or a damaged file)."""
+
+
 def filter_table(layers: Mapping[str, object]) -> pd.DataFrame:
-    """One row per (layer, filter): layer number (1..L in the given order), layer name, cosine."""
+    """One row per (layer, filter): layer number (1..L in the given order), layer name, cosine.
+    Raises :class:`NonFiniteWeights` for a layer with NaN or infinite weights (never counted as
+    zero-norm filters)."""
     frames = []
     for number, (name, weight) in enumerate(layers.items(), start=1):
+        bad = int((~np.isfinite(np.asarray(weight, dtype=np.float64))).sum())
+        if bad:
+            raise NonFiniteWeights(f"layer {name} has {bad} NaN or infinite weights, so its cosines are undefined "
+                                   f"(a diverged training run, or a damaged file)")
         cos = filter_cosines(weight)
         frames.append(
             pd.DataFrame({"layer": number, "name": name, "filter": np.arange(cos.size), "cosine": cos})
