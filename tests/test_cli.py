@@ -17,7 +17,8 @@ def test_stats_of_a_state_dict_with_wrapper_prefix(tmp_path, capsys):
     table = pd.read_csv(tmp_path / "t.csv")
     assert list(table["name"]) == ["features.0", "features.2"]
     assert list(table["n_l"]) == [1.0, 0.0]
-    assert list(table["kernel"]) == ["3×3×3", "8×3×3"]
+    assert list(table["kernel"]) == ["3x3x3", "8x3x3"]
+    assert (tmp_path / "t.csv").read_bytes().isascii()
     assert "features.0" in capsys.readouterr().out
 
 
@@ -90,3 +91,42 @@ def test_stats_of_a_conv_snapshot_equal_those_of_the_full_state(tmp_path):
         assert main(["stats", str(tmp_path / f"{name}.safetensors"), "--output", str(tmp_path / f"{name}.csv")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "conv.csv"), pd.read_csv(tmp_path / "full.csv"))
     assert len(pd.read_csv(tmp_path / "conv.csv")) == len(names)
+
+
+def test_stats_says_what_is_wrong_with_folders_layerless_files_nan_weights_and_missing_output_folders(tmp_path, capsys):
+    save_weights(tmp_path / "linear.safetensors", {"fc.weight": torch.ones(3, 4), "fc.bias": torch.zeros(3)})
+    assert main(["stats", str(tmp_path / "linear.safetensors")]) == 2
+    assert "has no conv layers (4-d weights with kernels larger than 1×1" in capsys.readouterr().err
+    assert main(["stats", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder; give one weights file in it" in capsys.readouterr().err
+    weight = torch.randn(4, 2, 3, 3)
+    weight[1, 0, 0, 0] = float("nan")
+    weight[2, 1, 2, 2] = float("inf")
+    save_weights(tmp_path / "nan.safetensors", {"features.0.weight": weight})
+    assert main(["stats", str(tmp_path / "nan.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "layer features.0 has 2 NaN or infinite weights" in err and "nan.safetensors" in err
+    good = tmp_path / "good.safetensors"
+    save_weights(good, {"features.0.weight": torch.randn(4, 2, 3, 3)})
+    for option in ("--output", "--histograms"):
+        assert main(["stats", str(good), option, str(tmp_path / "missing" / "t.csv")]) == 2
+        captured = capsys.readouterr()
+        assert f"the folder of {option}" in captured.err and "does not exist" in captured.err
+        assert captured.out == ""  # stopped before printing anything
+    zero = torch.randn(4, 2, 3, 3)
+    zero[0] = 0  # a zero filter is still counted apart, not refused
+    save_weights(tmp_path / "zero.safetensors", {"features.0.weight": zero})
+    assert main(["stats", str(tmp_path / "zero.safetensors"), "--output", str(tmp_path / "z.csv")]) == 0
+    assert pd.read_csv(tmp_path / "z.csv")["zero_norm"].tolist() == [1]
+
+
+def test_version_and_plain_text_help(capsys):
+    import convbias
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"convbias {convbias.__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and ":func:" not in out and "stats" in out and "status" in out and "verify" in out

@@ -1,4 +1,4 @@
-"""``convbias`` commands for use outside the workflow."""
+"""convbias commands for use outside the workflow: measure any network, plan and watch the study, verify its runs."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ def weights_measure_table(state, filters: pd.DataFrame) -> pd.DataFrame:
     from .stats import measure_table
 
     table = measure_table(filters, ["layer", "name"])
-    table.insert(3, "kernel", ["×".join(map(str, state[f"{n}.weight"].shape[1:])) for n in table["name"]])
+    table.insert(3, "kernel", ["x".join(map(str, state[f"{n}.weight"].shape[1:])) for n in table["name"]])  # ASCII: CSV
     return table
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="convbias", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"convbias {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="the measure table (n_l, mean cosine, p-value) of every conv layer of a weights file")
     stats.add_argument("weights", help="a safetensors file, a torch state dict (loaded with weights_only=True), "
@@ -32,21 +35,41 @@ def main(argv: list[str] | None = None) -> int:
                       help="all (the paper study), quickstart, cifar (the paper figures trained on CIFAR) or a figure")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
+    status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
+                                               "interrupted or not started")
+    status.add_argument("target", nargs="?", default="all", help="all, quickstart, cifar or a figure (as for plan)")
+    status.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
+    verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")
+    verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
     args = parser.parse_args(argv)
     if args.command == "plan":
         return print_plan(args.target, args.config, args.runs)
+    if args.command == "verify":
+        return verify_runs(args.runs)
+    if args.command == "status":
+        return print_status(args.target, args.config)
+
+    from pathlib import Path
 
     from .checkpoints import WeightsError
     from .pretrained import read_filters
+    from .stats import NonFiniteWeights
 
+    for option, value in (("--output", args.output), ("--histograms", args.histograms)):
+        if value and not Path(value).resolve().parent.is_dir():
+            print(f"convbias stats: the folder of {option} {value} does not exist; create it first", file=sys.stderr)
+            return 2
     try:
         state, filters = read_filters(args.weights, args.include_1x1, args.download)
+        if filters.empty:
+            print(f"convbias stats: {args.weights} has no conv layers (4-d weights"
+                  f"{'' if args.include_1x1 else ' with kernels larger than 1×1; --include-1x1 counts those too'})",
+                  file=sys.stderr)
+            return 2
         table = weights_measure_table(state, filters)
-    except WeightsError as err:
-        print(f"convbias stats: {err}", file=sys.stderr)
-        return 2
-    if table.empty:
-        print(f"convbias stats: {args.weights} has no conv layers (4-d weights)", file=sys.stderr)
+    except (WeightsError, NonFiniteWeights) as err:
+        print(f"convbias stats: {args.weights}: {err}" if isinstance(err, NonFiniteWeights) else f"convbias stats: {err}",
+              file=sys.stderr)
         return 2
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if args.output:
@@ -56,6 +79,52 @@ def main(argv: list[str] | None = None) -> int:
 
         cosine_histograms(filters, title=args.weights).savefig(args.histograms)
     return 0
+
+
+def print_status(target: str, config: str) -> int:
+    import yaml
+
+    from .config import ConfigError, load_config
+    from .status import status
+
+    try:
+        table = status(load_config(yaml.safe_load(open(config))), target)
+    except (OSError, ConfigError, ValueError) as err:
+        print(f"convbias status: {err}", file=sys.stderr)
+        return 2
+    if table.empty:
+        print(f"convbias status: {target} trains nothing")
+        return 0
+    shown = table.assign(epoch=[f"{e}/{n}" for e, n in zip(table["epoch"], table["epochs"])]).drop(columns="epochs")
+    print(shown.to_string(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}"))
+    counts = table["state"].value_counts()
+    left = table.loc[table["state"].isin(["running", "interrupted"]), "hours_left"].sum()
+    print(f"{target}: {len(table)} runs — " + ", ".join(f"{n} {state}" for state, n in counts.items())
+          + (f"; ≈ {left:.2g} hours of training left in the started runs" if left else ""))
+    return 0
+
+
+def verify_runs(paths: list[str]) -> int:
+    """Check each finished run (default: all under results/runs) against its manifest; 1 if any is damaged."""
+    from pathlib import Path
+
+    from .runs import RunDamaged, RunFolder
+
+    runs = [Path(p) for p in paths] or sorted(Path("results/runs").glob("*/seed*"))
+    if not runs:
+        print("convbias verify: no runs under results/runs (give run folders as arguments)", file=sys.stderr)
+        return 2
+    damaged = 0
+    for path in runs:
+        try:
+            files = RunFolder(path).verify()["files"]
+        except RunDamaged as err:
+            damaged += 1
+            print(f"DAMAGED {err}")
+        else:
+            print(f"ok      {path} ({len(files)} files, {sum(f['bytes'] for f in files.values()) / 1e6:.1f} MB)")
+    print(f"{len(runs) - damaged} of {len(runs)} runs intact")
+    return 1 if damaged else 0
 
 
 def print_plan(target: str, config: str, runs: str) -> int:

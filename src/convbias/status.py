@@ -1,0 +1,85 @@
+"""``convbias status``: every run of a target at a glance, from what is on disk.
+
+A run is ``done`` (its folder carries a manifest), ``running`` (the process named in its lock
+file is alive — or, when it runs on another host, its last commit is recent: within two epochs'
+time; shown with epoch e/E, the last validation accuracy, and the time left at its mean epoch
+time), ``interrupted`` (a work folder nobody works on: it resumes when its job runs again) or
+``not started``.  Snakemake cannot show this from outside a job; nothing here writes or locks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .config import Study
+from .plan import target_figures
+from .runs import RunFolder
+
+
+def holder_alive(lock: Path) -> bool | None:
+    """Whether the process named in run lock ``lock`` is alive: True/False when it ran on this
+    host, None when it ran on another (a compute node) or the file names none."""
+    try:
+        pid, _, host = lock.read_text().strip().partition(" ")
+    except OSError:
+        return None
+    if not pid.isdigit() or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path) -> dict:
+    """One row: the state of run (``experiment``, ``seed``) of ``epochs`` epochs."""
+    row = {"experiment": experiment, "seed": seed, "state": "not started", "epoch": 0, "epochs": epochs,
+           "val_acc": math.nan, "test_acc": math.nan, "hours_left": math.nan}
+    finished = RunFolder(runs / experiment / f"seed{seed}")
+    if finished.manifest() is not None:
+        history = finished.history()
+        return {**row, "state": "done", "epoch": int(history["epoch"].max()),
+                "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),
+                "hours_left": 0.0}
+    work = resume / experiment / f"seed{seed}"
+    lock = work.with_name(work.name + ".lock")
+    try:
+        progress = json.loads((work / "progress.json").read_text())
+    except (OSError, ValueError):
+        progress = None
+    alive = holder_alive(lock) if lock.exists() else False
+    if progress is None:
+        return {**row, "state": "starting" if alive else "not started"}
+    history = pd.DataFrame(progress.get("history", []))
+    epoch = int(progress["epoch"])
+    seconds = history["seconds"][history["epoch"] > 0] if len(history) else pd.Series(dtype=float)
+    per_epoch = float(seconds.mean()) if len(seconds) else math.nan
+    left = (epochs - epoch) * per_epoch / 3600
+    if alive is None:  # held on another host: running if it committed within two epochs' time (or an hour)
+        age = time.time() - (work / "progress.json").stat().st_mtime
+        alive = age < (2 * per_epoch + 600 if per_epoch == per_epoch else 3600)
+    running = alive
+    return {**row, "state": "running" if running else "interrupted", "epoch": epoch,
+            "val_acc": float(history["val_acc"].iloc[-1]) if len(history) else math.nan,
+            "test_acc": float(history["test_acc"].iloc[-1]) if len(history) else math.nan,
+            "hours_left": left}
+
+
+def status(study: Study, target: str = "all", runs: str | Path = "results/runs",
+           resume: str | Path = "results/resume") -> pd.DataFrame:
+    """One row per run (experiment, seed) that ``target`` trains."""
+    experiments = sorted({e for f in target_figures(study, target) for e in study.figures[f].experiments or ()})
+    rows = [run_status(name, seed, study.experiments[name].train.epochs, Path(runs), Path(resume))
+            for name in experiments for seed in study.experiments[name].seeds]
+    return pd.DataFrame(rows, columns=["experiment", "seed", "state", "epoch", "epochs", "val_acc", "test_acc",
+                                       "hours_left"])
