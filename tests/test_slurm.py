@@ -116,8 +116,9 @@ def test_failing_job_fails_the_run_and_names_its_log(cluster, tmp_path):
     logs = slurm_logs(root, "convert")
     assert logs, out[-4000:]
     assert any(str(log.relative_to(root)) in out or str(log) in out for log in logs), out[-4000:]
-    text = "\n".join(log.read_text() for log in logs)
-    assert "datasets.tiny.path" in text  # the job's own one-sentence error is in the named log
+    rule_log = root / "logs" / "convert" / "tiny.log"  # the job's own output: its rule's log
+    assert "datasets.tiny.path" in rule_log.read_text()  # the one-sentence error
+    assert "logs/convert/tiny.log" in out and "datasets.tiny.path" in out  # named and shown (show-failed-logs)
 
 
 def test_cancelled_training_job_is_resubmitted_and_resumes(cluster, tmp_path):
@@ -146,10 +147,12 @@ def test_cancelled_training_job_is_resubmitted_and_resumes(cluster, tmp_path):
     assert code == 0, out[-6000:]
     logs = slurm_logs(root, "train")
     assert len(logs) == 2, [str(p) for p in logs]  # the cancelled job and its resubmission
-    resumed = re.findall(r"resuming from epoch (\d+)", "\n".join(log.read_text() for log in logs))
+    log = (root / "logs" / "train" / "tiny" / "seed0.log").read_text()  # both attempts, appended
+    resumed = re.findall(r"resuming from epoch (\d+)", log)
     assert resumed and int(resumed[0]) >= 2, resumed
     history = pd.read_parquet(run_dir / "history.parquet")
     assert list(history["epoch"]) == list(range(epochs + 1))
+    assert re.findall(r"tiny seed 0 epoch (\d+)/6", log)[-1] == "6"  # a line per epoch in the log
     assert sorted(p.name for p in run_dir.glob("epoch*.safetensors")) == [f"epoch{e:03d}.safetensors"
                                                                          for e in range(epochs + 1)]
 

@@ -117,6 +117,17 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
     runs = [str(p) for p in sorted((project / "results" / "runs").glob("*/seed*"))]
     assert len(runs) == 4 and main(["verify", *runs]) == 0
 
+    # every job's output in its rule's log; one readable line per epoch, no progress bars in a file
+    logs = project / "logs"
+    for rule in ("convert", "train", "filters", "measure", "reinit", "figure", "claims"):
+        assert list((logs / rule).rglob("*.log")), rule
+    train_log = (logs / "train" / "tiny_lenet" / "seed0.log").read_text()
+    assert re.findall(r"tiny_lenet seed 0 epoch (\d)/2: lr [\d.e-]+, train loss [\d.]+ acc [\d.]+, val acc [\d.]+, "
+                      r"\d+ img/s, [\d.]+ s; \d+ h \d\d min left", train_log) == ["1", "2"], train_log[-2000:]
+    assert "batch/s" not in train_log and "epoch/s" not in train_log
+    for rule in ("convert", "train", "reinit"):
+        assert list((project / "benchmarks" / rule).rglob("*.tsv")), rule
+
     again = snakemake(project, "-n", "quickstart")
     assert "Nothing to be done" in again.stdout + again.stderr
     snakemake(project, "--report", "report.html", "quickstart")
@@ -369,10 +380,10 @@ def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path,
         first.send_signal(signal.SIGKILL)  # Snakemake only: its job is now an orphan
         first.wait()
     snakemake(root, "--unlock")
-    rerun = snakemake(root, "--cores", "1", target)
-    out = rerun.stdout + rerun.stderr
-    assert "waiting for process" in out and "was finished and published by another process" in out, out[:5000]
-    assert "resuming" not in out and "epoch/s" not in out  # it trained nothing
+    snakemake(root, "--cores", "1", target)
+    log = (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()  # the job's output
+    assert "waiting for process" in log and "was finished and published by another process" in log, log[-3000:]
+    assert "resuming" not in log
     manifest = RunFolder(root / target).verify()
     assert len(manifest["files"]) == 402 and manifest["computed"]["processes"] == 1
     assert list((root / "results" / "resume").iterdir()) == []

@@ -17,6 +17,23 @@ import pandas as pd
 from .runs import RunDamaged, RunFolder
 
 
+def log_to(log: Sequence[str]) -> None:
+    """Send everything this job prints — and its child processes (torchrun's, FFCV's) — to its
+    rule's log file (``snakemake.log``), appending: a resumed job's log keeps the earlier attempts."""
+    import os
+
+    if not log:
+        return
+    path = Path(log[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def stops_with_one_sentence():
     """A job that meets a damaged run or an unreadable weights file stops with the message alone

@@ -133,7 +133,8 @@ def reinit_sweep(model: nn.Module, final: Mapping[str, torch.Tensor], sources: M
     base_correct = torch.zeros((), dtype=torch.long, device=device)
     starts = range(0, len(labels), chunk)
     with torch.no_grad(), autocast(device, precision), \
-            tqdm(total=len(starts) * len(convs), desc=f"reinit (chunks of {chunk})", unit="layer") as progress:
+            tqdm(total=len(starts) * len(convs), desc=f"reinit (chunks of {chunk})", unit="layer",
+                 disable=None) as progress:  # on a terminal only
         for start in starts:
             x = scale(inputs[start:start + chunk])
             y = labels[start:start + chunk]

@@ -77,7 +77,9 @@ def train_epoch(forward, optimizer, loader, transform: BatchTransform, steps: li
     forward.train()
     device = next(forward.parameters()).device
     loss_sum, correct, seen = 0.0, 0, 0
-    batches = tqdm(one_ahead(loader), desc="train", total=len(steps), unit="batch", leave=False, disable=rank > 0)
+    # per-batch bars on a terminal only (disable=None: off when stderr is a file, e.g. a job's log)
+    batches = tqdm(one_ahead(loader), desc="train", total=len(steps), unit="batch", leave=False,
+                   disable=True if rank > 0 else None)
     with torch.profiler.record_function("convbias.train_epoch"):
         for step, (x, y) in enumerate(batches):
             shares = shard_sizes(steps[step], world)  # x is this process's share of global batch ``step``
@@ -218,7 +220,9 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
         seconds = compile_warmup(forward, optimizer, transform, meta, sizes, spec.precision)
         if rank == 0:
             tqdm.write(f"torch.compile: {seconds:.1f} s", file=sys.stderr)
-    for epoch in tqdm(epochs, desc=f"seed {seed}", unit="epoch", initial=last, total=spec.epochs, disable=rank > 0):
+    label = f"{Path(out_dir).parent.name} seed {seed}"  # results/runs/<experiment>/seed<s>
+    for epoch in tqdm(epochs, desc=label, unit="epoch", initial=last, total=spec.epochs,
+                      disable=True if rank > 0 else None):
         lr = spec.schedule.lr(spec.lr, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -236,6 +240,8 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
         loss_sum, correct, seen = sum_over_processes(loss_sum, correct, seen, device=dev)
         history.append(history_row(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
         commit(epoch)
+        if rank == 0:
+            say(epoch_line(label, history, spec.epochs))
         if stop_after is not None and epoch >= stop_after:
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)
     if rank == 0:
@@ -244,6 +250,17 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
                  "computed": provenance(dev, spec.precision, world, [row["seconds"] for row in history])}
         work.publish(Path(out_dir), spec.epochs, about)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def epoch_line(label: str, history: list[dict], epochs: int) -> str:
+    """One line per finished epoch for the job's log: what a person watching a run wants to see."""
+    row = history[-1]
+    timed = [r["seconds"] for r in history if r["epoch"] > 0]
+    left = (epochs - row["epoch"]) * sum(timed) / len(timed)
+    hours, minutes = divmod(round(left / 60), 60)
+    return (f"{label} epoch {row['epoch']}/{epochs}: lr {row['lr']:.3g}, train loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.4f}, val acc {row['val_acc']:.4f}, {row['images_per_second']:.0f} img/s, "
+            f"{row['seconds']:.1f} s; {hours} h {minutes:02d} min left")
 
 
 def provenance(device: torch.device, precision: str, processes: int, seconds: list[float]) -> dict:

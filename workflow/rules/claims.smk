@@ -9,6 +9,8 @@ for _study in sorted({fig.study for fig in FIGURES.values()}):
             claims_inputs(_study),
         output:
             report(claims_file(_study), caption="../report/claims.rst", category="Claims"),
+        log:
+            f"logs/claims/{_study}.log",
         params:
             spec=STUDY.claims.to_dict(),
             experiments=claims_experiments(_study),

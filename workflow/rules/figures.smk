@@ -4,6 +4,8 @@ rule figure:
         unpack(figure_inputs),
     output:
         report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
+    log:
+        "logs/figure/{figure}.log",
     params:
         spec=lambda wildcards: FIGURES[wildcards.figure].to_dict(),
         runs=figure_runs,

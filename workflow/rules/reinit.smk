@@ -5,6 +5,10 @@ rule reinit:
         run=run_dir("{experiment}", "{seed}"),
     output:
         reinit_file("{experiment}", "{seed}"),
+    log:
+        "logs/reinit/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/reinit/{experiment}/seed{seed}.tsv"
     params:
         spec=train_spec_params,
     threads: lambda wildcards: threads_for(reinit_gpus(wildcards))

@@ -4,6 +4,8 @@ rule filters:
         run=run_dir("{experiment}", "{seed}"),
     output:
         filters_file("{experiment}", "{seed}"),
+    log:
+        "logs/filters/{experiment}/seed{seed}.log",
     params:
         epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].train.epochs,
         include_1x1=lambda wildcards: EXPERIMENTS[wildcards.experiment].include_1x1,
@@ -19,6 +21,8 @@ rule measure:
         lambda wildcards: [filters_file(wildcards.experiment, s) for s in seeds(wildcards.experiment)],
     output:
         measure_file("{experiment}"),
+    log:
+        "logs/measure/{experiment}.log",
     script:
         "../scripts/measure.py"
 
@@ -31,6 +35,8 @@ rule pretrained_filters:
     """
     output:
         pretrained_filters_file("{pretrained}"),
+    log:
+        "logs/pretrained_filters/{pretrained}.log",
     params:
         spec=lambda wildcards: PRETRAINED[wildcards.pretrained].to_dict(),
     script:

@@ -8,6 +8,10 @@ rule train:
         unpack(experiment_data),
     output:
         directory(run_dir("{experiment}", "{seed}")),
+    log:
+        "logs/train/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train/{experiment}/seed{seed}.tsv"
     params:
         spec=train_spec_params,
         work=work_dir,

@@ -1,8 +1,10 @@
 """Rule claims: the claims scorecard of a study, written as CSV and printed in the job's log."""
 
 from convbias.claims import summary
-from convbias.jobs import claims, stops_with_one_sentence
+from convbias.jobs import claims, log_to, stops_with_one_sentence
 from convbias.specs import ClaimsSpec
+
+log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 with stops_with_one_sentence():
     table = claims(ClaimsSpec.from_config(snakemake.params.spec), snakemake.params.experiments)

@@ -5,6 +5,9 @@ import sys
 from convbias.data.convert import convert
 from convbias.data.sources import DatasetError
 from convbias.specs import DatasetSpec
+from convbias.jobs import log_to
+
+log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 name = snakemake.wildcards.dataset
 spec = DatasetSpec.from_config(snakemake.config["datasets"][name])  # identity (the rule's params) + path and download

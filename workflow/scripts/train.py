@@ -7,6 +7,9 @@ from convbias.data.loaders import use_os_cache
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_memory, job_threads
 from convbias.train import launch, train_run
+from convbias.jobs import log_to
+
+log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 processes = int(snakemake.resources.get("gpu", 1) or 1)
 threads = job_threads(snakemake.threads, processes)
