@@ -43,6 +43,22 @@ def idx_dataset(request, tmp_path_factory) -> Path:
     return built_once(request, tmp_path_factory, "idx", make_idx_dataset)
 
 
+@pytest.fixture(scope="session")
+def tiny_converted(idx_dataset, request, tmp_path_factory):
+    """(meta, train file, test file) of the tiny IDX dataset converted as training tests use it."""
+    from convbias.data.convert import convert
+    from convbias.data.dataset import DatasetMeta
+    from convbias.specs import DatasetSpec
+
+    def build(out):
+        spec = DatasetSpec.from_config({"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
+                                        "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"})
+        convert("tiny", spec, out / "train.beton", out / "test.beton", out / "meta.json")
+
+    out = built_once(request, tmp_path_factory, "train-data", build, uses=("convbias.data",))
+    return DatasetMeta.load(out / "meta.json"), out / "train.beton", out / "test.beton"
+
+
 def make_cifar_archive(folder: Path, num_classes: int = 10, n_per_batch: int = 6, seed: int = 0) -> dict:
     """A CIFAR-10/100 ``*-python.tar.gz`` with a few images per batch, in the published pickle format."""
     import io

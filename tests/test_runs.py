@@ -16,13 +16,11 @@ import pytest
 import torch
 
 from convbias.checkpoints import file_sha256, load_weights
-from convbias.data.convert import convert
 from convbias.data.dataset import DatasetMeta
 from convbias.jobs import run_filters, stops_with_one_sentence, verified_history
 from convbias.runs import RunDamaged, RunFolder, WorkFolder, run_lock
-from convbias.specs import DatasetSpec, ModelSpec, TrainSpec
+from convbias.specs import ModelSpec, TrainSpec
 from convbias.train import train_run
-from conftest import built_once
 
 SPEC = TrainSpec(model=ModelSpec("lenet", width=0.5, hidden=16, dropout=0.5), epochs=3, batch_size=64, lr=0.01,
                  snapshots="conv")
@@ -30,14 +28,8 @@ TIMING = ["seconds", "images_per_second"]
 
 
 @pytest.fixture(scope="module")
-def data(idx_dataset, request, tmp_path_factory):
-    def build(out):
-        spec = DatasetSpec.from_config({"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
-                                        "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"})
-        convert("tiny", spec, out / "train.beton", out / "test.beton", out / "meta.json")
-
-    out = built_once(request, tmp_path_factory, "runs-data", build, uses=("convbias.data",))
-    return DatasetMeta.load(out / "meta.json"), out / "train.beton", out / "test.beton"
+def data(tiny_converted):
+    return tiny_converted
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import torch
 
 from convbias.checkpoints import load_weights, read_metadata
 from convbias.specs import DatasetSpec, ModelSpec, TrainSpec
-from conftest import built_once
 from convbias.data.convert import convert
 from convbias.data.dataset import DatasetMeta
 from convbias.data.loaders import make_loader
@@ -19,14 +18,8 @@ DROPOUT = TrainSpec(**{**SPEC.__dict__, "model": ModelSpec("lenet", width=0.5, h
 
 
 @pytest.fixture(scope="module")
-def data(idx_dataset, request, tmp_path_factory):
-    def build(out):
-        spec = DatasetSpec.from_config({"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1,
-                                        "split_seed": 0, "hflip": True, "pixel_range": "minus_one_one"})
-        convert("tiny", spec, out / "train.beton", out / "test.beton", out / "meta.json")
-
-    out = built_once(request, tmp_path_factory, "train-data", build, uses=("convbias.data",))
-    return DatasetMeta.load(out / "meta.json"), out / "train.beton", out / "test.beton"
+def data(tiny_converted):
+    return tiny_converted
 
 
 def test_training_writes_every_epoch_and_learns(data, tmp_path):

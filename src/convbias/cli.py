@@ -81,20 +81,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_status(target: str, config: str) -> int:
+def target_table(command: str, target: str, config: str, make):
+    """(study, table) of ``make(study)`` for a target of the study in file ``config``, or the exit
+    status after saying why there is no table (a bad config or target; nothing trained)."""
     import yaml
 
     from .config import ConfigError, load_config
-    from .status import status
 
     try:
-        table = status(load_config(yaml.safe_load(open(config))), target)
+        study = load_config(yaml.safe_load(open(config)))
+        table = make(study)
     except (OSError, ConfigError, ValueError) as err:
-        print(f"convbias status: {err}", file=sys.stderr)
+        print(f"convbias {command}: {err}", file=sys.stderr)
         return 2
     if table.empty:
-        print(f"convbias status: {target} trains nothing")
+        print(f"convbias {command}: {target} trains nothing")
         return 0
+    return study, table
+
+
+def print_status(target: str, config: str) -> int:
+    from .status import status
+
+    result = target_table("status", target, config, lambda study: status(study, target))
+    if isinstance(result, int):
+        return result
+    _, table = result
     shown = table.assign(epoch=[f"{e}/{n}" for e, n in zip(table["epoch"], table["epochs"])]).drop(columns="epochs")
     print(shown.to_string(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}"))
     counts = table["state"].value_counts()
@@ -128,20 +140,12 @@ def verify_runs(paths: list[str]) -> int:
 
 
 def print_plan(target: str, config: str, runs: str) -> int:
-    import yaml
-
-    from .config import ConfigError, load_config
     from .plan import datasets_disk, plan
 
-    try:
-        study = load_config(yaml.safe_load(open(config)))
-        table = plan(study, target, runs)
-    except (OSError, ConfigError, ValueError) as err:
-        print(f"convbias plan: {err}", file=sys.stderr)
-        return 2
-    if table.empty:
-        print(f"convbias plan: {target} trains nothing")
-        return 0
+    result = target_table("plan", target, config, lambda study: plan(study, target, runs))
+    if isinstance(result, int):
+        return result
+    study, table = result
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     gpu = table[table["device"] == "gpu"]
     cpu = table[table["device"] == "cpu"]
