@@ -18,7 +18,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
-localrules: all, quickstart, measure, figure, pretrained_filters
+localrules: all, quickstart, cifar, measure, figure, pretrained_filters
 
 
 rule all:
@@ -26,6 +26,12 @@ rule all:
     input:
         figure_targets(study="paper"),
         claims_file("paper"),
+
+
+rule cifar:
+    """The paper figures whose experiments all train on CIFAR-10/100: no ImageNet needed."""
+    input:
+        [figure_file(name) for name in target_figures(STUDY, "cifar")],
 
 
 rule quickstart:

@@ -312,6 +312,11 @@ def test_paper_study_dry_runs(tmp_path):
     assert counts["pretrained_filters"] == 7 and counts["convert"] == 7
     fig7 = job_counts(snakemake(root, "-n", "results/fig7.pdf").stdout)
     assert fig7 == {"convert": 1, "train": 10, "filters": 10, "measure": 1, "figure": 1}
+    from convbias.plan import plan, target_figures  # `cifar`: the paper figures that need no ImageNet
+
+    cifar = job_counts(snakemake(root, "-n", "cifar").stdout)
+    assert cifar["figure"] == len(target_figures(study, "cifar")) and cifar["train"] == plan(study, "cifar")["runs"].sum()
+    assert cifar["convert"] == len({study.experiments[e].dataset for e in plan(study, "cifar")["experiment"]})
 
 
 def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path):

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 
 from convbias.config import ConfigError, load_config
 from convbias.figures import KINDS as FIGURE_KINDS
+from convbias.plan import target_figures
 
 try:
     # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
