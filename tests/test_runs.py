@@ -340,3 +340,17 @@ def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, 
     out = capsys.readouterr().out
     assert "quickstart: 4 runs — " in out and "1 done" in out and "2 interrupted" in out and "1 not started" in out
     assert "3/3" in out and "2/3" in out
+
+
+def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):
+    """Checked against the manifest as it is read: no separate hashing pass over the run."""
+    from pathlib import Path
+
+    import convbias.runs as runs
+
+    reads, real = [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
+    monkeypatch.setattr(runs, "file_sha256", lambda path: pytest.fail(f"{path} hashed apart from its read"))
+    table = run_filters(reference, 3, False, "exp", 5)
+    assert sorted(reads) == [f"epoch{e:03d}.safetensors" for e in range(4)]
+    assert sorted(table["epoch"].unique()) == [0, 1, 2, 3]

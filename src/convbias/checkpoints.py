@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from safetensors.torch import load, save
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -89,6 +89,15 @@ def load_weights(path: str | Path, keys: Iterable[str] | None = None) -> dict[st
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path} holds no state dict of tensors")
     return {k: obj[k] for k in _pick(path, list(obj), wanted)}
+
+
+def weights_from_bytes(data: bytes, keys: Iterable[str] | None = None, path: str | Path = "<bytes>") -> dict[str, torch.Tensor]:
+    """The tensors ``keys`` (default all) of a safetensors file already in memory (``path`` names it in errors)."""
+    try:
+        state = load(data)
+    except (SafetensorError, ValueError) as err:
+        raise WeightsError(f"{path} is not a readable safetensors file ({err})") from None
+    return {k: state[k] for k in _pick(Path(path), list(state), None if keys is None else list(keys))}
 
 
 def _pick(path: Path, names: list[str], wanted: list[str] | None) -> list[str]:

@@ -50,17 +50,16 @@ from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:
     """The per-filter table of a finished run: one row per (epoch, layer, filter) with its cosine."""
-    from .checkpoints import load_weights
     from .stats import NonFiniteWeights, checkpoint_filters
 
     run = RunFolder(run_dir)
-    run.verify()  # every epoch's file, against the run's manifest
+    run.verify(checksums=False)  # a manifest, every file there at its size; checksums as each is read
     order = run.conv_layers()  # the same layers in every epoch of a run
-    keys = None if order is None else [f"{name}.weight" for name in order]  # read nothing else
+    keys = None if order is None else [f"{name}.weight" for name in order]
     frames = []
     for epoch in range(epochs + 1):
-        try:
-            table = checkpoint_filters(load_weights(run.weights(epoch), keys), order, include_1x1=include_1x1)
+        try:  # each file read once, and checked against the run's manifest as it is read
+            table = checkpoint_filters(run.read_weights(epoch, keys), order, include_1x1=include_1x1)
         except NonFiniteWeights as err:
             raise NonFiniteWeights(f"{run.weights(epoch)}: {err}") from None
         table.insert(0, "epoch", epoch)

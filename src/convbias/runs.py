@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from .checkpoints import (atomic_write, file_sha256, load_weights, read_metadata, save_weights, weights_bytes,
-                          write_bytes)
+                          weights_from_bytes, write_bytes)
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                    "seconds", "images_per_second"]
@@ -92,28 +92,48 @@ class RunFolder:
         except (OSError, ValueError):
             return None
 
-    def verify(self, names: Iterable[str] | None = None) -> dict:
+    def verify(self, names: Iterable[str] | None = None, checksums: bool = True) -> dict:
         """Check files ``names`` (default: all) of a finished run against its manifest — sizes,
-        then SHA-256 — and return the manifest; a damaged run raises :class:`RunDamaged`."""
+        then (``checksums``) SHA-256 — and return the manifest; a damaged run raises :class:`RunDamaged`."""
+        manifest = self._manifest_or_damaged()
+        names = list(manifest["files"]) if names is None else list(names)
+        for name in names:
+            self._check(manifest, name)
+        for name in names if checksums else ():
+            self._check(manifest, name, file_sha256(self.path / name))
+        return manifest
+
+    def read_weights(self, epoch: int, keys: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Epoch ``epoch``'s tensors ``keys`` (default all) of a finished run, its file read once
+        and checked against the manifest on the way (:class:`RunDamaged` if it does not match)."""
+        name = self.weights(epoch).name
+        manifest = self._manifest_or_damaged()
+        self._check(manifest, name)
+        data = (self.path / name).read_bytes()
+        self._check(manifest, name, hashlib.sha256(data).hexdigest())
+        return weights_from_bytes(data, keys, self.path / name)
+
+    def _manifest_or_damaged(self) -> dict:
         manifest = self.manifest()
         if manifest is None:
             raise RunDamaged(self.path, f"has no readable {self.MANIFEST} (it was made before runs carried "
                                         f"one, or its publishing was cut short)")
-        files = manifest["files"]
-        names = list(files) if names is None else list(names)
-        for name in names:
-            if name not in files:
-                raise RunDamaged(self.path, f"{name} is not in its manifest")
-            path = self.path / name
-            if not path.is_file():
-                raise RunDamaged(self.path, f"{name} is missing")
-            if path.stat().st_size != files[name]["bytes"]:
-                raise RunDamaged(self.path, f"{name} has {path.stat().st_size} bytes, its manifest says "
-                                            f"{files[name]['bytes']}")
-        for name in names:
-            if file_sha256(self.path / name) != files[name]["sha256"]:
-                raise RunDamaged(self.path, f"{name} does not match its manifest's checksum")
         return manifest
+
+    def _check(self, manifest: dict, name: str, sha256: str | None = None) -> None:
+        """File ``name`` is in the manifest, present and of its size (and checksum ``sha256``, if given)."""
+        files, path = manifest["files"], self.path / name
+        if name not in files:
+            raise RunDamaged(self.path, f"{name} is not in its manifest")
+        if sha256 is not None:
+            if sha256 != files[name]["sha256"]:
+                raise RunDamaged(self.path, f"{name} does not match its manifest's checksum")
+            return
+        if not path.is_file():
+            raise RunDamaged(self.path, f"{name} is missing")
+        if path.stat().st_size != files[name]["bytes"]:
+            raise RunDamaged(self.path, f"{name} has {path.stat().st_size} bytes, its manifest says "
+                                        f"{files[name]['bytes']}")
 
 
 class RunDamaged(Exception):
@@ -233,8 +253,7 @@ class WorkFolder(RunFolder):
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / self.MANIFEST).unlink(missing_ok=True)
         frame = pd.DataFrame(json.loads(self.progress_file.read_text())["history"], columns=HISTORY_COLUMNS)
-        atomic_write(self.history_file, lambda tmp: frame.to_parquet(tmp, index=False))
-        self.files[self.HISTORY] = [file_sha256(self.history_file)]
+        self.files[self.HISTORY] = [write_bytes(self.history_file, frame.to_parquet(index=False))]
         files = {}
         for name in self.finished_files(epochs):
             target = out_dir / name
