@@ -268,6 +268,18 @@ class WorkFolder(RunFolder):
         shutil.rmtree(self.path)
 
 
+def lock_file(work_dir: Path) -> Path:
+    """The run lock of the run whose work folder is ``work_dir``: a file beside it."""
+    return work_dir.with_name(work_dir.name + ".lock")
+
+
+def seconds_left(history: list[dict], epochs: int) -> float:
+    """Seconds a run whose ``history`` rows end at some epoch needs for the rest of its ``epochs``,
+    at its mean epoch time so far (NaN before its first trained epoch)."""
+    timed = [row["seconds"] for row in history if row["epoch"] > 0]
+    return (epochs - history[-1]["epoch"]) * sum(timed) / len(timed) if timed else float("nan")
+
+
 def published(out_dir: Path, fingerprint: str) -> bool:
     """Whether ``out_dir`` holds a published run of ``fingerprint`` (its manifest says so)."""
     manifest = RunFolder(out_dir).manifest()
@@ -280,7 +292,7 @@ def run_lock(work_dir: Path, say=None):
     ``<work_dir>.lock``, holding the PID and host of its holder).  A second process waits — saying which
     PID it waits for — and then continues from what the first left.  On leaving, a run whose work
     folder is gone (published) removes its lock file, and the folder holding both if now empty."""
-    lock = work_dir.with_name(work_dir.name + ".lock")
+    lock = lock_file(work_dir)
     while True:
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .config import Study
 from .plan import target_figures
-from .runs import RunFolder
+from .runs import RunFolder, lock_file, seconds_left
 
 
 def holder_alive(lock: Path) -> bool | None:
@@ -52,7 +52,7 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
                 "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),
                 "hours_left": 0.0}
     work = resume / experiment / f"seed{seed}"
-    lock = work.with_name(work.name + ".lock")
+    lock = lock_file(work)
     try:
         progress = json.loads((work / "progress.json").read_text())
     except (OSError, ValueError):
@@ -60,19 +60,15 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
     alive = holder_alive(lock) if lock.exists() else False
     if progress is None:
         return {**row, "state": "starting" if alive else "not started"}
-    history = pd.DataFrame(progress.get("history", []))
-    epoch = int(progress["epoch"])
-    seconds = history["seconds"][history["epoch"] > 0] if len(history) else pd.Series(dtype=float)
-    per_epoch = float(seconds.mean()) if len(seconds) else math.nan
-    left = (epochs - epoch) * per_epoch / 3600
+    history, epoch = progress["history"], int(progress["epoch"])
+    left = seconds_left(history, epochs)
     if alive is None:  # held on another host: running if it committed within two epochs' time (or an hour)
+        per_epoch = left / (epochs - epoch) if epoch < epochs else math.nan
         age = time.time() - (work / "progress.json").stat().st_mtime
-        alive = age < (2 * per_epoch + 600 if per_epoch == per_epoch else 3600)
-    running = alive
-    return {**row, "state": "running" if running else "interrupted", "epoch": epoch,
-            "val_acc": float(history["val_acc"].iloc[-1]) if len(history) else math.nan,
-            "test_acc": float(history["test_acc"].iloc[-1]) if len(history) else math.nan,
-            "hours_left": left}
+        alive = age < (3600 if math.isnan(per_epoch) else 2 * per_epoch + 600)
+    return {**row, "state": "running" if alive else "interrupted", "epoch": epoch,
+            "val_acc": float(history[-1]["val_acc"]), "test_acc": float(history[-1]["test_acc"]),
+            "hours_left": left / 3600}
 
 
 def status(study: Study, target: str = "all", runs: str | Path = "results/runs",

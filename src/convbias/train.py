@@ -34,7 +34,7 @@ from .data.transform import BatchTransform
 from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
 from .devices import world as world_of_process
 from .models import conv_layers, init_model
-from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, published, run_lock
+from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, published, run_lock, seconds_left
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -255,9 +255,7 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
 def epoch_line(label: str, history: list[dict], epochs: int) -> str:
     """One line per finished epoch for the job's log: what a person watching a run wants to see."""
     row = history[-1]
-    timed = [r["seconds"] for r in history if r["epoch"] > 0]
-    left = (epochs - row["epoch"]) * sum(timed) / len(timed)
-    hours, minutes = divmod(round(left / 60), 60)
+    hours, minutes = divmod(round(seconds_left(history, epochs) / 60), 60)
     return (f"{label} epoch {row['epoch']}/{epochs}: lr {row['lr']:.3g}, train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.4f}, val acc {row['val_acc']:.4f}, {row['images_per_second']:.0f} img/s, "
             f"{row['seconds']:.1f} s; {hours} h {minutes:02d} min left")
