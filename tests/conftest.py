@@ -38,6 +38,48 @@ def make_idx_dataset(folder: Path, n_train: int = 800, n_test: int = 200, seed: 
     return folder
 
 
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+class FileServer:
+    """An HTTP server on 127.0.0.1 serving ``folder``, in a thread; ``requests`` lists the paths asked for."""
+
+    def __init__(self, folder: Path):
+        import functools
+        import http.server
+        import threading
+
+        requests = self.requests = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # keep the test output clean; record instead
+                requests.append(self.path)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """serve(folder) → a running :class:`FileServer`; every one is stopped after the test."""
+    servers = []
+
+    def serve(folder: Path) -> FileServer:
+        servers.append(FileServer(folder))
+        return servers[-1]
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def idx_dataset(request, tmp_path_factory) -> Path:
     return built_once(request, tmp_path_factory, "idx", make_idx_dataset)

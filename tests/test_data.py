@@ -288,27 +288,6 @@ def test_synthetic_is_seeded_and_learnable(tmp_path):
     assert (predicted == a.test_labels).mean() > 0.9
 
 
-def test_failed_download_says_where_to_put_the_files(tmp_path, monkeypatch):
-    import urllib.error
-
-    import torchvision.datasets.utils as tv_utils
-
-    calls = []
-
-    def offline(url, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(tv_utils, "download_url", offline)
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
-    for source in ("mnist", "cifar10"):
-        with pytest.raises(DatasetError, match=f"does not exist, and could not download {source} into"):
-            load_source(source, tmp_path / source, allow_download=True)
-    assert len(calls) == 2 and calls[1].endswith("cifar-10-python.tar.gz")
-    with pytest.raises(MissingDataset):
-        load_source("cifar10", tmp_path / "cifar10", allow_download=False)
-
-
 def test_epoch_draws_are_the_per_batch_draws_in_one_piece():
     meta = DatasetMeta("m", 10, (8, 8, 3), 100, 10, 0.1, 0, True, "unit", (0.0,) * 3, (1.0,) * 3)
     transform = BatchTransform(meta)

@@ -1,5 +1,6 @@
 """The workflow end to end on a tiny dataset the test writes in the real IDX format."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_idx_dataset
+from conftest import make_idx_dataset, md5
 from convbias.config import load_config
+from convbias.data.downloads import FILES
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -256,6 +258,36 @@ def test_missing_dataset_fails_at_job_time_with_one_sentence(tmp_path, data):
     assert "nowhere/train-images-idx3-ubyte.gz does not exist" in output
     assert "datasets.tiny.path" in output
     assert "Traceback" not in output
+
+
+def test_download_rule_fetches_locally_rejects_a_corrupted_file_then_convert_reads_the_download(tmp_path, file_server):
+    """A dataset whose path lacks the files is read from resources/<source>, which the local rule
+    download_<source> fills from the published location (here a mirror on 127.0.0.1, with the
+    checksums computed by this test); a corrupted file fails that job with one sentence."""
+    served = make_idx_dataset(tmp_path / "served")
+    good = {name: md5(served / name) for name in FILES["mnist"]}
+    config = tiny_config(tmp_path / "nowhere")
+    config["mirrors"] = {"mnist": {"url": file_server(served).url, "md5": good}}
+    root = checkout(tmp_path / "project", config)
+    assert job_counts(snakemake(root, "-n", "download").stdout) == {"download_mnist": 1, "download": 1}
+    labels = served / "train-labels-idx1-ubyte.gz"
+    intact = labels.read_bytes()
+    labels.write_bytes(intact[:-8])  # truncated on the server
+    target = "results/data/tiny/meta.json"
+    proc = snakemake(root, "--cores", "1", target, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"train-labels-idx1-ubyte.gz does not match its MD5 checksum {good[labels.name]}" in output
+    assert "Traceback" not in output and "logs/download/mnist.log" in output
+    assert not (root / "resources" / "mnist" / labels.name).exists()
+    assert not (root / "results" / "data").exists()
+    labels.write_bytes(intact)
+    snakemake(root, "--cores", "1", target)
+    for name in FILES["mnist"]:
+        assert (root / "resources" / "mnist" / name).read_bytes() == (served / name).read_bytes()
+    assert json.loads((root / target).read_text())["num_classes"] == 10
+    assert "MD5 checked" in (root / "logs" / "download" / "mnist.log").read_text()
+    assert "Nothing to be done" in snakemake(root, "-n", target).stdout  # the same DAG once downloaded
 
 
 def test_pretrained_histograms_from_a_weights_file_and_a_missing_torchvision_file(tmp_path, data, monkeypatch):

@@ -36,14 +36,15 @@ def log_to(log: Sequence[str]) -> None:
 
 @contextlib.contextmanager
 def stops_with_one_sentence():
-    """A job that meets a damaged run or an unreadable weights file stops with the message alone
-    (it names the file and the fix), not a traceback."""
+    """A job that meets a damaged run, an unreadable weights file or a failed download stops with
+    the message alone (it names the file and the fix), not a traceback."""
     from .checkpoints import WeightsError
+    from .data.sources import DatasetError
     from .stats import NonFiniteWeights
 
     try:
         yield
-    except (RunDamaged, WeightsError, NonFiniteWeights) as err:
+    except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError) as err:
         sys.exit(f"error: {err}")
 from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 

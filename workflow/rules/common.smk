@@ -5,6 +5,7 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from convbias.config import ConfigError, load_config
+from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
 from convbias.figures import KINDS as FIGURE_KINDS
 from convbias.plan import target_figures
 
@@ -36,6 +37,12 @@ def dataset_files(dataset):
     """The converted dataset: FFCV train and test files and meta.json."""
     folder = f"results/data/{dataset}"
     return {"train": f"{folder}/train.beton", "test": f"{folder}/test.beton", "meta": f"{folder}/meta.json"}
+
+
+def dataset_downloads(dataset):
+    """The downloaded files a dataset is read from (rule download_<source>), or none: its path has them."""
+    spec = DATASETS[dataset]
+    return download_files(spec.source) if needs_download(spec) else []
 
 
 def experiment_data(wildcards):

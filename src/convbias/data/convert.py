@@ -10,6 +10,7 @@ import numpy as np
 from ..specs import DatasetSpec
 from .dataset import DatasetMeta, train_indices
 from .loaders import write_beton, write_samples
+from .downloads import folder_to_read
 from .sources import DatasetError, image_folders, load_source
 from .variants import channel_stats, noisy_labels, pad, shuffle_pixels
 
@@ -62,7 +63,7 @@ def convert(name: str, spec: DatasetSpec, train_out: str | Path, test_out: str |
     if spec.source == "imagenet":
         return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
     synthetic = asdict(spec.synthetic) if spec.synthetic else {}
-    arrays = load_source(spec.source, spec.path, allow_download=spec.download, **synthetic)
+    arrays = load_source(spec.source, folder_to_read(spec), **synthetic)
     seed = spec.variant_seed
     # per_image_train is applied to training batches, after augmentation: the files stay clean
     baked = "none" if spec.pixel_shuffle == "per_image_train" else spec.pixel_shuffle

@@ -147,28 +147,6 @@ def cifar_dataset(folder: str | Path, num_classes: int = 10) -> Arrays:
                   np.concatenate([p[0] for p in te]), np.concatenate([p[1] for p in te]), num_classes=num_classes)
 
 
-def download(source: str, folder: str | Path) -> None:  # pragma: no mutate block (needs the network)
-    """Fetch ``source``'s published files into ``folder`` with torchvision's downloader."""
-    from torchvision import datasets
-    from torchvision.datasets.utils import download_and_extract_archive, download_url
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        if source in ("cifar10", "cifar100"):
-            cls = datasets.CIFAR10 if source == "cifar10" else datasets.CIFAR100
-            download_and_extract_archive(cls.url, str(folder), filename=cls.filename, md5=cls.tgz_md5)
-        elif source == "mnist":
-            for name, md5 in datasets.MNIST.resources:
-                download_url(datasets.MNIST.mirrors[0] + name, str(folder), filename=name, md5=md5)
-        else:
-            raise DatasetError(f"source {source!r} has no download; put its files in {folder}")
-    except DatasetError:
-        raise
-    except Exception as err:
-        raise DatasetError(f"could not download {source} into {folder} ({type(err).__name__})") from None
-
-
 # pragma: no mutate start (demo data: any seeded learnable images will do)
 def synthetic_dataset(*, n_train: int, n_test: int, size: int, channels: int, num_classes: int, seed: int) -> Arrays:
     """A seeded, learnable dataset: each class is a smooth random pattern, each image a noisy shifted copy
@@ -213,26 +191,16 @@ SOURCES = {
     "cifar10": lambda path: cifar_dataset(path, 10),
     "cifar100": lambda path: cifar_dataset(path, 100),
 }
-DOWNLOADABLE = ("mnist", "cifar10", "cifar100")
 
 
-def load_source(source: str, path: str | Path | None, allow_download: bool = False, **options) -> Arrays:
+def load_source(source: str, path: str | Path | None, **options) -> Arrays:
     """Load the dataset ``source`` from ``path`` (a folder in that source's published format).
 
-    With ``allow_download``, a downloadable source whose files are missing is fetched first;
+    Nothing is downloaded here (convbias.data.downloads does that, in its own rule);
     ``synthetic`` takes no path but ``options`` (see :func:`synthetic_dataset`).
     """
     if source == "synthetic":
         return synthetic_dataset(**options)
     if source not in SOURCES:
         raise DatasetError(f"unknown dataset source {source!r}; known: {', '.join(sorted(SOURCES))}")
-    try:
-        return SOURCES[source](path)
-    except MissingDataset as missing:
-        if not (allow_download and source in DOWNLOADABLE):
-            raise
-        try:
-            download(source, path)
-        except DatasetError as failed:
-            raise DatasetError(f"{missing}, and {failed}") from None
     return SOURCES[source](path)
