@@ -18,7 +18,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
-localrules: all, quickstart, cifar, measure, figure, pretrained_filters
+localrules: all, quickstart, smoke, cifar, download, measure, figure, pretrained_filters
 
 
 rule all:
@@ -32,6 +32,13 @@ rule cifar:
     """The paper figures whose experiments all train on CIFAR-10/100: no ImageNet needed."""
     input:
         [figure_file(name) for name in target_figures(STUDY, "cifar")],
+
+
+rule smoke:
+    """Minutes on any set-up: synthetic data, a 1-GPU and a 2-GPU (DDP) run, a figure of every kind."""
+    input:
+        figure_targets(study="smoke"),
+        claims_file("smoke"),
 
 
 rule quickstart:

@@ -4,7 +4,7 @@
 #   bash .ci/slurm.sh stop    stop exactly the daemons that start started (PIDs in $STATE/pids)
 # Needs root (CI runs as root). No systemd, no cgroups, no accounting: jobs are tracked by
 # /proc (proctrack/linuxproc) and their status is read with squeue, so finished jobs must stay
-# visible to squeue for a while (MinJobAge).
+# visible to squeue for a while (MinJobAge). The node declares two GPUs without devices.
 set -euo pipefail
 STATE=${CONVBIAS_SLURM_STATE:-/tmp/convbias-slurm}
 
@@ -54,13 +54,20 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=600
 SchedulerParameters=defer_batch
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+GresTypes=gpu
+NodeName=$host CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
 PartitionName=ci Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+    # two GPUs whose "devices" are /dev/null and /dev/zero: jobs ask for GPUs as on a GPU cluster
+    # (the smoke study's 1- and 2-GPU runs) and Slurm sets CUDA_VISIBLE_DEVICES; there is no CUDA
+    # here, so they compute on the CPU (device auto), the 2-GPU run as two DDP processes (gloo)
+    echo "Name=gpu File=/dev/null,/dev/zero" > /etc/slurm/gres.conf
     slurmctld -i
     slurmd
     for _ in $(seq 100); do
         if sinfo -h -o %t 2>/dev/null | grep -qx idle; then break; fi
+        # a node drained by an earlier configuration of this cluster (kept in $STATE) comes back
+        if sinfo -h -o %t 2>/dev/null | grep -qx drain; then scontrol update nodename="$host" state=resume || true; fi
         sleep 0.2
     done
     { cat /run/munge/munged.pid; cat "$STATE/slurmctld.pid"; cat "$STATE/slurmd.pid"; } > "$STATE/pids"

@@ -134,6 +134,12 @@ def pretrained_filters_file(name):
     return f"results/filters/pretrained/{name}.parquet"
 
 
+def pretrained_run(name):
+    """The run folder of this study a ``pretrained`` weights file lies in (that run comes first), or none."""
+    match = re.fullmatch(r"results/runs/([^/]+)/seed(\d+)/[^/]+", PRETRAINED[name].weights)
+    return [run_dir(*match.groups())] if match and match[1] in EXPERIMENTS else []
+
+
 def figure_file(name):
     return f"results/{name}.pdf"
 

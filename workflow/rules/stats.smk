@@ -33,6 +33,8 @@ rule pretrained_filters:
     The weights are read when the job runs: a missing torchvision file fails that job with one
     sentence saying where to put it (never a silent download), and `snakemake -n` still works.
     """
+    input:
+        lambda wildcards: pretrained_run(wildcards.pretrained),
     output:
         pretrained_filters_file("{pretrained}"),
     log:
