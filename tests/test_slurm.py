@@ -1,8 +1,8 @@
 """`snakemake --profile slurm` against a real one-node Slurm cluster (started by .ci/run).
 
 Every job goes through sbatch. Test-only overrides, on top of the shipped ./slurm profile and
-profiles/default: CPUs and memory that fit this node (the experiments train on the CPU, so
-their jobs ask for no GPU and one CPU), squeue as the status command
+profiles/default: CPUs and memory that fit this node (one CPU per GPU: the node declares two
+GPUs, /dev/null and /dev/zero, and the jobs that ask for them compute on its CPU), squeue as the status command
 (the test cluster has no accounting for sacct), a short wait before the first status check, and
 the logs of successful jobs kept so the test can read them.
 """
@@ -19,7 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import make_idx_dataset
+import yaml
+
+from conftest import make_idx_dataset, md5
+from convbias.data.downloads import FILES
 from test_workflow import REPO, SNAKEMAKE, checkout
 
 pytestmark = pytest.mark.slurm
@@ -29,7 +32,7 @@ TEST_OVERRIDES = [
     "--slurm-keep-successful-logs",
     "--set-threads", "convert=1",
     "--set-resources", "train:mem_mb=1500", "reinit:mem_mb=1500",
-    "convert:mem_mb=1500", "filters:mem_mb=1500",
+    "convert:mem_mb=1500", "filters:mem_mb=1500", "train:cpus_per_gpu=1", "reinit:cpus_per_gpu=1",
     "--default-resources", "mem_mb=1000", "runtime=30",
 ]
 
@@ -93,9 +96,14 @@ def slurm_logs(root: Path, rule: str) -> list[Path]:
     return sorted((root / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/**/*.log"))
 
 
-def test_workflow_runs_through_sbatch(cluster, tmp_path):
-    data = make_idx_dataset(tmp_path / "idx")
-    root = slurm_checkout(tmp_path / "project", config_for(data, epochs=2, seeds=[0, 1]))
+def test_workflow_runs_through_sbatch_after_downloading_on_the_login_node(cluster, tmp_path, file_server):
+    """The dataset's path is empty: rule download_mnist fetches it here (a local rule, as on a
+    login node; from a mirror on 127.0.0.1), every compute job goes through sbatch."""
+    served = make_idx_dataset(tmp_path / "served")
+    config = config_for(tmp_path / "no-such-folder", epochs=2, seeds=[0, 1])
+    config["mirrors"] = {"mnist": {"url": file_server(served).url,
+                                   "md5": {name: md5(served / name) for name in FILES["mnist"]}}}
+    root = slurm_checkout(tmp_path / "project", config)
     start = time.time()
     code, out = finish(run_on_slurm(root, "quickstart"))
     assert code == 0, out[-6000:]
@@ -105,8 +113,39 @@ def test_workflow_runs_through_sbatch(cluster, tmp_path):
     assert len(slurm_logs(root, "convert")) == 1
     assert len(slurm_logs(root, "train")) == 2 and len(slurm_logs(root, "reinit")) == 2
     assert not slurm_logs(root, "figure") and not slurm_logs(root, "measure")
+    assert not slurm_logs(root, "download_mnist") and (root / "logs" / "download" / "mnist.log").exists()
+    assert sorted(p.name for p in (root / "resources" / "mnist").iterdir()) == sorted(FILES["mnist"])
     assert re.search(r"Job \d+ has been submitted with SLURM jobid \d+", out)
     print(f"slurm end-to-end run: {time.time() - start:.0f} s")
+
+
+def test_smoke_study_through_slurm_asks_for_gpus_and_trains_data_parallel(cluster, tmp_path):
+    """`snakemake --profile slurm smoke` as the README says, with the shipped config: the 1-GPU and
+    2-GPU jobs get their GPUs from Slurm, the 2-GPU run trains in two DDP processes, every figure
+    kind is drawn, convbias status reports both runs done and every job has its log."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    root = slurm_checkout(tmp_path / "project", config)
+    start = time.time()
+    code, out = finish(run_on_slurm(root, "smoke"))
+    assert code == 0, out[-6000:]
+    kinds = {fig["kind"] for name, fig in config["figures"].items() if fig.get("study") == "smoke"}
+    assert kinds == {"measure", "histograms", "layer", "grid", "reinit", "critical", "pretrained"}
+    figures = [root / "results" / f"{name}.pdf" for name, fig in config["figures"].items() if fig.get("study") == "smoke"]
+    assert all(f.stat().st_size > 0 for f in figures) and (root / "results" / "smoke" / "claims.csv").exists()
+    assert len(slurm_logs(root, "train")) == 2
+    for gpus, processes in (("0", 1), ("0,1", 2)):
+        name = "smoke_1gpu" if processes == 1 else "smoke_2gpu"
+        log = (root / "logs" / "train" / name / "seed0.log").read_text()
+        assert f"{processes} training process(es), device auto, GPUs of this job: {gpus}" in log  # Slurm's
+        assert f"{name} seed 0 epoch 2/2" in log
+        manifest = json.loads((root / "results" / "runs" / name / "seed0" / "manifest.json").read_text())
+        assert manifest["computed"]["processes"] == processes
+    for rule in ("convert", "train", "filters", "reinit", "measure", "figure", "pretrained_filters", "claims"):
+        assert list((root / "logs" / rule).rglob("*.log")), rule
+    status = subprocess.run([str(Path(SNAKEMAKE).with_name("convbias")), "status", "smoke"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    assert "smoke: 2 runs — 2 done" in status, status
+    print(f"slurm smoke study: {time.time() - start:.0f} s")
 
 
 def test_failing_job_fails_the_run_and_names_its_log(cluster, tmp_path):

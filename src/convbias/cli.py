@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--download", action="store_true", help="torchvision:NAME: download missing weights")
     plan = commands.add_parser("plan", help="disk, memory per job and compute hours of a target, before it runs")
     plan.add_argument("target", nargs="?", default="all",
-                      help="all (the paper study), quickstart, cifar (the paper figures trained on CIFAR) or a figure")
+                      help="all (the paper study), quickstart, smoke, cifar (the paper figures trained on CIFAR) or a figure")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
     status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
                                                "interrupted or not started")
-    status.add_argument("target", nargs="?", default="all", help="all, quickstart, cifar or a figure (as for plan)")
+    status.add_argument("target", nargs="?", default="all", help="all, quickstart, smoke, cifar or a figure (as for plan)")
     status.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")

@@ -20,13 +20,13 @@ CIFAR = ("cifar10", "cifar100")
 
 
 def target_figures(study: Study, target: str) -> list[str]:
-    """The figures behind ``target``: ``all`` (the paper study), ``quickstart``, ``cifar`` (the
-    paper figures whose experiments all train on CIFAR), or one figure's name."""
+    """The figures behind ``target``: ``all`` (the paper study), another study's name (``quickstart``,
+    ``smoke``), ``cifar`` (the paper figures whose experiments all train on CIFAR), or one figure's name."""
     paper = [n for n, f in study.figures.items() if f.study == "paper"]
     if target == "all":
         return paper
-    if target == "quickstart":
-        return [n for n, f in study.figures.items() if f.study == "quickstart"]
+    if target != "paper" and target in {f.study for f in study.figures.values()}:
+        return [n for n, f in study.figures.items() if f.study == target]
     if target == "cifar":
         def on_cifar(figure):
             names = study.figures[figure].experiments or ()
@@ -34,7 +34,7 @@ def target_figures(study: Study, target: str) -> list[str]:
         return [n for n in paper if on_cifar(n)]
     if target in study.figures:
         return [target]
-    raise ValueError(f"unknown target {target!r}: use all, quickstart, cifar or a figure name "
+    raise ValueError(f"unknown target {target!r}: use all, quickstart, smoke, cifar or a figure name "
                      f"({', '.join(sorted(study.figures)[:5])}, …)")
 
 
