@@ -1,9 +1,21 @@
 # convbias: FFCV conversion → training per seed → statistics → re-initialization → figures.
 # Every path is built in workflow/rules/common.smk; every key is documented in config/README.md.
 
+import os
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# convbias from this checkout's src/, here and in every job: a job's conda environment
+# (workflow/envs/convbias.yaml) does not install it
+_SRC = Path(workflow.basedir) / "src"
+if (_SRC / "convbias").is_dir():
+    sys.path.insert(0, str(_SRC))
+    # set, not required: the lint's envvars check is about variables a workflow needs from its user
+    os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [str(_SRC), os.environ.get("PYTHONPATH")])))
 
 
 configfile: "config/config.yaml"
@@ -18,7 +30,15 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
-localrules: all, quickstart, smoke, cifar, download, measure, figure, pretrained_filters
+localrules:
+    all,
+    quickstart,
+    smoke,
+    cifar,
+    download,
+    measure,
+    figure,
+    pretrained_filters,
 
 
 rule all:

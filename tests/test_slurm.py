@@ -136,7 +136,7 @@ def test_smoke_study_through_slurm_asks_for_gpus_and_trains_data_parallel(cluste
     for gpus, processes in (("0", 1), ("0,1", 2)):
         name = "smoke_1gpu" if processes == 1 else "smoke_2gpu"
         log = (root / "logs" / "train" / name / "seed0.log").read_text()
-        assert f"{processes} training process(es), device auto, GPUs of this job: {gpus}" in log  # Slurm's
+        assert f"GPUs of this job: {gpus} (device auto, {processes} asked for)" in log  # as Slurm assigned them
         assert f"{name} seed 0 epoch 2/2" in log
         manifest = json.loads((root / "results" / "runs" / name / "seed0" / "manifest.json").read_text())
         assert manifest["computed"]["processes"] == processes

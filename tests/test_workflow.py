@@ -260,6 +260,28 @@ def test_missing_dataset_fails_at_job_time_with_one_sentence(tmp_path, data):
     assert "Traceback" not in output
 
 
+def test_snakemake_lint_is_clean_and_snakefmt_changes_nothing():
+    lint = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    snakefmt = subprocess.run([str(Path(SNAKEMAKE).with_name("snakefmt")), "--check", "."], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+    assert snakefmt.returncode == 0, snakefmt.stdout + snakefmt.stderr
+
+
+def test_conda_environment_pins_exactly_the_versions_of_requirements_txt():
+    """workflow/envs/convbias.yaml (conda: on every rule) installs what `make setup` installs."""
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "convbias.yaml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert sorted(pip) == sorted(requirements)
+    assert {"python=3.11", "pip", "compilers", "pkg-config", "libopencv", "libjpeg-turbo"} <= set(conda)
+    rules = {p.name: p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")}
+    for name, text in rules.items():  # every rule with a script runs in it
+        assert text.count("script:") == len(re.findall(r"conda:\s+ENV\n", text)), name
+
+
 def test_download_rule_fetches_locally_rejects_a_corrupted_file_then_convert_reads_the_download(tmp_path, file_server):
     """A dataset whose path lacks the files is read from resources/<source>, which the local rule
     download_<source> fills from the published location (here a mirror on 127.0.0.1, with the

@@ -182,18 +182,22 @@ def job_gpus(device: str, n: int = 1) -> Iterator[list[str]]:
     on the CPU sees no GPU at all (so neither it nor its loaders touch one); a GPU job on a local
     machine claims ``n`` free GPUs and sees only those.  An explicit ``cuda:N`` is left as it is.
     """
+    def tell(gpus):  # the job's log says what it got (under Slurm: what the scheduler assigned)
+        print(f"GPUs of this job: {','.join(gpus) or 'none'} (device {device}, {n} asked for)", file=sys.stderr)
+        return gpus
+
     if os.environ.get("SLURM_JOB_ID") or (device.startswith("cuda:")):
-        yield gpu_pool()
+        yield tell(gpu_pool())
         return
     saved, pool = os.environ.get("CUDA_VISIBLE_DEVICES"), gpu_pool()
     try:
         if device == "cpu" or n == 0 or (device == "auto" and not pool):  # auto on a machine without GPUs
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
-            yield []
+            yield tell([])
         else:
             with claim_gpus(n, pool, lock_dir()) as gpus:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-                yield gpus
+                yield tell(gpus)
     finally:
         if saved is None:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)

@@ -11,9 +11,11 @@ for _study in sorted({fig.study for fig in FIGURES.values()}):
             report(claims_file(_study), caption="../report/claims.rst", category="Claims"),
         log:
             f"logs/claims/{_study}.log",
+        localrule: True
+        conda:
+            ENV
         params:
             spec=STUDY.claims.to_dict(),
             experiments=claims_experiments(_study),
-        localrule: True
         script:
             "../scripts/claims.py"

@@ -15,6 +15,9 @@ try:
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
+# The software environment of every rule with a script (--software-deployment-method conda).
+ENV = "../envs/convbias.yaml"
+
 DATASETS = STUDY.datasets
 EXPERIMENTS = STUDY.experiments
 FIGURES = STUDY.figures
@@ -40,7 +43,7 @@ def dataset_files(dataset):
 
 
 def dataset_downloads(dataset):
-    """The downloaded files a dataset is read from (rule download_<source>), or none: its path has them."""
+    """The downloaded files a dataset is read from (made by download_<source>); none when its path has them."""
     spec = DATASETS[dataset]
     return download_files(spec.source) if needs_download(spec) else []
 
@@ -191,12 +194,22 @@ def claims_experiments(study):
     figures = [f for f in FIGURES.values() if f.study == study and f.experiments]
     swept = {(e, s) for f in figures if f.kind == "reinit" for e, s in _runs(f)}
     experiments = dict.fromkeys(e for f in figures for e in f.experiments)
-    return {e: {"measure": measure_file(e), "runs": {s: run_dir(e, s) for s in seeds(e)},
-                "reinit": [reinit_file(e, s) for s in seeds(e) if (e, s) in swept],
-                "meta": dataset_files(EXPERIMENTS[e].dataset)["meta"]} for e in experiments}
+    return {
+        e: {
+            "measure": measure_file(e),
+            "runs": {s: run_dir(e, s) for s in seeds(e)},
+            "reinit": [reinit_file(e, s) for s in seeds(e) if (e, s) in swept],
+            "meta": dataset_files(EXPERIMENTS[e].dataset)["meta"],
+        }
+        for e in experiments
+    }
 
 
 def claims_inputs(study):
     files = claims_experiments(study).values()
-    return [f["measure"] for f in files] + [r for f in files for r in f["runs"].values()] + \
-        [r for f in files for r in f["reinit"]] + sorted({f["meta"] for f in files})
+    return (
+        [f["measure"] for f in files]
+        + [r for f in files for r in f["runs"].values()]
+        + [r for f in files for r in f["reinit"]]
+        + sorted({f["meta"] for f in files})
+    )

@@ -10,9 +10,11 @@ for _source in sorted({d.source for d in DATASETS.values()} & set(DOWNLOADABLE))
             download_files(_source),
         log:
             f"logs/download/{_source}.log",
+        localrule: True
+        conda:
+            ENV
         params:
             source=_source,
-        localrule: True
         script:
             "../scripts/download.py"
 
@@ -34,12 +36,14 @@ rule convert:
         "logs/convert/{dataset}.log",
     benchmark:
         "benchmarks/convert/{dataset}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        **job_needs("convert"),
     params:
         # what the content depends on; path and download are read by the script, so that moving
         # the files or allowing downloads reschedules nothing
         identity=lambda wildcards: DATASETS[wildcards.dataset].identity(),
-    threads: 2
-    resources:
-        **job_needs("convert"),
     script:
         "../scripts/convert.py"

@@ -6,6 +6,8 @@ rule figure:
         report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
     log:
         "logs/figure/{figure}.log",
+    conda:
+        ENV
     params:
         spec=lambda wildcards: FIGURES[wildcards.figure].to_dict(),
         runs=figure_runs,

@@ -9,12 +9,14 @@ rule reinit:
         "logs/reinit/{experiment}/seed{seed}.log",
     benchmark:
         "benchmarks/reinit/{experiment}/seed{seed}.tsv"
-    params:
-        spec=train_spec_params,
+    conda:
+        ENV
     threads: lambda wildcards: threads_for(reinit_gpus(wildcards))
     resources:
+        **job_needs("reinit"),
         gpu=reinit_gpus,
         cpus_per_gpu=CPUS_PER_GPU,
-        **job_needs("reinit"),
+    params:
+        spec=train_spec_params,
     script:
         "../scripts/reinit.py"

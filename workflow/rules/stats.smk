@@ -6,11 +6,13 @@ rule filters:
         filters_file("{experiment}", "{seed}"),
     log:
         "logs/filters/{experiment}/seed{seed}.log",
+    conda:
+        ENV
+    resources:
+        **job_needs("filters"),
     params:
         epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].train.epochs,
         include_1x1=lambda wildcards: EXPERIMENTS[wildcards.experiment].include_1x1,
-    resources:
-        **job_needs("filters"),
     script:
         "../scripts/filters.py"
 
@@ -23,6 +25,8 @@ rule measure:
         measure_file("{experiment}"),
     log:
         "logs/measure/{experiment}.log",
+    conda:
+        ENV
     script:
         "../scripts/measure.py"
 
@@ -39,6 +43,8 @@ rule pretrained_filters:
         pretrained_filters_file("{pretrained}"),
     log:
         "logs/pretrained_filters/{pretrained}.log",
+    conda:
+        ENV
     params:
         spec=lambda wildcards: PRETRAINED[wildcards.pretrained].to_dict(),
     script:

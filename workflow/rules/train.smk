@@ -12,14 +12,16 @@ rule train:
         "logs/train/{experiment}/seed{seed}.log",
     benchmark:
         "benchmarks/train/{experiment}/seed{seed}.tsv"
+    conda:
+        ENV
+    threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
+    resources:
+        **job_needs("train"),
+        gpu=experiment_gpus,
+        cpus_per_gpu=CPUS_PER_GPU,
     params:
         spec=train_spec_params,
         work=work_dir,
         order=lambda wildcards: DATASETS[EXPERIMENTS[wildcards.experiment].dataset].training_order(),
-    threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
-    resources:
-        gpu=experiment_gpus,
-        cpus_per_gpu=CPUS_PER_GPU,
-        **job_needs("train"),
     script:
         "../scripts/train.py"

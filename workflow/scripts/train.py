@@ -22,9 +22,7 @@ os_cache = use_os_cache(DatasetSpec.from_config(snakemake.config["datasets"][dat
                         os.path.getsize(inputs.train), job_memory(snakemake.resources.get("mem_mb")))
 options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "device": experiment.device,
            "order": snakemake.params.order, "os_cache": os_cache}
-with job_gpus(experiment.device, processes) as gpus:  # before anything starts CUDA; torchrun's processes inherit it
-    print(f"{snakemake.wildcards.experiment} seed {seed}: {processes} training process(es), device "
-          f"{experiment.device}, GPUs of this job: {','.join(gpus) or 'none'}", flush=True)
+with job_gpus(experiment.device, processes):  # before anything starts CUDA; torchrun's processes inherit it
     if processes > 1:
         launch({"spec": spec, "seed": seed, "meta": inputs.meta, "train_file": inputs.train, "test_file": inputs.test,
                 "threads": max(1, threads // processes), **options}, processes)
