@@ -6,8 +6,9 @@
 
 VENV   := .venv
 PYTHON ?= python3
-APT    := libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
-SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
+# what a bare Debian lacks to build FFCV and the venv, and Fashion-MNIST (downloaded when absent)
+APT    := build-essential python3-dev python3-venv libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
+SUDO   := $(if $(filter 0,$(shell id -u 2>/dev/null)),,sudo)
 
 .PHONY: setup system-packages quickstart test mutation report clean-results
 
@@ -44,8 +45,13 @@ report: quickstart
 setup: system-packages $(VENV)/.installed
 
 # Debian packages FFCV builds against, and Fashion-MNIST; installed only when one is missing.
+# Elsewhere (no dpkg-query) nothing is installed: one sentence says what to install instead.
 system-packages:
-	@missing=$$(for p in $(APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@if ! command -v dpkg-query >/dev/null 2>&1; then \
+		echo "not a Debian system, so make installs no system packages: install a C compiler, Python 3.11 with its headers and venv module, pkg-config and the development files of OpenCV and libjpeg-turbo with your package manager (or use the conda environment, README \"On a cluster without root\"); Fashion-MNIST is downloaded"; \
+		exit 0; \
+	fi; \
+	missing=$$(for p in $(APT); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
