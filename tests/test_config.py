@@ -14,7 +14,7 @@ from convbias.specs import DatasetSpec, FigureSpec, ModelSpec, PretrainedSpec, S
 
 ROOT = Path(__file__).parents[1]
 SECTIONS = {"datasets": "dataset", "experiments": "experiment", "pretrained": "pretrained", "figures": "figure"}
-DOCUMENTED = {**SECTIONS, "claims": "claims"}  # sections of config/README.md, by heading
+DOCUMENTED = {**SECTIONS, "claims": "claims", "mirrors": "mirror"}  # sections of config/README.md, by heading
 
 
 def schema_keys(node: dict, prefix: str = "") -> dict[str, dict]:
