@@ -149,7 +149,9 @@ def test_smoke_study_through_slurm_asks_for_gpus_and_trains_data_parallel(cluste
 
 
 def test_failing_job_fails_the_run_and_names_its_log(cluster, tmp_path):
-    root = slurm_checkout(tmp_path / "project", config_for(tmp_path / "no-such-folder", epochs=1, seeds=[0]))
+    config = config_for(tmp_path / "no-such-folder", epochs=1, seeds=[0])
+    config["datasets"]["tiny"]["download"] = False  # so that convert, a cluster job, fails
+    root = slurm_checkout(tmp_path / "project", config)
     code, out = finish(run_on_slurm(root, "quickstart", extra=("--retries", "0")))  # no point retrying it
     assert code != 0
     logs = slurm_logs(root, "convert")

@@ -364,8 +364,11 @@ def test_paper_study_dry_runs(tmp_path):
               for s in f.seeds or study.experiments[e].seeds}
     assert counts["measure"] == len(measured) and counts["reinit"] == len(reinit)
     assert counts["pretrained_filters"] == 7 and counts["convert"] == 7
+    # each published source once, however many datasets read it (CIFAR-10 has four variants)
+    assert {r for r in counts if r.startswith("download")} == {"download_cifar10", "download_cifar100", "download_mnist"}
+    assert counts["download_cifar10"] == 1
     fig7 = job_counts(snakemake(root, "-n", "results/fig7.pdf").stdout)
-    assert fig7 == {"convert": 1, "train": 10, "filters": 10, "measure": 1, "figure": 1}
+    assert fig7 == {"download_cifar10": 1, "convert": 1, "train": 10, "filters": 10, "measure": 1, "figure": 1}
     from convbias.plan import plan, target_figures  # `cifar`: the paper figures that need no ImageNet
 
     cifar = job_counts(snakemake(root, "-n", "cifar").stdout)
