@@ -43,7 +43,8 @@ def test_a_corrupted_file_is_rejected_and_leaves_nothing(tmp_path, file_server):
         fetch("mnist", target, mirror)
     message = str(err.value)
     assert f"t10k-images-idx3-ubyte.gz does not match its MD5 checksum {mirror['md5'][bad.name]}" in message
-    assert f"into {target}/ by hand" in message and "\n" not in message
+    assert f"put t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (MD5 {mirror['md5'][bad.name]}, …) " \
+           f"into {target}/ by hand" in message and "\n" not in message
     # the files before it were fetched and checked; the corrupted one and any partial file are gone
     assert sorted(p.name for p in target.iterdir()) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
 

@@ -126,7 +126,8 @@ def fetch(source: str, folder: str | Path, mirror: dict | None = None) -> list[P
             finally:
                 part.unlink(missing_ok=True)
         else:
+            missing = [n for n in FILES[source] if not (folder / n).exists()]
             raise DatasetError(f"could not download {name} ({'; '.join(failures)}); without network, put "
-                               f"{name} (MD5 {md5}) into {folder}/ by hand, or point the dataset's path to a "
-                               f"folder that has it")
+                               f"{', '.join(missing)} (MD5 {md5}{', …' if len(missing) > 1 else ''}) into "
+                               f"{folder}/ by hand, or point the dataset's path to a folder that has them")
     return done
