@@ -28,7 +28,7 @@ test: setup
 MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
 MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.checkpoints* \
-           convbias.data.variants* convbias.data.sources* convbias.data.dataset*
+           convbias.data.variants* convbias.data.sources* convbias.data.dataset* convbias.data.downloads*
 SAMPLED ?= convbias.train convbias.runs convbias.data.loaders convbias.data.transform convbias.data.convert \
            convbias.figures:4 convbias.claims:4
 SAMPLE  ?= 20

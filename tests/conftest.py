@@ -156,7 +156,7 @@ MUTATION_TESTS = {
     "convbias.models": ("test_models.py", "test_stats.py"),
     "convbias.figures": ("test_figures.py",),
     "convbias.claims": ("test_claims.py", "test_figures.py"),
-    "convbias.data": ("test_data.py",),
+    "convbias.data": ("test_data.py", "test_downloads.py"),
     "convbias.train": ("test_train.py",),
     "convbias.runs": ("test_train.py",),
 }
