@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_cifar_archive, make_idx_dataset, md5
-from convbias.data.downloads import FILES, download_folder, fetch, folder_to_read, needs_download, published
+from convbias.data.downloads import (FILES, download_files, download_folder, fetch, folder_to_read, needs_download,
+                                     present, published)
 from convbias.data.sources import DatasetError, idx_dataset
 from convbias.specs import DatasetSpec
 
@@ -67,6 +68,7 @@ def test_the_published_locations_are_torchvisions_unless_a_mirror_says_otherwise
     assert len(published("mnist").urls) == 2  # torchvision's mirrors, tried in order
     mirror = published("mnist", {"url": "http://mirror.example/mnist", "md5": {"t10k-labels-idx1-ubyte.gz": "0" * 32}})
     assert mirror.urls == ("http://mirror.example/mnist/",)
+    assert published("mnist", {"url": "http://mirror.example/mnist/"}).urls == ("http://mirror.example/mnist/",)
     assert mirror.md5["t10k-labels-idx1-ubyte.gz"] == "0" * 32
     assert mirror.md5["train-images-idx3-ubyte.gz"] == published("mnist").md5["train-images-idx3-ubyte.gz"]
     with pytest.raises(DatasetError, match="'imagenet' is not published for download"):
@@ -91,3 +93,19 @@ def test_a_dataset_is_read_from_its_path_when_it_has_the_files_else_from_the_dow
     (tmp_path / "resources" / "cifar100" / "cifar-100-python").mkdir(parents=True)
     assert not needs_download(spec("cifar100", "resources/cifar100"))
     assert not needs_download(spec("imagenet", tmp_path / "absent"))
+
+
+def test_what_counts_as_a_sources_files(tmp_path):
+    assert download_files("mnist") == [f"resources/mnist/{n}" for n in (
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
+    assert download_files("cifar100") == ["resources/cifar100/cifar-100-python.tar.gz"]
+    assert not present("mnist", None) and not present("mnist", tmp_path / "absent")
+    plain = tmp_path / "plain"  # the IDX files unzipped, as some mirrors and packages ship them
+    plain.mkdir()
+    for name in FILES["mnist"]:
+        (plain / name.removesuffix(".gz")).write_bytes(b"")
+    assert present("fashion_mnist", plain)
+    (plain / "t10k-labels-idx1-ubyte").unlink()
+    assert not present("fashion_mnist", plain)
+    (tmp_path / "cifar" / "cifar-10-batches-py").mkdir(parents=True)  # extracted by hand
+    assert present("cifar10", tmp_path / "cifar") and not present("cifar100", tmp_path / "cifar")

@@ -4,6 +4,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.subprocess  # runs make: not for mutation runs (mutants/ holds no Makefile)
+
 REPO = Path(__file__).resolve().parents[1]
 MAKE = shutil.which("make")
 
