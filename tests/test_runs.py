@@ -18,7 +18,7 @@ import torch
 from convbias.checkpoints import file_sha256, load_weights
 from convbias.data.dataset import DatasetMeta
 from convbias.jobs import run_filters, stops_with_one_sentence, verified_history
-from convbias.runs import RunDamaged, RunFolder, WorkFolder, run_lock
+from convbias.runs import RunDamaged, RunFolder, WorkFolder, lock_file, run_lock
 from convbias.specs import ModelSpec, TrainSpec
 from convbias.train import train_run
 
@@ -193,17 +193,17 @@ def test_a_second_process_waits_for_the_run_lock_and_names_its_holder(tmp_path):
 def test_a_run_published_while_waiting_is_not_trained_again(data, reference, tmp_path, capsys):
     meta, train, test = data
     work = tmp_path / "resume" / "exp" / "seed5"
-    holder_started, results = threading.Event(), {}
+    results = {}
 
     def first():
-        with run_lock(work):
-            holder_started.set()
-            time.sleep(0.5)  # the second asks for the lock meanwhile
-            results["first"] = train_run(SPEC, 5, meta, train, test, tmp_path / "run", work, lock=False)
+        results["first"] = train_run(SPEC, 5, meta, train, test, tmp_path / "run", work)
 
     thread = threading.Thread(target=first)
     thread.start()
-    holder_started.wait(10)
+    lock = lock_file(work)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (lock.exists() and lock.read_text()):
+        time.sleep(0.005)  # its holder writes its PID once it holds it, then trains three epochs
     history = train_run(SPEC, 5, meta, train, test, tmp_path / "run", work)
     thread.join(60)
     err = capsys.readouterr().err

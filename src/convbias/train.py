@@ -128,8 +128,7 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
 
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
               out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,  # pragma: no mutate
-              stop_after: int | None = None, order: str = "random", os_cache: bool = True,
-              lock: bool = True) -> pd.DataFrame:
+              stop_after: int | None = None, order: str = "random", os_cache: bool = True) -> pd.DataFrame:
     """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests).
 
     ``order``: the training loader's sample order (``random`` or ``quasi_random``, part of the
@@ -141,7 +140,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     one process of a data-parallel run.
     """
     args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache)
-    if not lock or world_of_process()[1] > 1:
+    if world_of_process()[1] > 1:
         return _train(*args)
     with run_lock(Path(work_dir)):
         return _train(*args)
