@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runs import RunDamaged, RunFolder
+from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
 def log_to(log: Sequence[str]) -> None:
@@ -46,7 +47,6 @@ def stops_with_one_sentence():
         yield
     except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError) as err:
         sys.exit(f"error: {err}")
-from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
 def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:

@@ -273,6 +273,15 @@ def lock_file(work_dir: Path) -> Path:
     return work_dir.with_name(work_dir.name + ".lock")
 
 
+def lock_holder(lock: Path) -> tuple[str, str]:
+    """(PID, host) its holder wrote into run lock ``lock`` ("" where unknown)."""
+    try:
+        pid, _, host = lock.read_text(errors="replace").strip().partition(" ")
+    except OSError:
+        return "", ""
+    return pid, host
+
+
 def seconds_left(history: list[dict], epochs: int) -> float:
     """Seconds a run whose ``history`` rows end at some epoch needs for the rest of its ``epochs``,
     at its mean epoch time so far (NaN before its first trained epoch)."""
@@ -302,7 +311,7 @@ def run_lock(work_dir: Path, say=None):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid, _, host = os.pread(fd, 300, 0).decode(errors="replace").strip().partition(" ")
+            pid, host = lock_holder(lock)
             (say or _stderr)(f"waiting for process {pid or '?'}{f' on {host}' if host else ''}, which is working "
                              f"on this run ({lock}); this one continues from what that one leaves")
             fcntl.flock(fd, fcntl.LOCK_EX)

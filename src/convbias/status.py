@@ -20,16 +20,13 @@ import pandas as pd
 
 from .config import Study
 from .plan import target_figures
-from .runs import RunFolder, lock_file, seconds_left
+from .runs import RunFolder, lock_file, lock_holder, seconds_left
 
 
 def holder_alive(lock: Path) -> bool | None:
     """Whether the process named in run lock ``lock`` is alive: True/False when it ran on this
     host, None when it ran on another (a compute node) or the file names none."""
-    try:
-        pid, _, host = lock.read_text().strip().partition(" ")
-    except OSError:
-        return None
+    pid, host = lock_holder(lock)
     if not pid.isdigit() or host != socket.gethostname():
         return None
     try:
@@ -51,10 +48,10 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
         return {**row, "state": "done", "epoch": int(history["epoch"].max()),
                 "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),
                 "hours_left": 0.0}
-    work = resume / experiment / f"seed{seed}"
-    lock = lock_file(work)
+    work = RunFolder(resume / experiment / f"seed{seed}")
+    lock = lock_file(work.path)
     try:
-        progress = json.loads((work / "progress.json").read_text())
+        progress = json.loads(work.progress_file.read_text())
     except (OSError, ValueError):
         progress = None
     alive = holder_alive(lock) if lock.exists() else False
@@ -64,7 +61,7 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
     left = seconds_left(history, epochs)
     if alive is None:  # held on another host: running if it committed within two epochs' time (or an hour)
         per_epoch = left / (epochs - epoch) if epoch < epochs else math.nan
-        age = time.time() - (work / "progress.json").stat().st_mtime
+        age = time.time() - work.progress_file.stat().st_mtime
         alive = age < (3600 if math.isnan(per_epoch) else 2 * per_epoch + 600)
     return {**row, "state": "running" if alive else "interrupted", "epoch": epoch,
             "val_acc": float(history[-1]["val_acc"]), "test_acc": float(history[-1]["test_acc"]),
