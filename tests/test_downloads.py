@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_cifar_archive, make_idx_dataset, md5
-from convbias.data.downloads import (FILES, download_files, download_folder, fetch, folder_to_read, needs_download,
+from convbias.data.downloads import (DOWNLOADABLE, FILES, download_files, download_folder, fetch, folder_to_read, needs_download,
                                      present, published)
 from convbias.data.sources import DatasetError, idx_dataset
+from convbias.schema import schema
 from convbias.specs import DatasetSpec
 
 
@@ -73,6 +74,8 @@ def test_the_published_locations_are_torchvisions_unless_a_mirror_says_otherwise
     assert mirror.md5["train-images-idx3-ubyte.gz"] == published("mnist").md5["train-images-idx3-ubyte.gz"]
     with pytest.raises(DatasetError, match="'imagenet' is not published for download"):
         published("imagenet")
+    # a config may name a mirror for exactly the sources that are published
+    assert tuple(schema()["properties"]["mirrors"]["propertyNames"]["enum"]) == DOWNLOADABLE
 
 
 def spec(source: str, path, download: bool = True) -> DatasetSpec:

@@ -35,16 +35,19 @@ def _torchvision(source: str) -> Published:
     return Published(tuple(cls.mirrors), dict(cls.resources))
 
 
-DOWNLOADABLE = ("cifar10", "cifar100", "fashion_mnist", "mnist")
-
 # The file names each downloadable source publishes (the readers in convbias.data.sources take
 # them as they are: IDX .gz files, the CIFAR python .tar.gz).
 _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
         "t10k-labels-idx1-ubyte.gz")
 FILES = {"cifar10": ("cifar-10-python.tar.gz",), "cifar100": ("cifar-100-python.tar.gz",),
          "mnist": _IDX, "fashion_mnist": _IDX}
+DOWNLOADABLE = tuple(sorted(FILES))
 # A CIFAR archive already extracted counts as present.
 _EXTRACTED = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def _extracted(source: str, folder: Path) -> bool:
+    return source in _EXTRACTED and (folder / _EXTRACTED[source]).is_dir()
 
 
 def published(source: str, mirror: dict | None = None) -> Published:
@@ -74,9 +77,7 @@ def present(source: str, folder: str | Path | None) -> bool:
     if folder is None:
         return False
     folder = Path(folder)
-    if source in _EXTRACTED and (folder / _EXTRACTED[source]).is_dir():
-        return True
-    return all((folder / name).exists() or (folder / name.removesuffix(".gz")).exists() for name in FILES[source])
+    return _extracted(source, folder) or all((folder / name).exists() or (folder / name.removesuffix(".gz")).exists() for name in FILES[source])
 
 
 def needs_download(spec) -> bool:
@@ -87,7 +88,7 @@ def needs_download(spec) -> bool:
     if not (spec.download and spec.source in DOWNLOADABLE):
         return False
     if Path(spec.path).resolve() == Path(download_folder(spec.source)).resolve():
-        return not (spec.source in _EXTRACTED and (Path(spec.path) / _EXTRACTED[spec.source]).is_dir())
+        return not _extracted(spec.source, Path(spec.path))
     return not present(spec.source, spec.path)
 
 
