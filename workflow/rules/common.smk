@@ -139,8 +139,8 @@ def pretrained_filters_file(name):
 
 def pretrained_run(name):
     """The run folder of this study a ``pretrained`` weights file lies in (that run comes first), or none."""
-    match = re.fullmatch(r"results/runs/([^/]+)/seed(\d+)/[^/]+", PRETRAINED[name].weights)
-    return [run_dir(*match.groups())] if match and match[1] in EXPERIMENTS else []
+    weights = PRETRAINED[name].weights
+    return [run_dir(e, s) for e in EXPERIMENTS for s in seeds(e) if weights.startswith(run_dir(e, s) + "/")]
 
 
 def figure_file(name):

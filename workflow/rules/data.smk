@@ -42,8 +42,8 @@ rule convert:
     resources:
         **job_needs("convert"),
     params:
-        # what the content depends on; path and download are read by the script, so that moving
-        # the files or allowing downloads reschedules nothing
+        # what the content depends on; path and download are read by the script (moving the files
+        # reschedules nothing), and a download it reads from is its input
         identity=lambda wildcards: DATASETS[wildcards.dataset].identity(),
     script:
         "../scripts/convert.py"
