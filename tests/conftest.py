@@ -67,7 +67,7 @@ class FileServer:
 
 
 @pytest.fixture
-def file_server(tmp_path):
+def file_server():
     """serve(folder) → a running :class:`FileServer`; every one is stopped after the test."""
     servers = []
 
