@@ -157,7 +157,7 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     else:
         decoder = NDArrayDecoder()
     image = [decoder, ToTensor()]
-    label = [IntDecoder(), ToTensor(), Squeeze()]
+    label = [IntDecoder(), ToTensor(), Squeeze(1)]  # (B, 1) → (B,), also when B is 1
     if device.type == "cuda":  # pragma: no mutate (GPU only)
         image.append(ToDevice(device, non_blocking=True))  # pragma: no mutate
         label.append(ToDevice(device, non_blocking=True))  # pragma: no mutate
