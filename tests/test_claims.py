@@ -18,10 +18,14 @@ def measure(negatives: dict[int, dict[int, int]], seeds=(0, 1, 2)) -> pd.DataFra
                          for s in seeds for e, layers in negatives.items() for layer, k in layers.items()])
 
 
-def history(val_acc: float, test_acc: float | None = None, train_acc: float = 0.95, seeds=(0, 1, 2)) -> pd.DataFrame:
+def history(val_acc: float, test_acc: float | None = None, train_acc: float = 0.95, seeds=(0, 1, 2),
+            train_loss: float | dict = 0.5) -> pd.DataFrame:
+    """Epochs 0 and 2 of each seed; ``train_loss`` the final one (a dict: per seed)."""
+    final = train_loss if isinstance(train_loss, dict) else dict.fromkeys(seeds, train_loss)
     return pd.DataFrame([{"seed": s, "epoch": e, "val_acc": val_acc if e else 0.1, "train_acc": train_acc if e else 0.1,
-                          "test_acc": (val_acc if test_acc is None else test_acc) if e else 0.1}
-                         for s in seeds for e in (0, 2)])
+                          "test_acc": (val_acc if test_acc is None else test_acc) if e else 0.1,
+                          "train_loss": final[s] if e else float("nan")}
+                         for s in seeds for e in (2, 0)])  # rows out of epoch order: the last epoch is found
 
 
 def sweep(drops: dict[int, float], seeds=(0, 1, 2)) -> pd.DataFrame:
@@ -34,9 +38,9 @@ UNBIASED = {layer: 32 for layer in range(1, 7)}
 TRAINED = {1: 32, 2: 44, 3: 48, 4: 52, 5: 56, 6: 60}
 
 
-def evidence(negatives=None, val_acc=0.9, reinit=None, channels=3, **kw) -> Evidence:
+def evidence(negatives=None, val_acc=0.9, reinit=None, channels=3, expect="generalize", **kw) -> Evidence:
     return Evidence("e", measure(negatives or {0: UNBIASED, 1: TRAINED, 2: TRAINED}), history(val_acc, **kw),
-                    reinit, 10, channels)
+                    reinit, 10, channels, expect)
 
 
 def results(table: pd.DataFrame) -> dict[str, str]:
@@ -46,8 +50,9 @@ def results(table: pd.DataFrame) -> dict[str, str]:
 def test_a_network_that_learned_biased_deep_layers_that_are_critical_holds_every_claim():
     critical = sweep({layer: 0.01 * (k - 32) for layer, k in TRAINED.items()})  # drop grows with the bias
     table = scorecard([evidence(reinit=critical)], SPEC)
-    assert results(table) == {"C1": "holds", "C2": "holds", "C3": "holds", "C5": "holds", "C6": "holds"}
+    assert results(table) == {"C0": "holds", "C1": "holds", "C2": "holds", "C3": "holds", "C5": "holds", "C6": "holds"}
     row = table.set_index("claim")
+    assert row.loc["C0", "value"] == 1.0 and row.loc["C0", "detail"].startswith("did not learn: none")
     assert row.loc["C2", "value"] == 1.0 and row.loc["C2", "detail"] == "biased layers: 2, 3, 4, 5, 6"
     assert row.loc["C5", "value"] == pytest.approx(1.0) and row.loc["C1", "value"] == 1.0
     assert "C4" not in row.index  # C4 speaks of networks that did not learn
@@ -57,7 +62,7 @@ def test_each_claim_fails_when_its_statistic_says_so():
     reversed_drops = sweep({layer: 0.01 * (60 - k) for layer, k in TRAINED.items()})  # the least biased is critical
     biased_init = {0: {**UNBIASED, 3: 58}, 1: {**TRAINED, 1: 60}, 2: {**TRAINED, 1: 60}}
     table = scorecard([evidence(biased_init, reinit=reversed_drops, test_acc=0.85)], SPEC)
-    assert results(table) == {"C1": "fails", "C2": "holds", "C3": "fails", "C5": "fails", "C6": "fails"}
+    assert results(table) == {"C0": "holds", "C1": "fails", "C2": "holds", "C3": "fails", "C5": "fails", "C6": "fails"}
     row = table.set_index("claim")
     assert row.loc["C1", "detail"] == "layers outside the band: 3" and row.loc["C5", "value"] < 0
     assert row.loc["C6", "value"] == pytest.approx(0.05)
@@ -65,12 +70,42 @@ def test_each_claim_fails_when_its_statistic_says_so():
     assert results(scorecard([evidence(few)], SPEC))["C2"] == "fails"
 
 
-def test_a_network_that_did_not_learn_is_scored_on_c4_only_and_grayscale_has_no_c3():
+def test_claims_that_presuppose_learning_are_not_applicable_where_a_run_did_not_learn():
+    stuck = scorecard([evidence(val_acc=0.11, train_loss=2.30)], SPEC)
+    assert results(stuck) == {"C0": "fails", "C1": "holds", "C2": "not applicable", "C3": "not applicable",
+                              "C5": "not applicable", "C6": "holds"}
+    row = stuck.set_index("claim")
+    assert row.loc["C0", "value"] == 0.0 and row.loc["C0", "detail"].startswith("did not learn: 0, 1, 2")
+    assert row.loc["C2", "detail"] == "did not learn: runs 0, 1, 2"
+    # one run of three stuck at chance (its loss is the test: the mean accuracy is fine)
+    one = scorecard([evidence(train_loss={0: 0.5, 1: 2.30, 2: 0.4})], SPEC).set_index("claim")
+    assert one.loc["C0", "result"] == "fails" and one.loc["C0", "value"] == pytest.approx(2 / 3)
+    assert one.loc["C2", "result"] == "not applicable" and one.loc["C2", "detail"] == "did not learn: runs 1"
+    assert "C4" not in one.index  # C4 speaks of networks meant not to learn
+    # learned by C0's thresholds from the config: 0.5 is not below 0.1 · ln 10
+    strict = ClaimsSpec.from_config({"learned_loss_fraction": 0.1})
+    assert results(scorecard([evidence()], strict))["C0"] == "fails"
+    assert results(scorecard([evidence(val_acc=0.25)], ClaimsSpec.from_config({"learned_accuracy_factor": 3})))["C0"] == "fails"
+
+
+def test_memorizing_runs_are_judged_on_their_train_loss_only():
+    noisy = scorecard([evidence(val_acc=0.1, test_acc=0.1, expect="memorize")], SPEC)
+    assert results(noisy) == {"C0": "holds", "C1": "holds", "C2": "holds", "C3": "holds", "C5": "not run", "C6": "holds"}
+    assert "validation" not in noisy.set_index("claim").loc["C0", "statistic"]
+    unfitted = scorecard([evidence(val_acc=0.1, expect="memorize", train_loss=2.2)], SPEC)
+    assert results(unfitted)["C0"] == "fails" and results(unfitted)["C2"] == "not applicable"
+
+
+def test_a_control_meant_not_to_learn_inverts_c0_and_is_scored_on_c4_and_grayscale_has_no_c3():
     flat = {0: UNBIASED, 1: UNBIASED, 2: {**UNBIASED, 4: 40}}  # 40 of 64: p ≈ 0.05, inside the band
-    table = scorecard([evidence(flat, val_acc=0.11)], SPEC)
-    assert results(table) == {"C1": "holds", "C4": "holds", "C6": "holds"}
+    table = scorecard([evidence(flat, val_acc=0.11, train_loss=2.30, expect="none")], SPEC)
+    assert results(table) == {"C0": "holds", "C1": "holds", "C4": "holds", "C6": "holds"}
+    assert table.set_index("claim").loc["C0", "value"] == 1.0  # every run did not learn, as meant
     drifted = {0: UNBIASED, 1: UNBIASED, 2: {**UNBIASED, 4: 58}}
-    assert results(scorecard([evidence(drifted, val_acc=0.11)], SPEC))["C4"] == "fails"
+    assert results(scorecard([evidence(drifted, val_acc=0.11, train_loss=2.30, expect="none")], SPEC))["C4"] == "fails"
+    learned = scorecard([evidence(flat, train_loss={0: 2.3, 1: 0.5, 2: 2.3}, expect="none")], SPEC).set_index("claim")
+    assert learned.loc["C0", "result"] == "fails" and learned.loc["C4", "result"] == "not applicable"
+    assert learned.loc["C4", "detail"] == "learned: runs 1"
     gray = scorecard([evidence(channels=1)], SPEC)
     assert "C3" not in set(gray["claim"]) and results(gray)["C5"] == "not run"  # no re-initialization sweep
 
@@ -83,4 +118,4 @@ def test_stated_train_accuracy_and_thresholds_come_from_the_config():
     assert list(stated["result"]) == ["fails"] and stated["value"].iloc[0] == pytest.approx(0.6)
     assert results(table)["C2"] == "fails"  # 4 of 5 deep layers biased, 1.0 asked
     text = summary(table)
-    assert text.splitlines()[-1] == "3 holds, 2 fails, 1 not run" and "C6  fails" in text
+    assert text.splitlines()[-1] == "4 holds, 2 fails, 1 not run, 0 not applicable" and "C6  fails" in text

@@ -110,8 +110,10 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
     assert len(reinit) == 4 * 8 and set(reinit["source"]) == {"rand", "0", "1", "2"}
     check_tables_against_the_weight_files(project, "tiny_lenet")
     claims = pd.read_csv(project / "results" / "quickstart" / "claims.csv")
-    assert set(claims["experiment"]) == set(EXPERIMENTS) and {"C1", "C6"} <= set(claims["claim"])
-    assert set(claims["result"]) <= {"holds", "fails", "not run"} and claims["value"].notna().all()
+    assert set(claims["experiment"]) == set(EXPERIMENTS) and {"C0", "C1", "C6"} <= set(claims["claim"])
+    assert set(claims["result"]) <= {"holds", "fails", "not run", "not applicable"}
+    judged = claims[claims["result"] != "not applicable"]
+    assert judged["value"].notna().all() and (claims["claim"] == "C0").sum() == len(EXPERIMENTS)
     resume = project / "results" / "resume"
     assert not resume.exists() or list(resume.iterdir()) == []  # no work folder, lock file or empty folder left
     from convbias.cli import main

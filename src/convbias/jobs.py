@@ -157,8 +157,8 @@ def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: S
 
 def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame:
     """The claims scorecard (:mod:`convbias.claims`) of ``experiments``: for each, its ``measure``
-    table file, its ``runs`` (seed → run folder), its ``reinit`` table files (none: no sweep)
-    and its dataset's ``meta``."""
+    table file, its ``runs`` (seed → run folder), its ``reinit`` table files (none: no sweep),
+    its dataset's ``meta`` and its ``expect_learning``."""
     from .claims import Evidence, scorecard
     from .data.dataset import DatasetMeta
 
@@ -169,7 +169,7 @@ def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame
                             ignore_index=True)
         reinit = pd.concat([pd.read_parquet(p) for p in files["reinit"]], ignore_index=True) if files["reinit"] else None
         evidence.append(Evidence(name, pd.read_parquet(files["measure"]), history, reinit, meta.num_classes,
-                                 meta.shape[2]))
+                                 meta.shape[2], files.get("expect", "generalize")))
     return scorecard(evidence, spec)
 
 

@@ -208,12 +208,19 @@ class ExperimentSpec:
     device: str
     gpus: int
     include_1x1: bool
+    expect_learning: str  # generalize | memorize | none: what "learned" means for claim C0 (convbias.learning)
+    stall_epochs: int  # warn after this many epochs at ln C (0: never); not part of the run's identity
 
     @classmethod
     def from_config(cls, entry: dict) -> "ExperimentSpec":
         exp = with_defaults("experiment", entry)
         return cls(dataset=exp["dataset"], seeds=tuple(exp["seeds"]), train=TrainSpec.from_config(exp),
-                   device=exp["device"], gpus=exp["gpus"], include_1x1=exp["include_1x1"])
+                   device=exp["device"], gpus=exp["gpus"], include_1x1=exp["include_1x1"],
+                   expect_learning=exp["expect_learning"], stall_epochs=exp["stall_epochs"])
+
+    def warn_after(self) -> int:
+        """Epochs at ln C after which training says the run is not learning (0: never, as for a run meant not to)."""
+        return 0 if self.expect_learning == "none" else self.stall_epochs
 
 
 # ------------------------------------------------------------------------ pretrained, figures
@@ -257,7 +264,8 @@ class ClaimsSpec(_Entry):
     band_alpha: float
     bias_p: float
     biased_fraction: float
-    chance_margin: float
+    learned_accuracy_factor: float
+    learned_loss_fraction: float
     reset_epoch: int
     correlation_p: float
     test_val_gap: float

@@ -190,7 +190,8 @@ def claims_file(study):
 
 def claims_experiments(study):
     """What the scorecard of ``study`` reads, per experiment of its figures: measure table, runs,
-    re-initialization tables (those its reinit figures draw) and the dataset's meta.json."""
+    re-initialization tables (those its reinit figures draw), the dataset's meta.json, and what
+    learning means for it (expect_learning)."""
     figures = [f for f in FIGURES.values() if f.study == study and f.experiments]
     swept = {(e, s) for f in figures if f.kind == "reinit" for e, s in _runs(f)}
     experiments = dict.fromkeys(e for f in figures for e in f.experiments)
@@ -200,6 +201,7 @@ def claims_experiments(study):
             "runs": {s: run_dir(e, s) for s in seeds(e)},
             "reinit": [reinit_file(e, s) for s in seeds(e) if (e, s) in swept],
             "meta": dataset_files(EXPERIMENTS[e].dataset)["meta"],
+            "expect": EXPERIMENTS[e].expect_learning,
         }
         for e in experiments
     }
