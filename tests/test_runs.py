@@ -309,7 +309,8 @@ def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, 
 
     meta, train, test = data
     config = {"datasets": {"d": {"source": "mnist", "path": "x"}},
-              "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 3, "seeds": [0, 1, 2, 3]}},
+              "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 3, "seeds": [0, 1, 2, 3],
+                                    "stall_epochs": 2}},
               "figures": {"f": {"kind": "measure", "study": "quickstart", "experiments": ["e"], "caption": "c"}}}
     runs, resume = tmp_path / "results" / "runs", tmp_path / "results" / "resume"
     shutil.copytree(reference, runs / "e" / "seed0")
@@ -318,9 +319,17 @@ def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (resume / "e" / "seed1.lock").write_text(f"{dead.stdout.strip()} {socket.gethostname()}")  # killed holder
     (resume / "e" / "seed2.lock").write_text(f"{os.getpid()} {socket.gethostname()}")  # a live one
+    # train losses: seed 1 at ln 10 in epochs 1 and 2 (a stall of stall_epochs 2); seeds 0 and 2 learning
+    for seed, losses in ((1, [2.30, 2.31]), (2, [2.0, 1.2])):
+        progress = json.loads((resume / "e" / f"seed{seed}" / "progress.json").read_text())
+        progress["history"][1:] = [{**row, "train_loss": loss} for row, loss in zip(progress["history"][1:], losses)]
+        (resume / "e" / f"seed{seed}" / "progress.json").write_text(json.dumps(progress))
+    done = RunFolder(runs / "e" / "seed0")
+    done.history().assign(train_loss=[float("nan"), 2.3, 2.3, 1.0]).to_parquet(done.history_file)  # left chance at last
     table = status(load_config(config), "quickstart", runs, resume).set_index("seed")
     assert list(table["state"]) == ["done", "interrupted", "running", "not started"]
     assert list(table["epoch"]) == [3, 2, 2, 0] and (table["epochs"] == 3).all()
+    assert list(table["note"]) == ["", "not learning — train loss at ln 10 since epoch 1", "", ""]
     final = RunFolder(reference).history().iloc[-1]
     assert table.loc[0, "test_acc"] == final["test_acc"] and table.loc[0, "hours_left"] == 0
     progress = json.loads((resume / "e" / "seed2" / "progress.json").read_text())
@@ -340,6 +349,7 @@ def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, 
     out = capsys.readouterr().out
     assert "quickstart: 4 runs — " in out and "1 done" in out and "2 interrupted" in out and "1 not started" in out
     assert "3/3" in out and "2/3" in out
+    assert "e seed 1, epoch 2/3: not learning — train loss at ln 10 since epoch 1" in out.splitlines()
 
 
 def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,9 +23,11 @@ def data(tiny_converted):
     return tiny_converted
 
 
-def test_training_writes_every_epoch_and_learns(data, tmp_path):
+def test_training_writes_every_epoch_and_learns(data, tmp_path, capsys):
     meta, train, test = data
-    history = train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
+    history = train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stall_epochs=1)
+    lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
+    assert len(lines) == 3 and not any("not learning" in line for line in lines)  # it learns: no warning
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [f"epoch{e:03d}.safetensors" for e in range(4)] + ["history.parquet", "manifest.json"]
     assert not (tmp_path / "work").exists()
@@ -34,6 +37,34 @@ def test_training_writes_every_epoch_and_learns(data, tmp_path):
     meta0 = read_metadata(run / "epoch000.safetensors")
     assert meta0["epoch"] == 0 and meta0["conv_layers"][0] == "features.0"
     assert RunFolder(run).conv_layers() == [name for name, _ in conv_layers(init_model(SPEC, meta, 0))]
+
+
+def test_a_run_at_chance_says_so_in_its_epoch_lines_after_stall_epochs_and_trains_on(data, tmp_path, capsys):
+    """Weights of std 1e-4 and a learning rate of 1e-6: the logits stay ~0, the loss at ln 10."""
+    meta, train, test = data
+    stuck = TrainSpec(**{**SPEC.__dict__, "init": "normal", "init_std": 1e-4, "lr": 1e-6})
+    history = train_run(stuck, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stall_epochs=2)
+    assert list(history["epoch"]) == [0, 1, 2, 3]  # the warning never stops a run
+    lines = [line for line in capsys.readouterr().err.splitlines() if " epoch " in line]
+    assert [line.split(": lr")[0].rsplit(" ", 1)[-1] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert "not learning" not in lines[0]  # one epoch at chance is not yet a stall of 2
+    assert all(line.endswith("; not learning — train loss at ln 10 since epoch 1") for line in lines[1:])
+
+
+def test_a_last_batch_of_one_image_trains_and_evaluates(tmp_path):
+    """129 training images in batches of 128: the last batch holds one image (its label stays a vector)."""
+    from convbias.data.loaders import write_beton
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (143, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, 143)
+    write_beton(tmp_path / "train.beton", images, labels)
+    write_beton(tmp_path / "test.beton", images[:1], labels[:1])  # a test set of one image
+    meta = DatasetMeta("one", 10, (8, 8, 1), 143, 1, 0.1, 0, False, "unit", (0.0,), (255.0,))
+    assert len(meta.train_indices()) == 129
+    spec = TrainSpec(model=ModelSpec("lenet", width=0.5, hidden=8, dropout=0.0), epochs=1, batch_size=128)
+    history = train_run(spec, 0, meta, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "run",
+                        tmp_path / "work")
+    assert list(history["epoch"]) == [0, 1] and history["test_acc"].isin([0.0, 1.0]).all()
 
 
 def test_evaluate_averages_over_every_batch_of_the_loader(data):

@@ -107,8 +107,10 @@ def print_status(target: str, config: str) -> int:
     if isinstance(result, int):
         return result
     _, table = result
-    shown = table.assign(epoch=[f"{e}/{n}" for e, n in zip(table["epoch"], table["epochs"])]).drop(columns="epochs")
-    print(shown.to_string(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}"))
+    shown = table.assign(epoch=[f"{e}/{n}" for e, n in zip(table["epoch"], table["epochs"])])
+    print(shown.drop(columns=["epochs", "note"]).to_string(index=False, na_rep="–", float_format=lambda v: f"{v:.3g}"))
+    for row in table[table["note"] != ""].itertuples():
+        print(f"{row.experiment} seed {row.seed}, epoch {row.epoch}/{row.epochs}: {row.note}")
     counts = table["state"].value_counts()
     left = table.loc[table["state"].isin(["running", "interrupted"]), "hours_left"].sum()
     print(f"{target}: {len(table)} runs — " + ", ".join(f"{n} {state}" for state, n in counts.items())

@@ -4,7 +4,9 @@ A run is ``done`` (its folder carries a manifest), ``running`` (the process name
 file is alive — or, when it runs on another host, its last commit is recent: within two epochs'
 time; shown with epoch e/E, the last validation accuracy, and the time left at its mean epoch
 time), ``interrupted`` (a work folder nobody works on: it resumes when its job runs again) or
-``not started``.  Snakemake cannot show this from outside a job; nothing here writes or locks.
+``not started``.  A run whose train loss has stayed at ln C for its experiment's
+``stall_epochs`` says so in its ``note`` (:func:`convbias.learning.stall_message`).
+Snakemake cannot show this from outside a job; nothing here writes or locks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import Study
+from .learning import stall_message
 from .plan import target_figures
 from .runs import RunFolder, lock_file, lock_holder, seconds_left
 
@@ -38,16 +41,19 @@ def holder_alive(lock: Path) -> bool | None:
     return True
 
 
-def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path) -> dict:
-    """One row: the state of run (``experiment``, ``seed``) of ``epochs`` epochs."""
+def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path, num_classes: int = 10,
+               stall_epochs: int = 0) -> dict:
+    """One row: the state of run (``experiment``, ``seed``) of ``epochs`` epochs, on ``num_classes``
+    classes; a ``note`` when its train loss has been at ln C for ``stall_epochs`` epochs."""
     row = {"experiment": experiment, "seed": seed, "state": "not started", "epoch": 0, "epochs": epochs,
-           "val_acc": math.nan, "test_acc": math.nan, "hours_left": math.nan}
+           "val_acc": math.nan, "test_acc": math.nan, "hours_left": math.nan, "note": ""}
+    note = lambda history: stall_message(history, num_classes, stall_epochs) or ""  # noqa: E731
     finished = RunFolder(runs / experiment / f"seed{seed}")
     if finished.manifest() is not None:
         history = finished.history()
         return {**row, "state": "done", "epoch": int(history["epoch"].max()),
                 "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),
-                "hours_left": 0.0}
+                "hours_left": 0.0, "note": note(history.to_dict("records"))}
     work = RunFolder(resume / experiment / f"seed{seed}")
     lock = lock_file(work.path)
     try:
@@ -65,14 +71,20 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
         alive = age < (3600 if math.isnan(per_epoch) else 2 * per_epoch + 600)
     return {**row, "state": "running" if alive else "interrupted", "epoch": epoch,
             "val_acc": float(history[-1]["val_acc"]), "test_acc": float(history[-1]["test_acc"]),
-            "hours_left": left / 3600}
+            "hours_left": left / 3600, "note": note(history)}
 
 
 def status(study: Study, target: str = "all", runs: str | Path = "results/runs",
            resume: str | Path = "results/resume") -> pd.DataFrame:
     """One row per run (experiment, seed) that ``target`` trains."""
     experiments = sorted({e for f in target_figures(study, target) for e in study.figures[f].experiments or ()})
-    rows = [run_status(name, seed, study.experiments[name].train.epochs, Path(runs), Path(resume))
-            for name in experiments for seed in study.experiments[name].seeds]
+    from .resources import data_size
+
+    def of(name, seed):
+        exp = study.experiments[name]
+        return run_status(name, seed, exp.train.epochs, Path(runs), Path(resume),
+                          data_size(study.datasets[exp.dataset]).classes, exp.warn_after())
+
+    rows = [of(name, seed) for name in experiments for seed in study.experiments[name].seeds]
     return pd.DataFrame(rows, columns=["experiment", "seed", "state", "epoch", "epochs", "val_acc", "test_acc",
-                                       "hours_left"])
+                                       "hours_left", "note"])

@@ -33,6 +33,7 @@ from .data.loaders import batch_indices, global_batches, make_loader, one_ahead,
 from .data.transform import BatchTransform
 from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
 from .devices import world as world_of_process
+from .learning import stall_message
 from .models import conv_layers, init_model
 from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, published, run_lock, seconds_left
 
@@ -128,18 +129,22 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
 
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
               out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,  # pragma: no mutate
-              stop_after: int | None = None, order: str = "random", os_cache: bool = True) -> pd.DataFrame:
+              stop_after: int | None = None, order: str = "random", os_cache: bool = True,
+              stall_epochs: int = 0) -> pd.DataFrame:
     """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests).
 
     ``order``: the training loader's sample order (``random`` or ``quasi_random``, part of the
-    run's identity); ``os_cache``: whether the loaders read through the OS page cache (speed only).
+    run's identity); ``os_cache``: whether the loaders read through the OS page cache (speed only);
+    ``stall_epochs``: after this many epochs in a row at ln C the epoch line says the run is not
+    learning (0: never; :func:`convbias.learning.stall_message`) — it trains on.
 
     One process at a time trains a run: this one holds the run's lock (:func:`convbias.runs.run_lock`)
     — a second waits and then continues from what the first left, or finds the run published and
     returns its history.  Run under ``torchrun`` (see :func:`launch`, which holds the lock) it is
     one process of a data-parallel run.
     """
-    args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache)
+    args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache,
+            stall_epochs)
     if world_of_process()[1] > 1:
         return _train(*args)
     with run_lock(Path(work_dir)):
@@ -148,7 +153,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
 
 def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
            out_dir: str | Path, work_dir: str | Path, device: str, threads: int,  # pragma: no mutate
-           stop_after: int | None, order: str, os_cache: bool) -> pd.DataFrame:
+           stop_after: int | None, order: str, os_cache: bool, stall_epochs: int) -> pd.DataFrame:
     rank, world = world_of_process()
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:  # pragma: no mutate (GPU only)
@@ -240,7 +245,7 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
         history.append(history_row(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
         commit(epoch)
         if rank == 0:
-            say(epoch_line(label, history, spec.epochs))
+            say(epoch_line(label, history, spec.epochs, stall_message(history, meta.num_classes, stall_epochs)))
         if stop_after is not None and epoch >= stop_after:
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)
     if rank == 0:
@@ -251,13 +256,14 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
-def epoch_line(label: str, history: list[dict], epochs: int) -> str:
-    """One line per finished epoch for the job's log: what a person watching a run wants to see."""
+def epoch_line(label: str, history: list[dict], epochs: int, warning: str | None = None) -> str:
+    """One line per finished epoch for the job's log: what a person watching a run wants to see,
+    ending with ``warning`` (e.g. that the run is not learning) when there is one."""
     row = history[-1]
     hours, minutes = divmod(round(seconds_left(history, epochs) / 60), 60)
     return (f"{label} epoch {row['epoch']}/{epochs}: lr {row['lr']:.3g}, train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.4f}, val acc {row['val_acc']:.4f}, {row['images_per_second']:.0f} img/s, "
-            f"{row['seconds']:.1f} s; {hours} h {minutes:02d} min left")
+            f"{row['seconds']:.1f} s; {hours} h {minutes:02d} min left" + (f"; {warning}" if warning else ""))
 
 
 def provenance(device: torch.device, precision: str, processes: int, seconds: list[float]) -> dict:
@@ -325,10 +331,10 @@ def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child pr
     else:
         torch.distributed.init_process_group("gloo")
     try:
+        optional = {k: job[k] for k in ("threads", "stop_after", "stall_epochs") if k in job}  # else train_run's defaults
         train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
                   job["test_file"], job["out_dir"], job["work_dir"], device=job["device"],
-                  threads=job.get("threads", 1), stop_after=job.get("stop_after"),
-                  order=job["order"], os_cache=job["os_cache"])
+                  order=job["order"], os_cache=job["os_cache"], **optional)
     finally:
         torch.distributed.destroy_process_group()
 

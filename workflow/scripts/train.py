@@ -21,7 +21,7 @@ dataset = experiment.dataset
 os_cache = use_os_cache(DatasetSpec.from_config(snakemake.config["datasets"][dataset]).os_cache, snakemake.params.order,
                         os.path.getsize(inputs.train), job_memory(snakemake.resources.get("mem_mb")))
 options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "device": experiment.device,
-           "order": snakemake.params.order, "os_cache": os_cache}
+           "order": snakemake.params.order, "os_cache": os_cache, "stall_epochs": experiment.warn_after()}
 with job_gpus(experiment.device, processes):  # before anything starts CUDA; torchrun's processes inherit it
     if processes > 1:
         launch({"spec": spec, "seed": seed, "meta": inputs.meta, "train_file": inputs.train, "test_file": inputs.test,
