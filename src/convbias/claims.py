@@ -67,10 +67,15 @@ def _numbers(values) -> str:
     return ", ".join(str(int(v)) for v in values) or "none"
 
 
+def _last_epochs(history: pd.DataFrame) -> pd.DataFrame:
+    """The last epoch's row of each run (indexed by seed)."""
+    return history.sort_values("epoch").groupby("seed").last()
+
+
 def learned_runs(ev: Evidence, spec: ClaimsSpec) -> pd.Series:
     """Per seed: whether the run learned (C0's test at its final epoch, as ``expect_learning`` means it;
     for ``none`` the test of ``generalize``)."""
-    final = ev.history.sort_values("epoch").groupby("seed").last()
+    final = _last_epochs(ev.history)
     expect = "generalize" if ev.expect_learning == "none" else ev.expect_learning
     return pd.Series({seed: run_learned(row.train_loss, row.val_acc, ev.num_classes, expect,
                                         spec.learned_accuracy_factor, spec.learned_loss_fraction)
@@ -79,7 +84,7 @@ def learned_runs(ev: Evidence, spec: ClaimsSpec) -> pd.Series:
 
 def runs_learned(ev: Evidence, spec: ClaimsSpec, learned: pd.Series) -> dict:
     """C0: every run learned (for an experiment meant not to learn: none did)."""
-    final = ev.history.sort_values("epoch").groupby("seed").last()
+    final = _last_epochs(ev.history)
     factor, fraction = spec.learned_accuracy_factor, spec.learned_loss_fraction
     test = f"train loss < {fraction} ln {ev.num_classes}"
     if ev.expect_learning != "memorize":
