@@ -42,5 +42,8 @@ for so in "$tmp"/site/ffcv/_libffcv*.so "$tmp"/site/ffcv.libs/*; do ldd "$so"; d
     esac
   done
 echo "$plat" > "$out/PLATFORM"
+# Fashion-MNIST (the Debian package, ~30 MB) for bench/device_trainability.sh: the GPU machine has no network
+fmnist=/usr/share/datasets/fashion-mnist
+if [ -d "$fmnist" ]; then cp -r "$fmnist" "$out/fashion-mnist"; else echo "note: $fmnist missing: no trainability run there"; fi
 du -sh "$out"; ls "$out" "$out/lib"
-echo "carry .device to the GPU machine and run: bash bench/device_check.sh"
+echo "carry .device to the GPU machine and run: bash bench/device_check.sh (or bench/device_trainability.sh)"

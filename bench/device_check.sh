@@ -8,14 +8,7 @@
 # also runs bench/loaders.py on the GPU (FFCV vs torchvision DataLoader, 8 workers) for at most S seconds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-site=$(mktemp -d)
-python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .device/*.whl || exit 1
-export PYTHONPATH="$site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-export LD_LIBRARY_PATH="$PWD/.device/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PYTHONUNBUFFERED=1
-out=${OUT:-.}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import ffcv, torch, numba, numpy; print('ffcv', ffcv.__version__, 'torch', torch.__version__, 'numba', numba.__version__, 'numpy', numpy.__version__)" || exit 1
+source bench/device_env.sh  # FFCV from .device/, src/ on the path; sets $out
 timeout -k 10 "${CHECK_LIMIT:-420}" python3 bench/gpu_check.py --out "$out/gpu_check.json" "$@" 2>&1 \
   | tee "$out/gpu_check.log"
 status=${PIPESTATUS[0]}
