@@ -222,11 +222,11 @@ def main(argv=None) -> int:
     parser.add_argument("--summarize", nargs="+", metavar="CSV", help="print the table of earlier runs' CSVs; train nothing")
     args = parser.parse_args(argv)
     if args.summarize:
-        import ast
+        import json
 
         table = pd.concat([pd.read_csv(f) for f in args.summarize], ignore_index=True)
-        for column in ("train_loss", "val_acc"):
-            table[column] = table[column].map(ast.literal_eval)
+        for column in ("train_loss", "val_acc"):  # lists as Python wrote them, nan included
+            table[column] = table[column].map(lambda text: json.loads(text.replace("nan", "NaN")))
         below = 0.8 * chance_loss(10)  # Fashion-MNIST and the synthetic set have 10 classes
         table["left_chance"] = table["train_loss"].map(lambda v: min(v) < below)
         table["at_end"] = table["train_loss"].map(lambda v: v[-1] < below)
