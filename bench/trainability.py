@@ -24,7 +24,7 @@ for the first 25 epochs, or decay it by < 9 % per real epoch).  The classes are 
 10 (ImageNet's recipe has 1000).  A run *leaves chance* when its last slice's train loss is below
 0.8 · ln C; it *learned* by claim C0's test (``convbias.learning``, the config's thresholds).
 
-Usage (each family × protocol × seed is one run; ~40 min for everything on 2 CPU cores):
+Usage (each family × protocol × seed is one run; about 1.5 hours for everything on 2 CPU cores):
   .venv/bin/python bench/trainability.py [--families vgg19_32 lenet_28 …] [--protocols new old]
       [--data fmnist synthetic] [--seeds 0 1 2] [--device cpu] [--out results/bench/trainability.csv]
 """
@@ -189,12 +189,12 @@ def run(args) -> pd.DataFrame:
 
 
 def summary(table: pd.DataFrame) -> str:
-    """One line per (data, family, protocol): seeds that left chance (train loss < 0.8 ln C in some
+    """One line per (data, family, protocol, length): seeds that left chance (train loss < 0.8 ln C in some
     slice) and that are below it at the end; per seed the train loss of each slice, the final
     validation accuracy."""
     lines = ["| data | family (experiment) | protocol | init, pixels | width | steps | left chance | below at the end "
              "| train loss per slice, per seed | final val acc per seed |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for (data, family, protocol), g in table.groupby(["data", "family", "protocol"], sort=False):
+    for (data, family, protocol, _), g in table.groupby(["data", "family", "protocol", "steps"], sort=False):
         first = g.iloc[0]
         losses = "; ".join(" ".join(f"{x:.2f}" for x in v) for v in g["train_loss"])
         accs = ", ".join(f"{v[-1]:.2f}" for v in g["val_acc"])
