@@ -119,3 +119,27 @@ def test_stated_train_accuracy_and_thresholds_come_from_the_config():
     assert results(table)["C2"] == "fails"  # 4 of 5 deep layers biased, 1.0 asked
     text = summary(table)
     assert text.splitlines()[-1] == "4 holds, 2 fails, 1 not run, 0 not applicable" and "C6  fails" in text
+
+
+def test_c5_needs_a_positive_correlation_at_the_configured_reset_epoch():
+    """Drops that fall as the bias grows (ρ = −1, p ≈ 0) fail C5; a reset epoch ≠ 0 ranks by its own drops."""
+    falling = sweep({layer: 0.01 * (61 - k) for layer, k in TRAINED.items()})  # the most biased is the least critical
+    row = scorecard([evidence(reinit=falling)], SPEC).set_index("claim").loc["C5"]
+    assert row["value"] == pytest.approx(-1.0) and float(row["detail"].split()[2]) < 0.05 and row["result"] == "fails"
+    # epoch 0's drops fall with the bias, epoch 1's rise with it: the configured epoch decides
+    rows = [{"seed": s, "source": src, "layer": layer, "drop": 0.01 * ((61 - k) if src == "0" else (k - 31))}
+            for s in (0, 1, 2) for src in ("rand", "0", "1") for layer, k in TRAINED.items()]
+    by_epoch = {e: scorecard([evidence(reinit=pd.DataFrame(rows))], ClaimsSpec.from_config({"reset_epoch": e}))
+                for e in (0, 1)}
+    assert [results(by_epoch[e])["C5"] for e in (0, 1)] == ["fails", "holds"]
+    assert "reset to epoch 1" in by_epoch[1].set_index("claim").loc["C5", "statistic"]
+
+
+def test_c1_and_c2_look_at_every_seed_not_only_the_first():
+    """Seed 2 alone has layer 3 outside the band at initialization: C1 fails; only seeds 1 and 2 (most)
+    have biased deep layers: C2 still holds, and fails when only seed 0 has them."""
+    clean, bad_init = measure({0: UNBIASED, 2: TRAINED}, seeds=(0, 1)), measure({0: {**UNBIASED, 3: 58}, 2: TRAINED}, seeds=(2,))
+    table = scorecard([Evidence("e", pd.concat([clean, bad_init]), history(0.9), None, 10, 3)], SPEC)
+    assert results(table)["C1"] == "fails" and table.set_index("claim").loc["C1", "detail"] == "layers outside the band: 3"
+    first_only = pd.concat([measure({0: UNBIASED, 2: TRAINED}, seeds=(0,)), measure({0: UNBIASED, 2: UNBIASED}, seeds=(1, 2))])
+    assert results(scorecard([Evidence("e", first_only, history(0.9), None, 10, 3)], SPEC))["C2"] == "fails"
