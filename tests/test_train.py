@@ -457,3 +457,28 @@ def test_conv_snapshots_keep_what_stats_and_reinit_read_and_give_their_tables(da
     pd.testing.assert_frame_equal(filters, expected_filters)
     pd.testing.assert_frame_equal(reinit, expected_reinit)
     assert set(reinit["source"]) == {"rand", "0", "1", "2", "3", "4"}
+
+
+def test_each_seed_trains_in_its_own_batch_order_and_the_same_seed_in_the_same(data, tmp_path, monkeypatch):
+    """The order a run reads its training images in is drawn from its seed (and the epoch): recorded
+    from the loader each epoch trains on, for seeds 0, 1 and 0 again."""
+    import convbias.train as train
+    from convbias.data.loaders import batch_indices
+
+    meta, train_file, test = data
+    seen, real = [], train.train_epoch
+
+    def recording(forward, optimizer, loader, *args, **kwargs):
+        seen[-1].append(torch.cat(batch_indices(loader)))
+        return real(forward, optimizer, loader, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", recording)
+    spec = TrainSpec(**{**SPEC.__dict__, "epochs": 2})
+    for i, seed in enumerate((0, 1, 0)):
+        seen.append([])
+        train_run(spec, seed, meta, train_file, test, tmp_path / f"run{i}", tmp_path / f"work{i}")
+    (a1, a2), (b1, b2), (c1, c2) = seen
+    assert sorted(a1.tolist()) == sorted(meta.train_indices().tolist())  # every training image once per epoch
+    assert not torch.equal(a1, b1) and not torch.equal(a2, b2)  # another seed, another order
+    assert not torch.equal(a1, a2)  # another epoch, another order
+    assert torch.equal(a1, c1) and torch.equal(a2, c2)  # the same seed, the same order
