@@ -76,9 +76,14 @@ def test_evaluate_averages_over_every_batch_of_the_loader(data):
     assert [float(v) for v in batched] == pytest.approx([float(v) for v in whole], rel=1e-5)
 
 
-@pytest.mark.parametrize("order,os_cache", [("random", True), ("quasi_random", False)])
-def test_resume_is_bit_identical(data, tmp_path, order, os_cache):
+@pytest.mark.parametrize("order,os_cache,shuffle", [("random", True, False), ("quasi_random", False, False),
+                                                   ("random", True, True)])
+def test_resume_is_bit_identical(data, tmp_path, order, os_cache, shuffle):
+    """Also with pixel_shuffle per_image_train (``shuffle``), whose batches need their file indices."""
+    import dataclasses
+
     meta, train, test = data
+    meta = dataclasses.replace(meta, train_pixel_shuffle_seed=3) if shuffle else meta
     loading = {"order": order, "os_cache": os_cache}
     train_run(DROPOUT, 1, meta, train, test, tmp_path / "full", tmp_path / "w1", **loading)
     train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", stop_after=1, **loading)
