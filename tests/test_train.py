@@ -202,38 +202,59 @@ def test_bf16_and_compile_options_train(data, tmp_path, options, monkeypatch):
 
 
 @pytest.mark.subprocess
-def test_two_process_ddp_matches_one_process(tmp_path):
-    """torchrun with 2 gloo processes: the same global batches give the same run.
-
-    Two processes sum gradients in another order; the last-bit differences stay ~1e-7 but
-    occasionally cross a kink of the loss (a ReLU or max-pooling switch) and then grow, faster
-    with larger steps — hence a small learning rate, no augmentation (zero-filled borders make
-    more kinks) and a tolerance.  That each process gets its exact share of the augmented batch
-    is tested exactly in test_data.py."""
-    data = DatasetSpec.from_config({"source": "synthetic", "synthetic": {"n_train": 800, "n_test": 200, "size": 28,
+def _ddp_data(tmp_path, n_train: int):
+    data = DatasetSpec.from_config({"source": "synthetic", "synthetic": {"n_train": n_train, "n_test": 200, "size": 28,
                                                                          "channels": 1},
                                     "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True,
                                     "pixel_range": "standardize"})
     meta = convert("noisy", data, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
-    train, test = tmp_path / "train.beton", tmp_path / "test.beton"
-    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 2, "augment": False, "lr": 0.002})
-    # 720 training images: 22 batches of 32 and a last one of 16
-    single = train_run(spec, 4, meta, train, test, tmp_path / "one", tmp_path / "w1", device="cpu")
-    job = {"spec": spec.to_dict(), "seed": 4, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
+    return meta, tmp_path / "train.beton", tmp_path / "test.beton"
+
+
+def _one_and_two_processes(tmp_path, meta, train, test, spec, seed=4):
+    """The history of ``spec`` trained in one process, and in two gloo processes under torchrun."""
+    single = train_run(spec, seed, meta, train, test, tmp_path / "one", tmp_path / "w1", device="cpu")
+    job = {"spec": spec.to_dict(), "seed": seed, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
            "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(tmp_path / "w2"),
            "device": "cpu", "threads": 1, "order": "random", "os_cache": True}
-    meta.save(tmp_path / "meta.json")
     launch(job, 2)
-    double = pd.read_parquet(tmp_path / "two" / "history.parquet")
-    for column in ("train_loss", "val_loss", "test_loss"):
-        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), rel=1e-3, abs=1e-3, nan_ok=True), column
-    for column in ("train_acc", "val_acc", "test_acc"):
-        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=0.02, nan_ok=True), column
-    assert single["train_loss"].iloc[2] < 0.6 * single["train_loss"].iloc[1]  # it learns
-    a = load_weights(tmp_path / "one" / "epoch002.safetensors")
-    b = load_weights(tmp_path / "two" / "epoch002.safetensors")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
     assert not (tmp_path / "w2").exists()
+    return single, pd.read_parquet(tmp_path / "two" / "history.parquet")
+
+
+def test_two_process_ddp_takes_the_one_process_step(tmp_path):
+    """One global batch of 32 (36 images, 4 of them validation): the two processes' gradients of
+    their 16 images, averaged, are the one process's gradient up to summation order, so from the
+    same initialization the step agrees to float32 rounding — no kink of the loss can amplify a
+    difference within one step. Losses are computed before the step: equal to rounding too."""
+    meta, train, test = _ddp_data(tmp_path, 36)
+    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 1, "augment": False, "lr": 0.05})
+    single, double = _one_and_two_processes(tmp_path, meta, train, test, spec)
+    assert double["train_loss"].iloc[1] == pytest.approx(single["train_loss"].iloc[1], rel=1e-5)
+    w0 = load_weights(tmp_path / "one" / "epoch000.safetensors")
+    a, b = (load_weights(tmp_path / run / "epoch001.safetensors") for run in ("one", "two"))
+    assert all(torch.equal(w0[k], load_weights(tmp_path / "two" / "epoch000.safetensors")[k]) for k in w0)
+    update = max((a[k] - w0[k]).abs().max().item() for k in a)
+    assert update > 1e-4  # a real step
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4 * update
+
+
+def test_two_process_ddp_learns_like_one_process(tmp_path):
+    """Two epochs (720 images, 22 batches of 32 and one of 16): the two-process run learns as the
+    one-process run does. Not equal: summation order differs, and a last-bit difference that
+    crosses a kink (a ReLU or a max-pool switch) grows — on an AVX-512 CPU the epoch-2 train
+    loss was 0.241 vs 0.220. The tolerance, 0.15, is a quarter of the spread between seeds of
+    this run (epoch-2 train loss 0.22–2.17 over seeds 4–11, std 0.65, measured): a data-parallel
+    run that differed like another seed would fail."""
+    meta, train, test = _ddp_data(tmp_path, 800)
+    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 2, "augment": False, "lr": 0.002})
+    single, double = _one_and_two_processes(tmp_path, meta, train, test, spec)
+    assert single["train_loss"].iloc[2] < 0.6 * single["train_loss"].iloc[1]  # it learns
+    assert double["train_loss"].iloc[2] < 0.6 * double["train_loss"].iloc[1]
+    for column in ("train_loss", "val_loss", "test_loss"):
+        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=0.15, nan_ok=True), column
+    for column in ("train_acc", "val_acc", "test_acc"):
+        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=0.1, nan_ok=True), column
 
 
 def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
