@@ -169,7 +169,7 @@ def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame
                             ignore_index=True)
         reinit = pd.concat([pd.read_parquet(p) for p in files["reinit"]], ignore_index=True) if files["reinit"] else None
         evidence.append(Evidence(name, pd.read_parquet(files["measure"]), history, reinit, meta.num_classes,
-                                 meta.shape[2], files.get("expect", "generalize")))
+                                 meta.shape[2], files["expect"]))
     return scorecard(evidence, spec)
 
 

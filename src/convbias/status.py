@@ -41,8 +41,8 @@ def holder_alive(lock: Path) -> bool | None:
     return True
 
 
-def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path, num_classes: int = 10,
-               stall_epochs: int = 0) -> dict:
+def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path, *, num_classes: int,
+               stall_epochs: int) -> dict:
     """One row: the state of run (``experiment``, ``seed``) of ``epochs`` epochs, on ``num_classes``
     classes; a ``note`` when its train loss has been at ln C for ``stall_epochs`` epochs."""
     row = {"experiment": experiment, "seed": seed, "state": "not started", "epoch": 0, "epochs": epochs,
@@ -83,7 +83,7 @@ def status(study: Study, target: str = "all", runs: str | Path = "results/runs",
     def of(name, seed):
         exp = study.experiments[name]
         return run_status(name, seed, exp.train.epochs, Path(runs), Path(resume),
-                          data_size(study.datasets[exp.dataset]).classes, exp.warn_after())
+                          num_classes=data_size(study.datasets[exp.dataset]).classes, stall_epochs=exp.warn_after())
 
     rows = [of(name, seed) for name in experiments for seed in study.experiments[name].seeds]
     return pd.DataFrame(rows, columns=["experiment", "seed", "state", "epoch", "epochs", "val_acc", "test_acc",
