@@ -157,8 +157,8 @@ MUTATION_TESTS = {
     "convbias.figures": ("test_figures.py",),
     "convbias.claims": ("test_claims.py", "test_figures.py"),
     "convbias.data": ("test_data.py", "test_downloads.py"),
-    "convbias.train": ("test_train.py",),
-    "convbias.runs": ("test_train.py",),
+    "convbias.train": ("test_train.py", "test_runs.py"),
+    "convbias.runs": ("test_train.py", "test_runs.py"),
 }
 
 
@@ -202,9 +202,18 @@ def _module_files(root: Path, module: str) -> list[Path]:
     return list(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
 
 
+# The longest files first (make test hands whole files to three pytest processes: pytest-xdist's
+# --dist loadfile): the Slurm tests — mostly waiting on the cluster — start at once, and the
+# others are shared out around them. Measured serial seconds, README "Testing".
+FIRST = ("test_slurm.py", "test_workflow.py", "test_reruns.py", "test_runs.py", "test_train.py", "test_bench.py",
+         "test_trainability.py")
+
+
 def pytest_collection_modifyitems(config, items):
     module = mutated_module()
     if module is None:  # not a mutation run, or mutmut's own stats/clean runs
+        rank = {name: i for i, name in enumerate(FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))  # stable: file order otherwise
         return
     keep = [item for item in items if item.path.name in MUTATION_TESTS[module]]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
