@@ -232,6 +232,43 @@ def test_moving_the_files_reschedules_nothing_and_new_label_noise_retrains(proje
     assert counts["convert"] == 1 and counts["train"] == 4
 
 
+def test_file_times_alone_retrain_nothing(project, data, tmp_path):
+    """The finished study, moved as people move studies. A touched script (a `git pull`), or
+    results/ copied keeping file times (`cp -a`) into a fresh checkout, whose scripts are newer:
+    nothing reruns. results/ copied with new times (`cp -r`: the data may be newer than the runs),
+    or touched runs: Snakemake reruns jobs by file times, and every training job finds its run
+    published and intact and trains nothing, not a file rewritten; `snakemake --touch` then makes
+    the study up to date without running anything (the README's recipe)."""
+    import time
+
+    def nothing_to_do(root):
+        out = snakemake(root, "-n", "quickstart")
+        assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
+
+    clone = checkout(tmp_path / "cp-a", tiny_config(data))
+    shutil.copytree(project / "results", clone / "results", copy_function=shutil.copy2)
+    nothing_to_do(clone)
+    moved = shutil.copytree(project, tmp_path / "moved", symlinks=True)  # with Snakemake's records
+    (moved / "workflow" / "scripts" / "train.py").touch()
+    nothing_to_do(moved)
+    for path in (moved / "results" / "runs").rglob("*"):
+        path.touch()
+    clone = checkout(tmp_path / "cp-r", tiny_config(data))
+    shutil.copytree(project / "results", clone / "results", copy_function=shutil.copy)
+    for root in (clone, moved):
+        runs = sorted((root / "results" / "runs").glob("*/seed*"))
+        files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for run in runs for p in run.glob("epoch*")}
+        start = time.time()
+        snakemake(root, "--cores", "2", *(str(run.relative_to(root)) for run in runs))
+        assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == files
+        for log in (root / "logs" / "train").rglob("*.log"):
+            if log.stat().st_mtime > start:  # a training job ran: it trained nothing
+                text = log.read_text()
+                assert "published and intact" in text and " epoch 1/" not in text, text[-2000:]
+        snakemake(root, "--touch", "quickstart")
+        nothing_to_do(root)
+
+
 @pytest.mark.parametrize("edit, key", [
     (lambda c: c["experiments"]["tiny_vgg"]["optimizer"].update(lerning_rate=0.1), "lerning_rate"),
     (lambda c: c["experiments"]["tiny_vgg"].update(epochs="ten"), "ten"),
@@ -409,47 +446,3 @@ def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path
     assert (threads, resources["gpu"]) == (8, "1")
     threads, resources = first_block("quickstart", "train")  # device: cpu
     assert (threads, resources["gpu"]) == (1, "0")
-
-
-def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path, data):
-    """SIGKILL Snakemake (not its job): the training job runs on as an orphan. `--unlock` and the
-    same command again, as Snakemake's message says: the new job waits for the orphan's run lock
-    (naming its PID), then finds the run published and succeeds without training; the run is
-    intact and a later dry run has nothing to do.  (The orphan trains long enough — 400 tiny
-    epochs — to outlive Snakemake's restart on two busy cores.)"""
-    import json
-    import signal
-    import time
-
-    from convbias.runs import RunFolder
-
-    config = tiny_config(data)
-    config["experiments"] = {"tiny_lenet": {**config["experiments"]["tiny_lenet"], "seeds": [0], "epochs": 400,
-                                            "snapshots": "conv"}}
-    config["figures"] = {}
-    root = checkout(tmp_path / "project", config)
-    target = "results/runs/tiny_lenet/seed0"
-    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen([SNAKEMAKE, "--cores", "1", target], cwd=root, stdout=log, stderr=log)
-        progress = root / "results" / "resume" / "tiny_lenet" / "seed0" / "progress.json"
-        deadline = time.time() + 120
-        while time.time() < deadline and first.poll() is None:
-            try:
-                if json.loads(progress.read_text())["epoch"] >= 1:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.01)
-        first.send_signal(signal.SIGKILL)  # Snakemake only: its job is now an orphan
-        first.wait()
-    snakemake(root, "--unlock")
-    snakemake(root, "--cores", "1", target)
-    log = (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()  # the job's output
-    assert "waiting for process" in log and "was finished and published by another process" in log, log[-3000:]
-    assert "resuming" not in log
-    manifest = RunFolder(root / target).verify()
-    assert len(manifest["files"]) == 402 and manifest["computed"]["processes"] == 1
-    assert list((root / "results" / "resume").iterdir()) == []
-    dry = snakemake(root, "-n", target)
-    assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -142,7 +142,7 @@ class RunDamaged(Exception):
     def __init__(self, path: Path, what: str):
         super().__init__(f"run {path} is damaged: {what}; delete that folder and run snakemake again "
                          f"(it retrains this run only), or check all runs with `convbias verify`")
-        self.path = path
+        self.path, self.what = path, what
 
 
 class WorkFolder(RunFolder):
@@ -158,19 +158,22 @@ class WorkFolder(RunFolder):
 
     def last_epoch(self, clear: bool = True, say=None) -> int | None:
         """The last committed epoch of a run with this spec whose files are intact, or None; a
-        folder of another spec, or a damaged one (said in one line to ``say``), is cleared."""
-        state = None
+        folder of another spec, an unreadable or a damaged one is cleared (why: one line to ``say``)."""
+        state, why = None, None
         if self.progress_file.exists():
             try:
                 state = json.loads(self.progress_file.read_text())
+                why = "its epochs are of another configuration (spec, seed or data)"
             except ValueError:
-                state = {}
+                state, why = {}, "its progress file is unreadable (cut short: the disk filled or failed)"
+        elif self.path.exists() and any(self.path.iterdir()):
+            why = "it has files but no progress file"
         if state is not None and state.get("fingerprint") == self.fingerprint:
-            damaged = self._damaged(state.get("files"))
-            if damaged is None:
+            why = self._damaged(state.get("files"))
+            if why is None:
                 return int(state["epoch"])
-            if say is not None:
-                say(f"{self.path}: {damaged}; starting this run over from epoch 0")
+        if why is not None and say is not None:
+            say(f"{self.path}: {why}; starting this run over from epoch 0")
         if clear and self.path.exists():
             shutil.rmtree(self.path)
         self.files = {}
@@ -250,8 +253,9 @@ class WorkFolder(RunFolder):
         """Hard-link the finished run into ``out_dir``, write its manifest (the files' sizes and
         checksums, and ``about``: what the run is and where it was computed) last, then drop the
         work folder.  Only a run whose manifest is written counts as published."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / self.MANIFEST).unlink(missing_ok=True)
+        if out_dir.exists():  # what was there is not this run (see replaced_because): none of its files stays
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
         frame = pd.DataFrame(json.loads(self.progress_file.read_text())["history"], columns=HISTORY_COLUMNS)
         self.files[self.HISTORY] = [write_bytes(self.history_file, frame.to_parquet(index=False))]
         files = {}
@@ -289,10 +293,52 @@ def seconds_left(history: list[dict], epochs: int) -> float:
     return (epochs - history[-1]["epoch"]) * sum(timed) / len(timed) if timed else float("nan")
 
 
-def published(out_dir: Path, fingerprint: str) -> bool:
-    """Whether ``out_dir`` holds a published run of ``fingerprint`` (its manifest says so)."""
-    manifest = RunFolder(out_dir).manifest()
-    return manifest is not None and manifest.get("fingerprint") == fingerprint
+def replaced_because(out_dir: Path, fingerprint: str) -> str | None:
+    """Why the folder ``out_dir`` is not the intact published run of ``fingerprint`` (so that a
+    job training that run replaces it when it publishes), or None when it is: its manifest names
+    ``fingerprint`` and every file has the size and checksum the manifest records.  A published
+    run is never trained again by accident, whatever Snakemake decided (an incomplete marker left
+    by a killed Snakemake, ``--forcerun``): only deleting its folder, or changing what it is, does."""
+    run = RunFolder(out_dir)
+    manifest = run.manifest()
+    if manifest is None:
+        return "it has no readable manifest (its publishing was cut short)" if out_dir.exists() else "it does not exist"
+    if manifest.get("fingerprint") != fingerprint:
+        return "it is a run of another configuration (spec, seed or data)"
+    try:
+        run.verify()
+    except RunDamaged as err:
+        return err.what
+    return None
+
+
+_RESULTS_LOCKS: list[int] = []  # file descriptors held until this process ends
+
+
+def hold_results_lock(results: Path) -> None:
+    """Hold, until this process ends, the lock of the folder ``results`` (``results/.workflow.lock``,
+    holding the PID, host and working folder of its holder).  Snakemake locks its working folder,
+    not the outputs' folder: two checkouts whose ``results`` is one folder (a symlink to a big
+    disk) would otherwise run the same jobs at once and delete each other's files.  A second
+    workflow raises :class:`ResultsBusy`; the lock goes when its holder ends, however it ends."""
+    results.mkdir(parents=True, exist_ok=True)
+    lock = results / ".workflow.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by the jobs this process starts
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").split(" ", 2)
+        os.close(fd)
+        pid, host, where = (holder + ["?", "?", "?"])[:3]
+        raise ResultsBusy(f"another Snakemake (PID {pid} on {host}, working in {where}) is running on {results.resolve()}: "
+                          f"wait until it ends, or give this checkout a results folder of its own") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {os.getcwd()}".encode(), 0)
+    _RESULTS_LOCKS.append(fd)
+
+
+class ResultsBusy(Exception):
+    """Another workflow holds the lock of the results folder (:func:`hold_results_lock`)."""
 
 
 @contextlib.contextmanager

@@ -15,6 +15,8 @@ evaluation is split over the processes and summed, and only rank 0 writes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -35,7 +37,7 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, published, run_lock, seconds_left
+from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, replaced_because, run_lock, seconds_left
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -145,10 +147,42 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     """
     args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache,
             stall_epochs)
-    if world_of_process()[1] > 1:
-        return _train(*args)
-    with run_lock(Path(work_dir)):
-        return _train(*args)
+    with contextlib.ExitStack() as stack:
+        if world_of_process()[1] == 1:
+            stack.enter_context(run_lock(Path(work_dir)))
+        try:
+            return _train(*args)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise DiskFull(err.filename, disk_needed(spec, meta), [Path(work_dir), Path(out_dir)]) from None
+
+
+class DiskFull(OSError):
+    """A training run's disk filled up: one sentence naming the folder, the space the run needs
+    and the fix.  What was committed stays intact (the commit protocol of :class:`WorkFolder`)."""
+
+    def __init__(self, filename: str | None, needed: int, folders: list[Path]):
+        folder = Path(filename).parent if filename else folders[0]
+        files = {p.stat().st_ino: p.stat().st_size for f in folders if f.is_dir() for p in f.iterdir() if p.is_file()}
+        written = sum(files.values())  # once each: a publishing run's files are in both folders
+        super().__init__(errno.ENOSPC, f"no space left on the disk of {folder}: this run needs about "
+                         f"{needed / 1e6:,.0f} MB there in all and has {written / 1e6:,.0f} MB of it written; free "
+                         f"at least the difference there (or put results/ on a bigger disk) and run snakemake "
+                         f"again: it resumes from the last finished epoch")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
+    """Bytes a run of ``spec`` on ``meta`` needs while it trains: its finished files (the snapshot
+    policy's) and the last epoch's momentum (convbias.resources, as ``convbias plan`` counts them)."""
+    from .resources import model_size, run_bytes
+
+    height, _, channels = meta.shape
+    model = model_size(spec, channels, meta.num_classes, height)
+    return run_bytes(spec, model) + model.state_bytes
 
 
 def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
@@ -162,12 +196,18 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
     set_precision(spec.precision)
     torch.set_num_threads(max(1, threads))  # pragma: no mutate (speed only)
     work = WorkFolder(work_dir, spec.fingerprint(seed=seed, data=meta.__dict__, order=order))
-    if published(Path(out_dir), work.fingerprint):  # another process finished it while this one waited
+    # published by another process while this one waited for the lock, or before this job started
+    # (Snakemake reruns a job it saw killed, and with --forcerun; the rule's output is update()d)
+    replaced = replaced_because(Path(out_dir), work.fingerprint)
+    if replaced is None:
         if rank == 0:
-            tqdm.write(f"{out_dir} was finished and published by another process: nothing left to do", file=sys.stderr)
+            tqdm.write(f"{out_dir} is this run, published and intact (manifest and checksums verified): nothing "
+                       f"left to train (to train it again, delete that folder)", file=sys.stderr)
             if work.path.exists():
                 shutil.rmtree(work.path)  # left by a publish killed after its manifest
         return RunFolder(out_dir).history()
+    if rank == 0 and Path(out_dir).exists():
+        tqdm.write(f"{out_dir} will be replaced when this run is published: {replaced}", file=sys.stderr)
     # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,

@@ -7,7 +7,10 @@ rule train:
     input:
         unpack(experiment_data),
     output:
-        directory(run_dir("{experiment}", "{seed}")),
+        # update: Snakemake never deletes a published run before the job (it would, for a job it
+        # saw killed, even when the run finished meanwhile); the job keeps it if it is this run,
+        # intact, and replaces it when it publishes otherwise (convbias.runs.replaced_because)
+        update(directory(run_dir("{experiment}", "{seed}"))),
     log:
         "logs/train/{experiment}/seed{seed}.log",
     benchmark:

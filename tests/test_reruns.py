@@ -1,0 +1,132 @@
+"""Nothing that took GPU hours is redone by accident: a killed Snakemake (its training job an
+orphan), a published run under --unlock, rerun-incomplete and --forcerun, two checkouts sharing
+one results folder. Tiny runs of the real workflow; file times and moved studies are in
+test_workflow.py (they reuse its finished study)."""
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import make_idx_dataset
+from convbias.runs import RunFolder
+from test_workflow import SNAKEMAKE, checkout, snakemake, tiny_config
+
+pytestmark = pytest.mark.workflow
+NOTHING_TO_TRAIN = "published and intact (manifest and checksums verified): nothing left to train"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_idx_dataset(tmp_path_factory.mktemp("idx"))
+
+
+def one_run(data, epochs):
+    """The tiny study reduced to one LeNet run of ``epochs`` epochs and no figures."""
+    config = tiny_config(data)
+    config["experiments"] = {"tiny_lenet": {**config["experiments"]["tiny_lenet"], "seeds": [0], "epochs": epochs,
+                                            "snapshots": "conv"}}
+    config["figures"] = {}
+    return config
+
+
+def start_and_wait_for_epoch(root, target, log):
+    """Start Snakemake on ``target`` (output to ``log``) and return it once epoch 1 is committed."""
+    work = root / "results" / "resume" / "tiny_lenet" / "seed0"
+    proc = subprocess.Popen([SNAKEMAKE, "--cores", "1", target], cwd=root, stdout=log, stderr=log)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((work / "progress.json").read_text())["epoch"] >= 1:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.01)
+    return proc
+
+
+def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path, data):
+    """SIGKILL Snakemake (not its job): the training job runs on as an orphan. `--unlock` and the
+    same command again, as Snakemake's message says: the new job waits for the orphan's run lock
+    (naming its PID), then finds the run published and succeeds without training; the run is
+    intact, its log keeps the orphan's lines, and a later dry run has nothing to do.  (The orphan
+    trains long enough — 400 tiny epochs — to outlive Snakemake's restart on two busy cores.)"""
+    root = checkout(tmp_path / "project", one_run(data, 400))
+    target = "results/runs/tiny_lenet/seed0"
+    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
+    with open(tmp_path / "first.log", "w") as log:
+        first = start_and_wait_for_epoch(root, target, log)
+        first.send_signal(signal.SIGKILL)  # Snakemake only: its job is now an orphan
+        first.wait()
+    snakemake(root, "--unlock")
+    snakemake(root, "--cores", "1", target)
+    log = (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()  # the job's output
+    assert "waiting for process" in log and NOTHING_TO_TRAIN in log, log[-3000:]
+    assert "resuming" not in log
+    assert "tiny_lenet seed 0 epoch 1/400" in log  # the orphan's lines: the log keeps every attempt
+    manifest = RunFolder(root / target).verify()
+    assert len(manifest["files"]) == 402 and manifest["computed"]["processes"] == 1
+    assert list((root / "results" / "resume").iterdir()) == []
+    dry = snakemake(root, "-n", target)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_a_run_an_orphaned_job_published_survives_unlock_rerun_and_forcerun(tmp_path, data):
+    """SIGKILL Snakemake after epoch 1; the orphaned training job finishes and publishes the run.
+    `--unlock` and the same command again (Snakemake reruns the job it saw killed, as incomplete),
+    then `--forcerun train`: each job finds the run published and intact and trains nothing, and
+    not a file of the run is rewritten; deleting the folder is what trains it again."""
+    root = checkout(tmp_path / "project", one_run(data, 4))
+    target = "results/runs/tiny_lenet/seed0"
+    run, work = root / target, root / "results" / "resume" / "tiny_lenet" / "seed0"
+    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
+    with open(tmp_path / "first.log", "w") as log:
+        first = start_and_wait_for_epoch(root, target, log)
+        first.send_signal(signal.SIGKILL)  # Snakemake only: its job trains on as an orphan
+        first.wait()
+    deadline = time.time() + 120
+    while time.time() < deadline and (work.exists() or not (run / "manifest.json").exists()):
+        time.sleep(0.1)  # the orphan publishes, then drops its work folder
+    time.sleep(0.5)
+
+    def files():  # the run's own files (not Snakemake's .snakemake_timestamp)
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in run.iterdir() if not p.name.startswith(".")}
+
+    stamps = files()
+    assert "manifest.json" in stamps
+    snakemake(root, "--unlock")
+    for extra in ((), ("--forcerun", "train")):
+        proc = snakemake(root, "--cores", "1", target, *extra)
+        assert "rule train:" in proc.stdout + proc.stderr  # Snakemake did run the job
+        log = (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()
+        assert NOTHING_TO_TRAIN in log, log[-3000:]
+        assert files() == stamps
+    assert "Nothing to be done" in snakemake(root, "-n", target).stdout
+    shutil.rmtree(run)
+    snakemake(root, "--cores", "1", target)
+    assert "tiny_lenet seed 0 epoch 4/4" in (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()
+
+
+def test_a_second_checkout_sharing_the_results_folder_is_refused_while_the_first_runs(tmp_path, data):
+    """Two checkouts whose results/ is one folder (a symlink, as to a big disk): Snakemake locks
+    each working folder only, so the second would run the same jobs and delete the first's files.
+    It stops before any job with one sentence naming the first; once that ends, it has nothing to do."""
+    config = one_run(data, 40)
+    first_root, second_root = checkout(tmp_path / "first", config), checkout(tmp_path / "second", config)
+    (first_root / "results").mkdir()
+    (second_root / "results").symlink_to(first_root / "results")
+    target = "results/runs/tiny_lenet/seed0"
+    snakemake(first_root, "--cores", "1", "results/data/tiny/meta.json")
+    with open(tmp_path / "first.log", "w") as log:
+        first = start_and_wait_for_epoch(first_root, target, log)
+        second = snakemake(second_root, "--cores", "1", target, check=False)
+        assert first.wait(300) == 0
+    out = second.stdout + second.stderr
+    assert second.returncode != 0 and "rule train:" not in out, out[-3000:]
+    results = (first_root / "results").resolve()
+    assert f"another Snakemake (PID {first.pid} on " in out and f"is running on {results}" in out, out[-3000:]
+    assert len(RunFolder(first_root / target).verify()["files"]) == 42
+    assert "Nothing to be done" in snakemake(second_root, "-n", target).stdout
