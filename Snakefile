@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -28,6 +29,16 @@ include: "workflow/rules/stats.smk"
 include: "workflow/rules/reinit.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
+
+
+onstart:
+    # one workflow at a time on a results folder, also from another checkout sharing it (a symlink)
+    from convbias.runs import ResultsBusy, hold_results_lock
+
+    try:
+        hold_results_lock(Path("results"))
+    except ResultsBusy as err:
+        raise WorkflowError(str(err)) from None
 
 
 localrules:

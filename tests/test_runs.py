@@ -1,15 +1,18 @@
 """A run is never lost, never mixed, never stuck: the run lock, verified resume, manifests of
 finished runs, and a fault-injection test that kills training anywhere and reruns it."""
 
+import errno
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -134,6 +137,17 @@ def test_a_damaged_work_folder_starts_over_saying_so_and_ends_identical(data, re
     assert "resuming" not in err
     same_run(reference, tmp_path / "run")
     assert list((tmp_path / "resume").iterdir()) == []
+    # a progress file cut short, and a folder of another spec: each starts over saying why
+    other = TrainSpec.from_dict(SPEC.to_dict() | {"lr": 2 * SPEC.lr})
+    for spec, cut, why in ((SPEC, True, "its progress file is unreadable"),
+                           (other, False, "its epochs are of another configuration")):
+        train_run(SPEC, 5, meta, train, test, tmp_path / "unpublished", work, stop_after=1)
+        if cut:
+            (work / "progress.json").write_bytes((work / "progress.json").read_bytes()[:50])
+        capsys.readouterr()
+        train_run(spec, 5, meta, train, test, tmp_path / "unpublished", work, stop_after=1)
+        err = capsys.readouterr().err
+        assert f"{work}: {why}" in err and "starting this run over from epoch 0" in err, err
 
 
 def test_a_killed_cut_leaves_a_folder_that_resumes(data, reference, tmp_path):
@@ -207,9 +221,85 @@ def test_a_run_published_while_waiting_is_not_trained_again(data, reference, tmp
     history = train_run(SPEC, 5, meta, train, test, tmp_path / "run", work)
     thread.join(60)
     err = capsys.readouterr().err
-    assert "waiting for process" in err and "was finished and published by another process" in err
+    assert "waiting for process" in err and "published and intact (manifest and checksums verified): nothing left to train" in err
     pd.testing.assert_frame_equal(history, results["first"])
     same_run(reference, tmp_path / "run")
+
+
+def test_a_published_run_is_kept_if_intact_and_replaced_if_damaged_or_of_another_spec(data, reference, tmp_path, capsys):
+    """What a training job finds in its output folder before it trains (Snakemake leaves it there:
+    the rule's output is update()d): this run, intact → nothing trained, not a byte rewritten; the
+    same run damaged, or a run of another spec (more epochs), → trained and replaced, saying why,
+    with none of the old files left."""
+    meta, train, test = data
+    out, work = tmp_path / "run", tmp_path / "resume" / "exp" / "seed5"
+    shutil.copytree(reference, out)
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+    history = train_run(SPEC, 5, meta, train, test, out, work)
+    err = capsys.readouterr().err
+    assert "published and intact (manifest and checksums verified): nothing left to train" in err
+    assert "epoch 1/3" not in err and not work.exists()
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == stamps
+    pd.testing.assert_frame_equal(history, RunFolder(reference).history())
+
+    flipped = bytearray((out / "epoch002.safetensors").read_bytes())
+    flipped[-1] ^= 1  # same size: only the checksum tells
+    (out / "epoch002.safetensors").write_bytes(bytes(flipped))
+    train_run(SPEC, 5, meta, train, test, out, work)
+    err = capsys.readouterr().err
+    assert f"{out} will be replaced when this run is published: epoch002.safetensors does not match" in err
+    assert "epoch 3/3" in err
+    same_run(reference, out)
+    RunFolder(out).verify()
+
+    longer = SPEC.to_dict() | {"epochs": 4}
+    train_run(TrainSpec.from_dict(longer), 5, meta, train, test, out, work)
+    train_run(SPEC, 5, meta, train, test, out, work)
+    err = capsys.readouterr().err
+    assert "will be replaced when this run is published: it is a run of another configuration" in err
+    assert sorted(p.name for p in out.iterdir()) == sorted(list(RunFolder(reference).verify()["files"]) + ["manifest.json"])
+    same_run(reference, out)
+
+
+def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_there_is_space(data, reference, tmp_path):
+    """The disk fills during the commit of epoch 2 (every later write fails, as on a full disk):
+    the job stops with one sentence naming the folder, the space the run needs and the fix — no
+    traceback — and, space freed, the same job resumes from epoch 1 and ends identical."""
+    from convbias import runs
+    from convbias.resources import model_size, run_bytes
+    from convbias.train import DiskFull
+
+    meta, train, test = data
+    out, work = tmp_path / "run", tmp_path / "resume" / "exp" / "seed5"
+    full = [False]
+
+    def fills(fn):
+        def write(path, *args, **kwargs):
+            if Path(path).name == "epoch002.safetensors":  # the disk is full from epoch 2's commit on
+                full[0] = True
+            if full[0]:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return fn(path, *args, **kwargs)
+        return write
+
+    patched = {name: getattr(runs, name) for name in ("save_weights", "atomic_write", "write_bytes")}
+    for name, fn in patched.items():
+        setattr(runs, name, fills(fn))
+    try:
+        with pytest.raises(SystemExit) as stop, stops_with_one_sentence():
+            train_run(SPEC, 5, meta, train, test, out, work)
+    finally:
+        for name, fn in patched.items():
+            setattr(runs, name, fn)
+    message = str(stop.value.code)
+    model = model_size(SPEC, 1, 10, 28)
+    needed = (run_bytes(SPEC, model) + model.state_bytes) / 1e6
+    assert message.startswith(f"error: no space left on the disk of {work}: this run needs about {needed:,.0f} MB")
+    assert "resumes from the last finished epoch" in message and "\n" not in message
+    assert isinstance(DiskFull(None, 1, [work]), OSError)
+    assert json.loads((work / "progress.json").read_text())["epoch"] == 1
+    train_run(SPEC, 5, meta, train, test, out, work)
+    same_run(reference, out)
 
 
 CHILD = """
@@ -300,7 +390,7 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
     assert {o[0] for o in outcomes} == {"step", "write", "publish"}
 
 
-def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, reference, tmp_path, monkeypatch, capsys):
+def test_status_tells_done_damaged_running_interrupted_and_not_started_runs_apart(data, reference, tmp_path, monkeypatch, capsys):
     import shutil
 
     from convbias.cli import main
@@ -326,6 +416,10 @@ def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, 
         (resume / "e" / f"seed{seed}" / "progress.json").write_text(json.dumps(progress))
     done = RunFolder(runs / "e" / "seed0")
     done.history().assign(train_loss=[float("nan"), 2.3, 2.3, 1.0]).to_parquet(done.history_file)  # left chance at last
+    manifest = json.loads(done.manifest_file.read_text())  # which records the new history
+    manifest["files"]["history.parquet"] = {"bytes": done.history_file.stat().st_size,
+                                            "sha256": file_sha256(done.history_file)}
+    done.manifest_file.write_text(json.dumps(manifest))
     table = status(load_config(config), "quickstart", runs, resume).set_index("seed")
     assert list(table["state"]) == ["done", "interrupted", "running", "not started"]
     assert list(table["epoch"]) == [3, 2, 2, 0] and (table["epochs"] == 3).all()
@@ -350,6 +444,12 @@ def test_status_tells_done_running_interrupted_and_not_started_runs_apart(data, 
     assert "quickstart: 4 runs — " in out and "1 done" in out and "2 interrupted" in out and "1 not started" in out
     assert "3/3" in out and "2/3" in out
     assert "e seed 1, epoch 2/3: not learning — train loss at ln 10 since epoch 1" in out.splitlines()
+    # a published run whose file lost bytes is damaged, not done (sizes: instant; verify reads checksums)
+    with open(done.weights(2), "r+b") as f:
+        f.truncate(100)
+    row = status(load_config(config), "quickstart", runs, resume).set_index("seed").loc[0]
+    assert row["state"] == "damaged" and "epoch002.safetensors has 100 bytes" in row["note"]
+    assert main(["status", "quickstart"]) == 0 and "1 damaged" in capsys.readouterr().out
 
 
 def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):
@@ -364,3 +464,28 @@ def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):
     table = run_filters(reference, 3, False, "exp", 5)
     assert sorted(reads) == [f"epoch{e:03d}.safetensors" for e in range(4)]
     assert sorted(table["epoch"].unique()) == [0, 1, 2, 3]
+
+
+@pytest.mark.subprocess
+def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_path):
+    """Snakemake deletes a rule's log before each rerun: a training job's log is a link to a file
+    beside its work folder, so every attempt's lines stay until the run is done. An attempt
+    stopped by SIGTERM (Slurm's time limit) says so in the log and still ends by that signal."""
+    log, keep = tmp_path / "logs" / "seed0.log", tmp_path / "resume" / "exp" / "seed0.log"
+    child = ("import sys, time\nfrom convbias.jobs import log_to\n"
+             f"log_to([{str(log)!r}], keep={str(keep)!r})\nprint('attempt', sys.argv[1], flush=True)\n"
+             "if sys.argv[1] == '2':\n    time.sleep(60)\n")
+    assert subprocess.run([sys.executable, "-c", child, "1"], timeout=60).returncode == 0
+    log.unlink()  # as Snakemake does before the job runs again
+    proc = subprocess.Popen([sys.executable, "-c", child, "2"])
+    deadline = time.time() + 60
+    while time.time() < deadline and "attempt 2" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGTERM
+    lines = log.read_text().splitlines()
+    assert lines[:2] == ["attempt 1", "attempt 2"] and lines[2].startswith("stopped by SIGTERM"), lines
+    from convbias.jobs import forget_attempts
+
+    forget_attempts(keep)
+    assert not keep.parent.exists() and log.read_text().splitlines() == lines

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
     status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
-                                               "interrupted or not started")
+                                               "interrupted, damaged or not started")
     status.add_argument("target", nargs="?", default="all", help="all, quickstart, smoke, cifar or a figure (as for plan)")
     status.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")

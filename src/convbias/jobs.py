@@ -18,10 +18,16 @@ from .runs import RunDamaged, RunFolder
 from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
-def log_to(log: Sequence[str]) -> None:
+def log_to(log: Sequence[str], keep: str | Path | None = None) -> None:
     """Send everything this job prints — and its child processes (torchrun's, FFCV's) — to its
-    rule's log file (``snakemake.log``), appending: a resumed job's log keeps the earlier attempts."""
+    rule's log file (``snakemake.log``), appending, and say there if a signal stops the job.
+
+    ``keep``: a file that keeps every attempt of the job until :func:`forget_attempts` — Snakemake
+    deletes a rule's log before each rerun, so a resumed training job's log would lose the lines of
+    the attempts before it.  The log is a hard link to ``keep`` (on another file system: a copy of
+    the earlier attempts, and this attempt's lines in the log only)."""
     import os
+    import shutil
 
     if not log:
         return
@@ -29,23 +35,62 @@ def log_to(log: Sequence[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    if keep is not None:
+        keep = Path(keep)
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(keep, flags, 0o644))
+        path.unlink(missing_ok=True)
+        try:
+            os.link(keep, path)
+        except OSError:
+            shutil.copyfile(keep, path)
+    fd = os.open(path, flags, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+    _say_when_stopped()
+
+
+def forget_attempts(keep: str | Path) -> None:
+    """The job is done: drop its ``keep`` file (the log keeps every line), and its folder if empty."""
+    keep = Path(keep)
+    keep.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        keep.parent.rmdir()
+
+
+def _say_when_stopped() -> None:
+    """A job stopped by SIGTERM (Slurm's time limit, scancel, Snakemake stopping) says so in its log,
+    then ends as SIGTERM would have ended it.  Only in the main thread (where Python handles signals)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stopped(signum, frame):
+        print(f"stopped by {signal.Signals(signum).name} (a time limit, scancel or Snakemake stopping): what it "
+              f"finished is kept; run snakemake again to continue from there", file=sys.stderr, flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stopped)
 
 
 @contextlib.contextmanager
 def stops_with_one_sentence():
-    """A job that meets a damaged run, an unreadable weights file or a failed download stops with
+    """A job that meets a damaged run, an unreadable weights file, a failed download or a full disk stops with
     the message alone (it names the file and the fix), not a traceback."""
     from .checkpoints import WeightsError
     from .data.sources import DatasetError
     from .stats import NonFiniteWeights
+    from .train import DiskFull
 
     try:
         yield
-    except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError) as err:
+    except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError, DiskFull) as err:
         sys.exit(f"error: {err}")
 
 

@@ -1,6 +1,7 @@
 """``convbias status``: every run of a target at a glance, from what is on disk.
 
-A run is ``done`` (its folder carries a manifest), ``running`` (the process named in its lock
+A run is ``done`` (its folder carries a manifest, and every file the size it records),
+``damaged`` (its files do not match its manifest: the note says how and the fix), ``running`` (the process named in its lock
 file is alive — or, when it runs on another host, its last commit is recent: within two epochs'
 time; shown with epoch e/E, the last validation accuracy, and the time left at its mean epoch
 time), ``interrupted`` (a work folder nobody works on: it resumes when its job runs again) or
@@ -23,7 +24,7 @@ import pandas as pd
 from .config import Study
 from .learning import stall_message
 from .plan import target_figures
-from .runs import RunFolder, lock_file, lock_holder, seconds_left
+from .runs import RunDamaged, RunFolder, lock_file, lock_holder, seconds_left
 
 
 def holder_alive(lock: Path) -> bool | None:
@@ -50,6 +51,10 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
     note = lambda history: stall_message(history, num_classes, stall_epochs) or ""  # noqa: E731
     finished = RunFolder(runs / experiment / f"seed{seed}")
     if finished.manifest() is not None:
+        try:  # every file there at its manifest's size (instant); `convbias verify` also reads every checksum
+            finished.verify(checksums=False)
+        except RunDamaged as err:
+            return {**row, "state": "damaged", "note": str(err)}
         history = finished.history()
         return {**row, "state": "done", "epoch": int(history["epoch"].max()),
                 "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),

@@ -7,9 +7,11 @@ from convbias.data.loaders import use_os_cache
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_memory, job_threads
 from convbias.train import launch, train_run
-from convbias.jobs import log_to
+from convbias.jobs import forget_attempts, log_to, stops_with_one_sentence
 
-log_to(snakemake.log)  # this job's output goes to its rule's log file
+# this job's output goes to its rule's log file, which keeps the attempts before it (until the run is published)
+attempts = snakemake.params.work + ".log"
+log_to(snakemake.log, keep=attempts)
 
 processes = int(snakemake.resources.get("gpu", 1) or 1)
 threads = job_threads(snakemake.threads, processes)
@@ -22,10 +24,12 @@ os_cache = use_os_cache(DatasetSpec.from_config(snakemake.config["datasets"][dat
                         os.path.getsize(inputs.train), job_memory(snakemake.resources.get("mem_mb")))
 options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "device": experiment.device,
            "order": snakemake.params.order, "os_cache": os_cache, "stall_epochs": experiment.warn_after()}
-with job_gpus(experiment.device, processes):  # before anything starts CUDA; torchrun's processes inherit it
+# job_gpus first: before anything starts CUDA; torchrun's processes inherit it
+with job_gpus(experiment.device, processes), stops_with_one_sentence():
     if processes > 1:
         launch({"spec": spec, "seed": seed, "meta": inputs.meta, "train_file": inputs.train, "test_file": inputs.test,
                 "threads": max(1, threads // processes), **options}, processes)
     else:
         train_run(TrainSpec.from_dict(spec), seed, DatasetMeta.load(inputs.meta), inputs.train, inputs.test,
                   threads=threads, **options)
+forget_attempts(attempts)
