@@ -15,12 +15,12 @@ SUDO   := $(if $(filter 0,$(shell id -u 2>/dev/null)),,sudo)
 quickstart: setup
 	$(VENV)/bin/snakemake --cores all quickstart
 
-# Three pytest processes (pytest-xdist), each taking whole test files, longest first (tests/conftest.py):
-# much of the suite's time is spent waiting on child processes (Snakemake, Slurm's polling, sbatch
-# jobs), which the other processes fill. Whole files: tests of one file may share a module fixture
-# (a workflow checkout) or a cluster. (--dist loadgroup would be finer, but with pytest 9.2 it
-# silently groups nothing: pytest-xdist issue 1386.)
-TEST_PROCESSES ?= 3
+# Four pytest processes (pytest-xdist) on two cores, each taking whole test files, longest first
+# (tests/conftest.py): two of them spend most of their time waiting on the Slurm cluster's status
+# checks (tests/test_slurm*.py), the other two keep the cores busy. Whole files: the tests of one
+# file may share a module fixture (a workflow checkout). (--dist loadgroup would be finer, but
+# with pytest 9.2 it silently groups nothing: pytest-xdist issue 1386.)
+TEST_PROCESSES ?= 4
 test: setup
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile
 

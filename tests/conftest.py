@@ -202,11 +202,11 @@ def _module_files(root: Path, module: str) -> list[Path]:
     return list(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
 
 
-# The longest files first (make test hands whole files to three pytest processes: pytest-xdist's
-# --dist loadfile): the Slurm tests — mostly waiting on the cluster — start at once, and the
-# others are shared out around them. Measured serial seconds, README "Testing".
-FIRST = ("test_slurm.py", "test_workflow.py", "test_reruns.py", "test_runs.py", "test_train.py", "test_bench.py",
-         "test_trainability.py")
+# The longest files first (make test hands whole files to four pytest processes: pytest-xdist's
+# --dist loadfile): the two Slurm files — mostly waiting on the cluster's status checks — start at
+# once beside the two longest CPU-bound ones, and the rest are shared out as processes free up.
+FIRST = ("test_slurm.py", "test_slurm_smoke.py", "test_workflow.py", "test_reruns.py", "test_runs.py", "test_train.py",
+         "test_bench.py", "test_trainability.py")
 
 
 def pytest_collection_modifyitems(config, items):
