@@ -98,27 +98,28 @@ def test_a_claim_that_waits_holds_no_gpu_meanwhile_and_two_racing_claims_both_ge
     the first is done. A waiting claim that kept what it took would block the others and itself."""
     pool = ["0", "1", "2"]
 
-    def job(hold: float):
+    def job():  # holds its GPUs until a line arrives on its stdin (no timing: a loaded machine starts it late)
         return subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-            import time
+            import sys
             from pathlib import Path
             from convbias.devices import claim_gpus
             with claim_gpus(2, {pool!r}, Path({str(tmp_path)!r}), poll=0.05) as got:
                 print(",".join(got), flush=True)
-                time.sleep({hold})
-            """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                sys.stdin.readline()
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     with claim_gpus(1, pool, tmp_path) as mine:
         assert mine == ["0"]
-        first = job(5.0)
+        first = job()
         assert first.stdout.readline().strip() == "1,2"
-        second = job(0.0)
+        second = job()
         assert "waiting for 2 free GPU" in second.stderr.readline()
     time.sleep(0.5)  # the waiting job tries again every 0.05 s: it takes GPU 0 each time, and must give it back
     with claim_gpus(1, ["0"], tmp_path, poll=0.05) as again:
         assert again == ["0"] and first.poll() is None and second.poll() is None  # while both still run
-    out, _ = second.communicate(timeout=60)
-    assert out.strip() in {"0,1", "0,2", "1,2"} and first.wait(timeout=60) == 0 and second.returncode == 0
+    first.communicate("\n", timeout=60)  # the first job ends: the second gets two GPUs
+    out, _ = second.communicate("\n", timeout=60)
+    assert out.strip() in {"0,1", "0,2", "1,2"} and first.returncode == 0 and second.returncode == 0
 
 
 def test_a_killed_jobs_gpu_is_free_again(tmp_path):
