@@ -267,7 +267,7 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
     traceback — and, space freed, the same job resumes from epoch 1 and ends identical."""
     from convbias import runs
     from convbias.resources import model_size, run_bytes
-    from convbias.train import DiskFull
+    from convbias.runs import DiskFull
 
     meta, train, test = data
     out, work = tmp_path / "run", tmp_path / "resume" / "exp" / "seed5"

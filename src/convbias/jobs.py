@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import RunDamaged, RunFolder
+from .runs import DiskFull, RunDamaged, RunFolder
 from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
 
 
@@ -86,7 +86,6 @@ def stops_with_one_sentence():
     from .checkpoints import WeightsError
     from .data.sources import DatasetError
     from .stats import NonFiniteWeights
-    from .train import DiskFull
 
     try:
         yield

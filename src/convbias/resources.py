@@ -182,6 +182,11 @@ def run_bytes(train: TrainSpec, model: Model) -> int:
     return (train.epochs + 1) * model.state_bytes
 
 
+def training_disk_bytes(train: TrainSpec, model: Model) -> int:
+    """Disk of a run while it trains: its finished files and the last epoch's momentum."""
+    return run_bytes(train, model) + model.state_bytes
+
+
 def flops_rate(exp: ExperimentSpec, data: Data, measured: float | None = None) -> tuple[float, str]:
     """Training FLOP/s of ``exp``'s device on ``data``, and where the number comes from:
     ``measured`` (this study's own runs), ``calibrated`` (CPU: the quickstart's runs) or
@@ -207,7 +212,7 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
     device = 3 * model.state_bytes + 2 * 4 * batch * model.activations
     host *= exp.gpus if exp.device != "cpu" else 1  # one process per GPU in the job
     seconds = train_seconds(exp, data, measured)
-    disk = run_bytes(exp.train, model) + model.state_bytes  # and the last momentum, while it trains
+    disk = training_disk_bytes(exp.train, model)
     return Needs(_mb(host), _mb(disk), _minutes(seconds), _mb(device) if exp.device != "cpu" else 0,
                  seconds / 3600 * (exp.gpus if exp.device != "cpu" else 0))
 

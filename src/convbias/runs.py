@@ -20,6 +20,7 @@ One process at a time works on a run: :func:`run_lock`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -275,6 +276,29 @@ class WorkFolder(RunFolder):
 def lock_file(work_dir: Path) -> Path:
     """The run lock of the run whose work folder is ``work_dir``: a file beside it."""
     return work_dir.with_name(work_dir.name + ".lock")
+
+
+def attempts_file(work_dir: Path) -> Path:
+    """The log of every attempt of the training job of the run whose work folder is ``work_dir``,
+    kept beside it until the run is published (:func:`convbias.jobs.log_to`)."""
+    return work_dir.with_name(work_dir.name + ".log")
+
+
+class DiskFull(OSError):
+    """A training run's disk filled up: one sentence naming the folder, the space the run needs
+    and the fix.  What was committed stays intact (the commit protocol of :class:`WorkFolder`)."""
+
+    def __init__(self, filename: str | None, needed: int, folders: list[Path]):
+        folder = Path(filename).parent if filename else folders[0]
+        files = {p.stat().st_ino: p.stat().st_size for f in folders if f.is_dir() for p in f.iterdir() if p.is_file()}
+        written = sum(files.values())  # once each: a publishing run's files are in both folders
+        super().__init__(errno.ENOSPC, f"no space left on the disk of {folder}: this run needs about "
+                         f"{needed / 1e6:,.0f} MB there in all and has {written / 1e6:,.0f} MB of it written; free "
+                         f"at least the difference there (or put results/ on a bigger disk) and run snakemake "
+                         f"again: it resumes from the last finished epoch")
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def lock_holder(lock: Path) -> tuple[str, str]:

@@ -37,7 +37,7 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import HISTORY_COLUMNS, RunFolder, WorkFolder, replaced_because, run_lock, seconds_left
+from .runs import HISTORY_COLUMNS, DiskFull, RunFolder, WorkFolder, replaced_because, run_lock, seconds_left
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -158,31 +158,12 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
             raise DiskFull(err.filename, disk_needed(spec, meta), [Path(work_dir), Path(out_dir)]) from None
 
 
-class DiskFull(OSError):
-    """A training run's disk filled up: one sentence naming the folder, the space the run needs
-    and the fix.  What was committed stays intact (the commit protocol of :class:`WorkFolder`)."""
-
-    def __init__(self, filename: str | None, needed: int, folders: list[Path]):
-        folder = Path(filename).parent if filename else folders[0]
-        files = {p.stat().st_ino: p.stat().st_size for f in folders if f.is_dir() for p in f.iterdir() if p.is_file()}
-        written = sum(files.values())  # once each: a publishing run's files are in both folders
-        super().__init__(errno.ENOSPC, f"no space left on the disk of {folder}: this run needs about "
-                         f"{needed / 1e6:,.0f} MB there in all and has {written / 1e6:,.0f} MB of it written; free "
-                         f"at least the difference there (or put results/ on a bigger disk) and run snakemake "
-                         f"again: it resumes from the last finished epoch")
-
-    def __str__(self) -> str:
-        return self.strerror
-
-
 def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
-    """Bytes a run of ``spec`` on ``meta`` needs while it trains: its finished files (the snapshot
-    policy's) and the last epoch's momentum (convbias.resources, as ``convbias plan`` counts them)."""
-    from .resources import model_size, run_bytes
+    """Bytes a run of ``spec`` on ``meta`` needs on disk while it trains, as ``convbias plan`` counts them."""
+    from .resources import model_size, training_disk_bytes
 
     height, _, channels = meta.shape
-    model = model_size(spec, channels, meta.num_classes, height)
-    return run_bytes(spec, model) + model.state_bytes
+    return training_disk_bytes(spec, model_size(spec, channels, meta.num_classes, height))
 
 
 def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,

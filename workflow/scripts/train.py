@@ -1,6 +1,7 @@
 """Rule train: one seed of one experiment, resumable; several GPUs → DDP processes via torchrun."""
 
 import os
+from pathlib import Path
 
 from convbias.specs import DatasetSpec, ExperimentSpec, TrainSpec
 from convbias.data.loaders import use_os_cache
@@ -8,9 +9,10 @@ from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_memory, job_threads
 from convbias.train import launch, train_run
 from convbias.jobs import forget_attempts, log_to, stops_with_one_sentence
+from convbias.runs import attempts_file
 
 # this job's output goes to its rule's log file, which keeps the attempts before it (until the run is published)
-attempts = snakemake.params.work + ".log"
+attempts = attempts_file(Path(snakemake.params.work))
 log_to(snakemake.log, keep=attempts)
 
 processes = int(snakemake.resources.get("gpu", 1) or 1)
