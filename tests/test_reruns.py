@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import make_idx_dataset
-from convbias.runs import RunFolder
+from convbias.runs import RunFolder, run_lock
 from test_workflow import SNAKEMAKE, checkout, snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow
@@ -113,20 +113,27 @@ def test_a_run_an_orphaned_job_published_survives_unlock_rerun_and_forcerun(tmp_
 def test_a_second_checkout_sharing_the_results_folder_is_refused_while_the_first_runs(tmp_path, data):
     """Two checkouts whose results/ is one folder (a symlink, as to a big disk): Snakemake locks
     each working folder only, so the second would run the same jobs and delete the first's files.
-    It stops before any job with one sentence naming the first; once that ends, it has nothing to do."""
-    config = one_run(data, 40)
+    It stops before any job with one sentence naming the first; once that ends, it has nothing to do.
+    (The first is kept running without a timing assumption: its training job waits for the run's
+    lock, held here until the second has been refused.)"""
+    config = one_run(data, 2)
     first_root, second_root = checkout(tmp_path / "first", config), checkout(tmp_path / "second", config)
     (first_root / "results").mkdir()
     (second_root / "results").symlink_to(first_root / "results")
     target = "results/runs/tiny_lenet/seed0"
     snakemake(first_root, "--cores", "1", "results/data/tiny/meta.json")
+    job_log = first_root / "logs" / "train" / "tiny_lenet" / "seed0.log"
     with open(tmp_path / "first.log", "w") as log:
-        first = start_and_wait_for_epoch(first_root, target, log)
-        second = snakemake(second_root, "--cores", "1", target, check=False)
+        with run_lock(first_root / "results" / "resume" / "tiny_lenet" / "seed0"):
+            first = subprocess.Popen([SNAKEMAKE, "--cores", "1", target], cwd=first_root, stdout=log, stderr=log)
+            deadline = time.time() + 120
+            while time.time() < deadline and "waiting for process" not in (job_log.read_text() if job_log.exists() else ""):
+                time.sleep(0.05)
+            second = snakemake(second_root, "--cores", "1", target, check=False)
         assert first.wait(300) == 0
     out = second.stdout + second.stderr
     assert second.returncode != 0 and "rule train:" not in out, out[-3000:]
     results = (first_root / "results").resolve()
     assert f"another Snakemake (PID {first.pid} on " in out and f"is running on {results}" in out, out[-3000:]
-    assert len(RunFolder(first_root / target).verify()["files"]) == 42
+    assert len(RunFolder(first_root / target).verify()["files"]) == 4
     assert "Nothing to be done" in snakemake(second_root, "-n", target).stdout
