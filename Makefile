@@ -19,10 +19,11 @@ quickstart: setup
 # (tests/conftest.py): two of them spend most of their time waiting on the Slurm cluster's status
 # checks (tests/test_slurm*.py), the other two keep the cores busy. Whole files: the tests of one
 # file may share a module fixture (a workflow checkout). (--dist loadgroup would be finer, but
-# with pytest 9.2 it silently groups nothing: pytest-xdist issue 1386.)
+# with pytest 9.2 it silently groups nothing: pytest-xdist issue 1386.) --no-loadscope-reorder
+# keeps that order (xdist would otherwise start with the files that have the most tests).
 TEST_PROCESSES ?= 4
 test: setup
-	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # Mutants of the core modules against their fast tests (config: [tool.mutmut] in pyproject.toml,
 # test selection: MUTATION_TESTS in tests/conftest.py). Results stay in mutants/: a second run

@@ -7,8 +7,15 @@ import struct
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+# Waiting OpenMP threads sleep instead of spinning, in this process and every child it starts
+# (Snakemake, its jobs, training children). `make test` runs four pytest processes on two cores,
+# each with torch's threads: spinning threads burn the cores the others need. Four concurrent
+# 2-thread trainings of a small conv net: 37 s spinning (GNU OpenMP's default), 9 s passive, 2.4 s
+# one alone. Set before anything imports torch (its OpenMP reads it once, when loaded).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -203,10 +210,11 @@ def _module_files(root: Path, module: str) -> list[Path]:
 
 
 # The longest files first (make test hands whole files to four pytest processes: pytest-xdist's
-# --dist loadfile): the two Slurm files — mostly waiting on the cluster's status checks — start at
-# once beside the two longest CPU-bound ones, and the rest are shared out as processes free up.
-FIRST = ("test_slurm.py", "test_slurm_smoke.py", "test_workflow.py", "test_reruns.py", "test_runs.py", "test_train.py",
-         "test_bench.py", "test_trainability.py")
+# --dist loadfile, with --no-loadscope-reorder, else xdist orders files by their number of tests):
+# the two Slurm files — mostly waiting on the cluster's status checks — start at once beside the two
+# longest CPU-bound ones, and the rest are shared out as processes free up.
+FIRST = ("test_slurm.py", "test_slurm_smoke.py", "test_workflow.py", "test_runs.py", "test_reruns.py",
+         "test_workflow_config.py", "test_train.py", "test_trainability.py", "test_bench.py")
 
 
 def pytest_collection_modifyitems(config, items):
