@@ -234,8 +234,9 @@ def test_file_times_alone_retrain_nothing(project, data, tmp_path):
     results/ copied keeping file times (`cp -a`) into a fresh checkout, whose scripts are newer:
     nothing reruns. results/ copied with new times (`cp -r`: the data may be newer than the runs),
     or touched runs: Snakemake reruns jobs by file times, and every training job finds its run
-    published and intact and trains nothing, not a file rewritten; `snakemake --touch` then makes
-    the study up to date without running anything (the README's recipe)."""
+    published and intact and trains nothing, every filters and reinit job finds its table made
+    from the same run and keeps it, not a file rewritten; `snakemake --touch` makes the study up
+    to date without running anything (the README's recipe)."""
     import time
 
     def nothing_to_do(root):
@@ -255,12 +256,20 @@ def test_file_times_alone_retrain_nothing(project, data, tmp_path):
     for root in (clone, moved):
         runs = sorted((root / "results" / "runs").glob("*/seed*"))
         files = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for run in runs for p in run.glob("epoch*")}
+        tables = sorted((root / "results").glob("[fr]*/*/seed*.parquet"))  # filters/ and reinit/
+        assert len(tables) == 2 * len(runs)
+        contents = {p: (p.stat().st_ino, p.read_bytes()) for p in tables}
         start = time.time()
-        snakemake(root, "--cores", "2", *(str(run.relative_to(root)) for run in runs))
+        snakemake(root, "--cores", "2", *(str(p.relative_to(root)) for p in tables))
         assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == files
-        for log in (root / "logs" / "train").rglob("*.log"):
-            if log.stat().st_mtime > start:  # a training job ran: it trained nothing
+        assert {p: (p.stat().st_ino, p.read_bytes()) for p in tables} == contents
+        for rule, said in (("train", "published and intact"), ("filters", "kept, nothing recomputed"),
+                           ("reinit", "kept, nothing recomputed")):
+            logs = [log for log in (root / "logs" / rule).rglob("*.log") if log.stat().st_mtime > start]
+            assert root != moved or rule == "train" or len(logs) == len(runs), rule  # touched runs: all rescheduled
+            for log in logs:  # a job that ran computed nothing
                 text = log.read_text()
-                assert "published and intact" in text and " epoch 1/" not in text, text[-2000:]
+                assert said in text and " epoch 1/" not in text, text[-2000:]
+        assert "Nothing to be done" in snakemake(root, "-n", *(str(p.relative_to(root)) for p in tables)).stdout
         snakemake(root, "--touch", "quickstart")
         nothing_to_do(root)

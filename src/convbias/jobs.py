@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .runs import DiskFull, RunDamaged, RunFolder
-from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec
+from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec, digest
 
 
 def log_to(log: Sequence[str], keep: str | Path | None = None) -> None:
@@ -91,6 +91,75 @@ def stops_with_one_sentence():
         yield
     except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError, DiskFull) as err:
         sys.exit(f"error: {err}")
+
+
+MADE_FROM = b"convbias.made_from"  # the parquet metadata key of a table's inputs digest
+
+
+def code_digest() -> str:
+    """A digest of this convbias's own code (every module's source): a table computed by other code
+    is not kept by :func:`write_unless_kept`."""
+    import hashlib
+
+    package = Path(__file__).resolve().parent
+    sources = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        sources.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return sources.hexdigest()[:16]
+
+
+def run_made_from(run_dir: str | Path) -> str | None:
+    """What a finished run is, for the tables computed from it: the SHA-256 of its manifest (which
+    records every file's checksum and the run's fingerprint); None without a readable manifest."""
+    from .checkpoints import file_sha256
+
+    try:
+        return file_sha256(RunFolder(run_dir).manifest_file)
+    except OSError:
+        return None
+
+
+def write_unless_kept(output: str | Path, made_from: Mapping, compute) -> pd.DataFrame | None:
+    """Write the table ``compute()`` returns to ``output`` (atomically, recording the digest of
+    ``made_from`` and of :func:`code_digest` in its metadata) — unless ``output`` already is the
+    table of exactly those inputs and code: then it is kept, its file time set to now, and nothing
+    is computed (None is returned).
+
+    Snakemake reruns a job whose inputs are newer than its output, whatever their content: after
+    ``touch``, ``cp -r`` or a restored backup every re-initialization sweep (a GPU job) would run
+    again.  ``made_from`` names the inputs by content (a run's manifest, a dataset's fingerprint,
+    the job's parameters); the rule declares the output ``update()`` so that Snakemake leaves the
+    old table in place for this check.  Any value None in ``made_from`` means unknown: computed."""
+    import os
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output = Path(output)
+    inputs = None if None in made_from.values() else digest({**made_from, "code": code_digest()}).encode()
+    try:
+        recorded = (pq.read_schema(output).metadata or {}).get(MADE_FROM)
+    except (OSError, pa.ArrowException):
+        recorded = None
+    if inputs is not None and recorded == inputs:
+        os.utime(output)
+        print(f"{output} is already the table of these inputs ({', '.join(sorted(made_from))}) and this code: "
+              f"kept, nothing recomputed (only file times had changed)", file=sys.stderr, flush=True)
+        return None
+    table = compute()
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    if inputs is not None:
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), MADE_FROM: inputs})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    os.close(fd)
+    try:
+        pq.write_table(arrow, tmp)
+        os.replace(tmp, output)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return table
 
 
 def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment: str, seed: int) -> pd.DataFrame:

@@ -31,7 +31,8 @@ def _frozen(value):
     return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
-def _digest(data) -> str:
+def digest(data) -> str:
+    """A short SHA-256 of JSON-able ``data`` (keys sorted): the fingerprints of specs and runs."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -118,7 +119,7 @@ class DatasetSpec(_Entry):
     def fingerprint(self) -> str:
         """A hash of :meth:`identity`: stored in ``meta.json`` and part of every training run's
         fingerprint, so a run never resumes epochs trained on other data."""
-        return _digest(self.identity())
+        return digest(self.identity())
 
 
 # ------------------------------------------------------------------------------- experiments
@@ -195,7 +196,7 @@ class TrainSpec:
 
     def fingerprint(self, **context) -> str:
         """A hash of the spec and ``context`` (seed, data): a resumed run continues only the same run."""
-        return _digest({"spec": self.to_dict(), **context})
+        return digest({"spec": self.to_dict(), **context})
 
 
 @dataclass(frozen=True)

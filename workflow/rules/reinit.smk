@@ -4,7 +4,9 @@ rule reinit:
         unpack(experiment_data),
         run=run_dir("{experiment}", "{seed}"),
     output:
-        reinit_file("{experiment}", "{seed}"),
+        # update: Snakemake leaves the old table for the job, which keeps it when only file times
+        # changed (the same run, test set, parameters and code: convbias.jobs.write_unless_kept)
+        update(reinit_file("{experiment}", "{seed}")),
     log:
         "logs/reinit/{experiment}/seed{seed}.log",
     benchmark:

@@ -3,7 +3,9 @@ rule filters:
     input:
         run=run_dir("{experiment}", "{seed}"),
     output:
-        filters_file("{experiment}", "{seed}"),
+        # update: Snakemake leaves the old table for the job, which keeps it when only file times
+        # changed (the same run, parameters and code: convbias.jobs.write_unless_kept)
+        update(filters_file("{experiment}", "{seed}")),
     log:
         "logs/filters/{experiment}/seed{seed}.log",
     conda:

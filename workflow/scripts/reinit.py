@@ -1,15 +1,19 @@
 """Rule reinit: re-initialization robustness of one run on the test set."""
 
+from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_threads
-from convbias.jobs import log_to, run_reinit, stops_with_one_sentence
+from convbias.jobs import log_to, run_made_from, run_reinit, stops_with_one_sentence, write_unless_kept
 from convbias.specs import ExperimentSpec, TrainSpec
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 # where it computes is not part of what it computes: from the config, not a param (which would rerun)
 device = ExperimentSpec.from_config(snakemake.config["experiments"][snakemake.wildcards.experiment]).device
+inputs, spec, seed = snakemake.input, snakemake.params.spec, int(snakemake.wildcards.seed)
+made_from = {"run": run_made_from(inputs.run), "data": DatasetMeta.load(inputs.meta).fingerprint, "spec": spec,
+             "experiment": snakemake.wildcards.experiment, "seed": seed}
 with job_gpus(device), stops_with_one_sentence():  # job_gpus before anything starts CUDA (the loaders do)
-    table = run_reinit(TrainSpec.from_dict(snakemake.params.spec), int(snakemake.wildcards.seed), snakemake.input.meta,
-                       snakemake.input.run, snakemake.input.test, snakemake.wildcards.experiment,
-                       device=device, threads=job_threads(snakemake.threads))
-table.to_parquet(snakemake.output[0], index=False)
+    write_unless_kept(snakemake.output[0], made_from,  # kept when only file times changed: no GPU sweep
+                      lambda: run_reinit(TrainSpec.from_dict(spec), seed, inputs.meta, inputs.run, inputs.test,
+                                         snakemake.wildcards.experiment, device=device,
+                                         threads=job_threads(snakemake.threads)))
