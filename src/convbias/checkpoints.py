@@ -7,10 +7,12 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load, save
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the jobs that only read tables
+    import torch  # (measure, figures, claims) start without it, a second or two sooner
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -27,6 +29,8 @@ def atomic_write(path: str | Path, write) -> None:
 
 def weights_bytes(state: dict[str, torch.Tensor], **metadata) -> bytes:
     """The safetensors file of a state dict, in memory; ``metadata`` values are stored as JSON strings."""
+    from safetensors.torch import save
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     return save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()})
 
@@ -76,6 +80,8 @@ def load_weights(path: str | Path, keys: Iterable[str] | None = None) -> dict[st
             return {k: f.get_tensor(k) for k in _pick(path, names, wanted)}
     except (SafetensorError, OSError, ValueError):
         pass
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds for non-weights or unsafe files
@@ -93,6 +99,8 @@ def load_weights(path: str | Path, keys: Iterable[str] | None = None) -> dict[st
 
 def weights_from_bytes(data: bytes, keys: Iterable[str] | None = None, path: str | Path = "<bytes>") -> dict[str, torch.Tensor]:
     """The tensors ``keys`` (default all) of a safetensors file already in memory (``path`` names it in errors)."""
+    from safetensors.torch import load
+
     try:
         state = load(data)
     except (SafetensorError, ValueError) as err:

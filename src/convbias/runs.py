@@ -30,12 +30,15 @@ import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
 
 from .checkpoints import (atomic_write, file_sha256, load_weights, read_metadata, save_weights, weights_bytes,
                           weights_from_bytes, write_bytes)
+
+if TYPE_CHECKING:
+    import torch
 
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
                    "seconds", "images_per_second"]
@@ -240,6 +243,8 @@ class WorkFolder(RunFolder):
         return weights_bytes(load_weights(path, keys), **{**meta, "contents": "conv"})
 
     def restore(self, epoch: int, model, optimizer) -> list[dict]:
+        import torch
+
         model.load_state_dict(load_weights(self.weights(epoch)))
         opt_file = self.momentum(epoch)
         if opt_file.exists():
