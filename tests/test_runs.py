@@ -20,7 +20,7 @@ import torch
 
 from convbias.checkpoints import file_sha256, load_weights
 from convbias.data.dataset import DatasetMeta
-from convbias.jobs import run_filters, stops_with_one_sentence, verified_history
+from convbias.jobs import run_filters, run_made_from, stops_with_one_sentence, verified_history, write_unless_kept
 from convbias.runs import RunDamaged, RunFolder, WorkFolder, lock_file, run_lock
 from convbias.specs import ModelSpec, TrainSpec
 from convbias.train import train_run
@@ -302,35 +302,34 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
     same_run(reference, out)
 
 
-CHILD = """
-import json, os, signal, sys
-import torch
-from convbias import runs
-from convbias.specs import TrainSpec
-from convbias.data.dataset import DatasetMeta
-from convbias.train import train_run
+def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str, spec: dict, point: str, count: int):
+    """A training process that SIGKILLs itself at the ``count``-th call of what ``point`` names (its
+    output goes to ``log``). Runs in a child forked from a server that has imported torch and
+    convbias once (not in the test's process: the patches and the kill are the child's own)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from convbias import runs
 
-meta, train, test, out, work, spec, point, count = sys.argv[1:9]
-calls = [0]
+    calls = [0]
 
-def dies_at(fn):
-    def wrapper(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == int(count):
-            os.kill(os.getpid(), signal.SIGKILL)
-        return fn(*args, **kwargs)
-    return wrapper
+    def dies_at(fn):
+        def wrapper(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == count:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
+        return wrapper
 
-if point == "step":  # mid-epoch, before the count-th SGD step
-    torch.optim.SGD.step = dies_at(torch.optim.SGD.step)
-elif point == "write":  # during a commit: before the count-th file write of the run folder
-    runs.atomic_write = dies_at(runs.atomic_write)
-    runs.save_weights = dies_at(runs.save_weights)
-    runs.write_bytes = dies_at(runs.write_bytes)
-elif point == "publish":  # publishing: before the count-th file is linked into the run folder
-    os.link = dies_at(os.link)
-train_run(TrainSpec.from_dict(json.loads(spec)), 5, DatasetMeta.load(meta), train, test, out, work)
-"""
+    if point == "step":  # mid-epoch, before the count-th SGD step
+        torch.optim.SGD.step = dies_at(torch.optim.SGD.step)
+    elif point == "write":  # during a commit: before the count-th file write of the run folder
+        runs.atomic_write = dies_at(runs.atomic_write)
+        runs.save_weights = dies_at(runs.save_weights)
+        runs.write_bytes = dies_at(runs.write_bytes)
+    elif point == "publish":  # publishing: before the count-th file is linked into the run folder
+        os.link = dies_at(os.link)
+    train_run(TrainSpec.from_dict(spec), 5, DatasetMeta.load(meta), train, test, out, work)
 
 
 @pytest.mark.subprocess
@@ -339,9 +338,9 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
     sometimes damage a file of the work folder, or change the spec before the rerun); then rerun
     as a user would.  Each time the run completes, equal to an uninterrupted run of its spec, and
     no rerun is stuck."""
+    import multiprocessing
+
     meta, train, test = data
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
     meta_file = str(train.with_name("meta.json"))
     steps = SPEC.epochs * -(-int(len(DatasetMeta.load(meta_file).train_indices())) // SPEC.batch_size)
     other = TrainSpec(**{**SPEC.__dict__, "lr": 2 * SPEC.lr})
@@ -354,18 +353,29 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
         count = {"step": rng.randint(1, steps), "write": rng.randint(1, 3 * (SPEC.epochs + 1)),
                  "publish": rng.randint(1, SPEC.epochs + 2)}[point]
         plans.append((trial, point, count, ["none", "damage", "other spec", "damage"][trial % 4], rng.random()))
+    # 20 children, each a fork of one server that imported torch and convbias once: a fresh
+    # interpreter would spend seconds of CPU on those imports, child after child (the server is
+    # started without this folder on its path: the children import this module themselves)
+    children = multiprocessing.get_context("forkserver")
+    children.set_forkserver_preload(["convbias.train", "convbias.runs", "pandas", "pytest"])
 
     def trial_run(plan):
         trial, point, count, twist, pick = plan
         out, work = tmp_path / f"run{trial}", tmp_path / "resume" / f"exp{trial}" / "seed5"
 
         def child(spec, point="none", count=0):
-            return subprocess.run([sys.executable, str(script), meta_file, str(train), str(test), str(out), str(work),
-                                   json.dumps(spec.to_dict()), point, str(count)],
-                                  capture_output=True, text=True, timeout=120)
+            log = tmp_path / f"trial{trial}-{point}.log"
+            proc = children.Process(target=killed_child, args=(str(log), meta_file, str(train), str(test), str(out),
+                                                                str(work), spec.to_dict(), point, count))
+            proc.start()
+            proc.join(120)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+            return proc.exitcode, log.read_text()
 
-        killed = child(SPEC, point, count)
-        assert killed.returncode == -signal.SIGKILL, (point, count, killed.stderr[-2000:])
+        code, said = child(SPEC, point, count)
+        assert code == -signal.SIGKILL, (point, count, said[-2000:])
         files = sorted(p for p in work.iterdir() if p.suffix == ".safetensors") if work.exists() else []
         if twist == "damage" and files:
             victim = files[int(pick * len(files))]
@@ -373,21 +383,62 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
             raw[len(raw) // 2] ^= 0xFF
             victim.write_bytes(bytes(raw))
         spec, expected = (other, other_reference) if twist == "other spec" else (SPEC, reference)
-        rerun = child(spec)  # as a user would: the same command again
-        assert rerun.returncode == 0, (point, count, twist, rerun.stderr[-3000:])
+        code, said = child(spec)  # as a user would: the same command again
+        assert code == 0, (point, count, twist, said[-3000:])
         same_run(expected, out)
         assert RunFolder(out).verify()["spec"] == spec.to_dict()
         assert not work.exists() and not work.parent.exists()  # no work folder, lock file or empty folder left
         said = [line.split(": ", 1)[-1] if "starting" in line else line.split(" saved")[0]
-                for line in rerun.stderr.splitlines() if "resuming" in line or "starting this run over" in line]
+                for line in said.splitlines() if "resuming" in line or "starting this run over" in line]
         return point, count, twist, said[0] if said else "trained from epoch 0"
 
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(2) as pool:  # two trials at a time: each child mostly starts Python and torch
+    with ThreadPoolExecutor(2) as pool:  # two trials at a time (two cores)
         outcomes = list(pool.map(trial_run, plans))
     print("\n".join(map(str, outcomes)))
     assert {o[0] for o in outcomes} == {"step", "write", "publish"}
+
+
+def test_a_table_is_kept_when_only_file_times_changed_and_recomputed_when_its_inputs_or_code_did(reference, tmp_path,
+                                                                                                   monkeypatch):
+    """What filters and reinit jobs write: a table made from the same run (its manifest), parameters
+    and code is kept — not rewritten, its file time now — and any change computes it again."""
+    import convbias.jobs
+
+    out, calls = tmp_path / "tables" / "seed5.parquet", []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"epoch": [0, 1], "value": [0.5, float(len(calls))]})
+
+    made = {"run": run_made_from(reference), "seed": 5}
+    assert made["run"] == file_sha256(reference / "manifest.json") and run_made_from(tmp_path / "none") is None
+    assert write_unless_kept(out, made, compute) is not None and len(calls) == 1
+    written = out.read_bytes()
+    os.utime(out, (1, 1))  # a copy with new times, or a touch, in the past here
+    inode = out.stat().st_ino
+    assert write_unless_kept(out, dict(reversed(list(made.items()))), compute) is None  # the same inputs
+    assert len(calls) == 1 and out.read_bytes() == written and out.stat().st_ino == inode
+    assert out.stat().st_mtime > time.time() - 60  # up to date for Snakemake from now on
+    for changed in ({**made, "seed": 6}, {**made, "run": "another manifest"}, {**made, "epochs": 3}):
+        count = len(calls)
+        write_unless_kept(out, changed, compute)
+        assert len(calls) == count + 1 and pd.read_parquet(out)["value"].iloc[-1] == len(calls)
+        write_unless_kept(out, made, compute)  # back to the first inputs: computed again too
+    count = len(calls)
+    monkeypatch.setattr(convbias.jobs, "code_digest", lambda: "other code")
+    write_unless_kept(out, made, compute)
+    assert len(calls) == count + 1
+    write_unless_kept(out, {**made, "run": None}, compute)  # a run without a manifest: never kept
+    write_unless_kept(out, {**made, "run": None}, compute)
+    assert len(calls) == count + 3
+    for other in (lambda: compute().to_parquet(out, index=False), lambda: out.write_bytes(b"not parquet")):
+        other()  # a table of unknown inputs, an unreadable file: computed
+        count = len(calls)
+        write_unless_kept(out, made, compute)
+        assert len(calls) == count + 1
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary file left
 
 
 def test_status_tells_done_damaged_running_interrupted_and_not_started_runs_apart(data, reference, tmp_path, monkeypatch, capsys):
