@@ -29,7 +29,8 @@ def test_smoke_study_through_slurm_asks_for_gpus_and_trains_data_parallel(cluste
     assert kinds == {"measure", "histograms", "layer", "grid", "reinit", "critical", "pretrained"}
     figures = [root / "results" / f"{name}.pdf" for name, fig in config["figures"].items() if fig.get("study") == "smoke"]
     assert all(f.stat().st_size > 0 for f in figures) and (root / "results" / "smoke" / "claims.csv").exists()
-    assert len(slurm_logs(root, "train")) == 2
+    assert len(slurm_logs(root, "train")) == 2 and len(slurm_logs(root, "reinit")) == 2
+    assert not slurm_logs(root, "figure") and not slurm_logs(root, "measure")  # local rules: not submitted
     for gpus, processes in (("0", 1), ("0,1", 2)):
         name = "smoke_1gpu" if processes == 1 else "smoke_2gpu"
         log = (root / "logs" / "train" / name / "seed0.log").read_text()
