@@ -4,6 +4,7 @@ one results folder. Tiny runs of the real workflow; file times and moved studies
 test_workflow.py (they reuse its finished study)."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from conftest import make_idx_dataset
-from convbias.runs import RunFolder, run_lock
+from convbias.runs import RunFolder, lock_file, lock_holder, run_lock
 from test_workflow import SNAKEMAKE, checkout, snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow
@@ -53,22 +54,36 @@ def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path,
     same command again, as Snakemake's message says: the new job waits for the orphan's run lock
     (naming its PID), then finds the run published and succeeds without training; the run is
     intact, its log keeps the orphan's lines, and a later dry run has nothing to do.  (The orphan
-    trains long enough — 400 tiny epochs — to outlive Snakemake's restart on two busy cores.)"""
-    root = checkout(tmp_path / "project", one_run(data, 400))
+    outlives Snakemake's restart without a timing assumption: it is paused with SIGSTOP, holding
+    its run lock, until the new job says it waits for it.)"""
+    epochs = 20
+    root = checkout(tmp_path / "project", one_run(data, epochs))
     target = "results/runs/tiny_lenet/seed0"
     snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
     with open(tmp_path / "first.log", "w") as log:
         first = start_and_wait_for_epoch(root, target, log)
         first.send_signal(signal.SIGKILL)  # Snakemake only: its job is now an orphan
         first.wait()
-    snakemake(root, "--unlock")
-    snakemake(root, "--cores", "1", target)
-    log = (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()  # the job's output
-    assert "waiting for process" in log and NOTHING_TO_TRAIN in log, log[-3000:]
+    orphan = int(lock_holder(lock_file(root / "results" / "resume" / "tiny_lenet" / "seed0"))[0])
+    os.kill(orphan, signal.SIGSTOP)  # alive, its run lock held, training no further
+    job_log = root / "logs" / "train" / "tiny_lenet" / "seed0.log"
+    try:
+        snakemake(root, "--unlock")
+        with open(tmp_path / "second.log", "w") as log:
+            second = subprocess.Popen([SNAKEMAKE, "--cores", "1", target], cwd=root, stdout=log, stderr=log)
+            deadline = time.time() + 120
+            while time.time() < deadline and second.poll() is None and f"waiting for process {orphan}" not in (
+                    job_log.read_text() if job_log.exists() else ""):
+                time.sleep(0.05)
+    finally:
+        os.kill(orphan, signal.SIGCONT)
+    assert second.wait(300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = job_log.read_text()  # the job's output
+    assert f"waiting for process {orphan}" in log and NOTHING_TO_TRAIN in log, log[-3000:]
     assert "resuming" not in log
-    assert "tiny_lenet seed 0 epoch 1/400" in log  # the orphan's lines: the log keeps every attempt
+    assert f"tiny_lenet seed 0 epoch 1/{epochs}" in log  # the orphan's lines: the log keeps every attempt
     manifest = RunFolder(root / target).verify()
-    assert len(manifest["files"]) == 402 and manifest["computed"]["processes"] == 1
+    assert len(manifest["files"]) == epochs + 2 and manifest["computed"]["processes"] == 1
     assert list((root / "results" / "resume").iterdir()) == []
     dry = snakemake(root, "-n", target)
     assert "Nothing to be done" in dry.stdout + dry.stderr
