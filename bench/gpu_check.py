@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 import traceback
@@ -362,36 +363,39 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({name}), torch {torch.__version__}, {os.cpu_count()} CPUs", flush=True)
     result = {"device": name, "torch": torch.__version__, "cpus": os.cpu_count(), "args": vars(args)}
-    work = Path(tempfile.mkdtemp(prefix="convbias-gpu-check-"))
-    sections = [("precision", lambda: precision_errors(device)),
-                ("cpu_vs_device_step", lambda: cpu_vs_device_step(
-                    TrainSpec(model=ModelSpec("vgg11", width=0.25, dropout=0.0), epochs=1),
-                    DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3),
-                    device)),
-                ("augment_on_device", lambda: augment_on_device(device)),
-                ("cifar_loop", lambda: cifar_loop(args, device, work)),
-                ("step_224", lambda: [step_rate_224(args, device, p) for p in ("tf32", "bf16", "fp32")]),
-                ("jpeg_loader", lambda: {f"{t} threads": jpeg_rate(args, device, work, t)
-                                         for t in sorted({args.workers, os.cpu_count()})}),
-                ("reinit_224", lambda: reinit_224(args, device))]
-    if args.sections:
-        known = dict(sections)
-        unknown = [k for k in args.sections.split(",") if k not in known]
-        if unknown:
-            raise SystemExit(f"error: unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-        sections = [(k, known[k]) for k in args.sections.split(",")]
-    for key, section in sections:  # one failing section does not hide the others
-        print(f"== {key}", flush=True)
-        start = time.perf_counter()
-        try:
-            result[key] = section()
-        except Exception as err:  # noqa: BLE001 - reported, and the run goes on
-            traceback.print_exc()
-            result[key] = {"error": f"{type(err).__name__}: {err}"}
-        print(f"   {key}: {json.dumps(result[key], default=float)[:600]}  ({time.perf_counter() - start:.0f} s)",
-              flush=True)
-        if args.out:
-            Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+    work = Path(tempfile.mkdtemp(prefix="convbias-gpu-check-"))  # converted sets and runs: ~100 MB, removed at the end
+    try:
+        sections = [("precision", lambda: precision_errors(device)),
+                    ("cpu_vs_device_step", lambda: cpu_vs_device_step(
+                        TrainSpec(model=ModelSpec("vgg11", width=0.25, dropout=0.0), epochs=1),
+                        DatasetMeta("m", 10, (32, 32, 3), 100, 10, 0.1, 0, True, "standardize", (120.0,) * 3, (60.0,) * 3),
+                        device)),
+                    ("augment_on_device", lambda: augment_on_device(device)),
+                    ("cifar_loop", lambda: cifar_loop(args, device, work)),
+                    ("step_224", lambda: [step_rate_224(args, device, p) for p in ("tf32", "bf16", "fp32")]),
+                    ("jpeg_loader", lambda: {f"{t} threads": jpeg_rate(args, device, work, t)
+                                             for t in sorted({args.workers, os.cpu_count()})}),
+                    ("reinit_224", lambda: reinit_224(args, device))]
+        if args.sections:
+            known = dict(sections)
+            unknown = [k for k in args.sections.split(",") if k not in known]
+            if unknown:
+                raise SystemExit(f"error: unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+            sections = [(k, known[k]) for k in args.sections.split(",")]
+        for key, section in sections:  # one failing section does not hide the others
+            print(f"== {key}", flush=True)
+            start = time.perf_counter()
+            try:
+                result[key] = section()
+            except Exception as err:  # noqa: BLE001 - reported, and the run goes on
+                traceback.print_exc()
+                result[key] = {"error": f"{type(err).__name__}: {err}"}
+            print(f"   {key}: {json.dumps(result[key], default=float)[:600]}  ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=2, default=float))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     summary(result, device)
 
 

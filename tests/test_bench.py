@@ -1,6 +1,7 @@
 """The benchmark scripts still run (on tiny inputs, on the CPU); their numbers are not checked here."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,9 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.subprocess
 def test_gpu_check_runs_on_cpu(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--small",
-                          "--out", str(tmp_path / "check.json")], capture_output=True, text=True, timeout=600)
+                          "--out", str(tmp_path / "check.json")], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TMPDIR": str(scratch)})
     assert out.returncode == 0, out.stderr[-2000:]
+    assert not list(scratch.glob("convbias-gpu-check-*"))  # its scratch folder (converted sets, runs: ~100 MB) removed
     assert "sections failed: none" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads((tmp_path / "check.json").read_text())
     assert [row["precision"] for row in result["cifar_loop"]] == ["fp32", "tf32", "bf16", "tf32-per-step-copies"]
