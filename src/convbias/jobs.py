@@ -131,10 +131,11 @@ def write_unless_kept(output: str | Path, made_from: Mapping, compute) -> pd.Dat
     the job's parameters); the rule declares the output ``update()`` so that Snakemake leaves the
     old table in place for this check.  Any value None in ``made_from`` means unknown: computed."""
     import os
-    import tempfile
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from .checkpoints import atomic_write
 
     output = Path(output)
     inputs = None if None in made_from.values() else digest({**made_from, "code": code_digest()}).encode()
@@ -151,14 +152,7 @@ def write_unless_kept(output: str | Path, made_from: Mapping, compute) -> pd.Dat
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     if inputs is not None:
         arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), MADE_FROM: inputs})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    os.close(fd)
-    try:
-        pq.write_table(arrow, tmp)
-        os.replace(tmp, output)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(output, lambda tmp: pq.write_table(arrow, tmp))
     return table
 
 
