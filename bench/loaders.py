@@ -77,9 +77,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of both pipelines")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    # converted sets and JPEGs (~70 MB at the test's sizes, more at the defaults): removed at the end
+    with tempfile.TemporaryDirectory(prefix="convbias-bench-") as work:
+        run(args, Path(work))
+
+
+def run(args, work: Path):
     device = torch.device(args.device)
     torch.set_num_threads(args.workers)
-    work = Path(tempfile.mkdtemp(prefix="convbias-bench-"))
     print(f"device {device}, {args.workers} workers, batch {args.batch_size}")
 
     # CIFAR-shaped raw data

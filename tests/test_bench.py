@@ -66,10 +66,12 @@ def test_reinit_memory_bench_measures_both_sides_interleaved():
 
 
 @pytest.mark.subprocess
-def test_loaders_bench_reports_interleaved_rounds_of_both_pipelines():
+def test_loaders_bench_reports_interleaved_rounds_of_both_pipelines(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "loaders.py"), "--images", "256", "--jpegs", "32",
-                          "--batch-size", "64", "--repeats", "2"], capture_output=True, text=True, timeout=600)
+                          "--batch-size", "64", "--repeats", "2"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "TMPDIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-2000:]
+    assert not list(tmp_path.glob("convbias-bench-*"))  # its scratch folder (converted sets, JPEGs) removed
     for name in ("CIFAR-shaped raw", "ImageNet-shaped JPEG"):
         rounds = [line for line in out.stdout.splitlines() if line.startswith(name) and "torchvision" in line]
         assert len(rounds) == 2 and re.search(rf"{name}\s+ratio over 2 interleaved rounds: min", out.stdout)
