@@ -148,19 +148,18 @@ class BatchTransform:
 
 def _fused_cpu(x, rows, cols, flips, lut, shift, out):
     """out[i, r, c] = lut[x[i, r + rows[i] − shift, c′ + cols[i] − shift]], c′ = c or W−1−c when
-    flipped, lut[0] outside the image — shift, flip and scaling in one parallel pass."""
+    flipped, lut[0] outside the image — shift, flip and scaling in one parallel pass.
+
+    numba compiles the kernel once per machine (about 1.6 s of CPU) and keeps it on disk
+    (``cache=True``: ``__pycache__`` beside this file, or ``NUMBA_CACHE_DIR``), so a training job
+    loads it in milliseconds; numba compiles again when this file changes or on another kind of
+    CPU.  It refers to nothing outside itself: numba cannot cache a nested function that does."""
     import numba
 
     global _fused_cpu_kernel
     if _fused_cpu_kernel is None:
 
-        @numba.njit(inline="always")
-        def fill(o, start, stop, lut):
-            for col in range(start, stop):
-                for ch in range(o.shape[1]):
-                    o[col, ch] = lut[0, ch]
-
-        @numba.njit(parallel=True, nogil=True)
+        @numba.njit(parallel=True, nogil=True, cache=True)
         def kernel(x, rows, cols, flips, lut, shift, out):
             n, h, w, c = x.shape
             for i in numba.prange(n):
@@ -168,19 +167,26 @@ def _fused_cpu(x, rows, cols, flips, lut, shift, out):
                 lo, hi = max(0, -dx), min(w, w - dx)  # shifted columns whose source is inside
                 for r in range(h):
                     o, sr = out[i, r], r + dy
-                    if sr < 0 or sr >= h:
-                        fill(o, 0, w, lut)
+                    if sr < 0 or sr >= h:  # columns [0, left) and [right, w) show lut[0]
+                        left, right = w, w
                     elif flips[i]:  # output column w − 1 − k shows shifted column k
-                        fill(o, 0, w - hi, lut)
-                        fill(o, w - lo, w, lut)
-                        src = x[i, sr]
+                        left, right = w - hi, w - lo
+                    else:
+                        left, right = lo, hi
+                    for col in range(left):
+                        for ch in range(c):
+                            o[col, ch] = lut[0, ch]
+                    for col in range(right, w):
+                        for ch in range(c):
+                            o[col, ch] = lut[0, ch]
+                    if sr < 0 or sr >= h:
+                        continue
+                    src = x[i, sr]
+                    if flips[i]:
                         for k in range(lo, hi):
                             for ch in range(c):
                                 o[w - 1 - k, ch] = lut[src[k + dx, ch], ch]
                     else:
-                        fill(o, 0, lo, lut)
-                        fill(o, hi, w, lut)
-                        src = x[i, sr]
                         for k in range(lo, hi):
                             for ch in range(c):
                                 o[k, ch] = lut[src[k + dx, ch], ch]
