@@ -14,7 +14,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 
 def natural_key(name: str):
@@ -37,6 +36,8 @@ def filter_cosines(weight) -> np.ndarray:
 
 def binomial_pvalue(negatives: int, n: int) -> float:
     """Two-sided p-value of ``negatives`` out of ``n`` under Binomial(n, 1/2) (random init)."""
+    from scipy.stats import binomtest  # here, not at the top: training jobs import this module, not scipy
+
     if n == 0:
         return float("nan")
     return float(binomtest(int(negatives), int(n), 0.5).pvalue)
