@@ -1,6 +1,7 @@
 """The schema is the one home of every default: config/README.md and the code agree with it."""
 
 import ast
+import copy
 import math
 import re
 from pathlib import Path
@@ -135,6 +136,26 @@ def test_load_config_fills_every_level_and_names_bad_keys():
     grid = {"kind": "grid", "experiments": ["e", "e2"], "seeds": [2], "caption": "c"}  # e2 is not the first
     with pytest.raises(ConfigError, match="figures.g.seeds has 2, which is not one of experiment e2's seeds"):
         load_config({**config, "experiments": two, "figures": {"g": grid}})
+
+
+def test_the_study_wide_precision_is_every_experiments_unless_it_sets_its_own():
+    base = {"datasets": {"d": {"source": "mnist", "path": "x"}}, "figures": {},
+            "experiments": {"plain": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 2},
+                            "own": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 2, "precision": "bf16"}}}
+    for study_wide, expected in ((None, "fp32"), ("tf32", "tf32"), ("fp32", "fp32")):
+        config = copy.deepcopy(base) | ({"precision": study_wide} if study_wide else {})
+        study = load_config(config)
+        assert study.experiments["plain"].train.precision == expected == config["experiments"]["plain"]["precision"]
+        assert study.experiments["own"].train.precision == "bf16"  # set in the experiment: left alone
+    with pytest.raises(ConfigError, match=r"precision: 'tf16' is not one of \['fp32', 'tf32', 'bf16'\]"):
+        load_config(copy.deepcopy(base) | {"precision": "tf16"})
+    # documented with the schema's default, and the shipped study: paper experiments follow it, the CPU quickstart does not
+    row = next(line for line in (ROOT / "config" / "README.md").read_text().splitlines() if line.startswith("| `precision` |"))
+    assert same(row.split(" | ")[2], schema()["properties"]["precision"]["default"])
+    shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    study = load_config(shipped | {"precision": "tf32"})
+    for name, exp in study.experiments.items():
+        assert exp.train.precision == ("fp32" if name.startswith("quickstart") else "tf32"), name
 
 
 def test_the_training_order_comes_from_the_config_and_quasi_random_refuses_the_os_cache():

@@ -1,6 +1,7 @@
 """The resource model and `convbias plan`: sizes against real models and files, targets, totals."""
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,12 @@ def test_plan_targets_and_totals(capsys):
     out = capsys.readouterr().out
     assert "vgg19_cifar10_step" in out and "GPU-hours" in out and "alexnet" not in out
     assert main(["plan", "nope"]) == 2 and "unknown target 'nope'" in capsys.readouterr().err
+    # the study-wide precision, as snakemake --config precision=tf32 sets it: TF32's benchmarked rate
+    hours = {}
+    for flag in ([], ["--precision", "tf32"]):
+        assert main(["plan", "fig7", "--runs", str(ROOT / "nowhere"), *flag]) == 0
+        hours[tuple(flag)] = float(re.search(r"([\d.]+) GPU-hours", capsys.readouterr().out).group(1))
+    assert hours[("--precision", "tf32")] < hours[()]
 
 
 def test_measured_speed_replaces_the_assumed_one(tmp_path):

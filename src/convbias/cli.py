@@ -35,19 +35,23 @@ def main(argv: list[str] | None = None) -> int:
                       help="all (the paper study), quickstart, smoke, cifar (the paper figures trained on CIFAR) or a figure")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
+    plan.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                      help="the study-wide precision, as snakemake --config precision=… sets it (default: the config's)")
     status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
                                                "interrupted, damaged or not started")
     status.add_argument("target", nargs="?", default="all", help="all, quickstart, smoke, cifar or a figure (as for plan)")
     status.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
+    status.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
+                        help="the study-wide precision, as snakemake --config precision=… sets it (default: the config's)")
     verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
     args = parser.parse_args(argv)
     if args.command == "plan":
-        return print_plan(args.target, args.config, args.runs)
+        return print_plan(args.target, args.config, args.runs, args.precision)
     if args.command == "verify":
         return verify_runs(args.runs)
     if args.command == "status":
-        return print_status(args.target, args.config)
+        return print_status(args.target, args.config, args.precision)
 
     from pathlib import Path
 
@@ -81,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def target_table(command: str, target: str, config: str, make):
+def target_table(command: str, target: str, config: str, make, precision: str | None = None):
     """(study, table) of ``make(study)`` for a target of the study in file ``config``, or the exit
-    status after saying why there is no table (a bad config or target; nothing trained)."""
+    status after saying why there is no table (a bad config or target; nothing trained).
+    ``precision``: the config's top-level ``precision`` replaced, as ``snakemake --config`` does."""
     import yaml
 
     from .config import ConfigError, load_config
 
     try:
-        study = load_config(yaml.safe_load(open(config)))
+        entries = yaml.safe_load(open(config))
+        if precision:
+            entries["precision"] = precision
+        study = load_config(entries)
         table = make(study)
     except (OSError, ConfigError, ValueError) as err:
         print(f"convbias {command}: {err}", file=sys.stderr)
@@ -100,10 +108,10 @@ def target_table(command: str, target: str, config: str, make):
     return study, table
 
 
-def print_status(target: str, config: str) -> int:
+def print_status(target: str, config: str, precision: str | None = None) -> int:
     from .status import status
 
-    result = target_table("status", target, config, lambda study: status(study, target))
+    result = target_table("status", target, config, lambda study: status(study, target), precision)
     if isinstance(result, int):
         return result
     _, table = result
@@ -141,10 +149,10 @@ def verify_runs(paths: list[str]) -> int:
     return 1 if damaged else 0
 
 
-def print_plan(target: str, config: str, runs: str) -> int:
+def print_plan(target: str, config: str, runs: str, precision: str | None = None) -> int:
     from .plan import datasets_disk, plan
 
-    result = target_table("plan", target, config, lambda study: plan(study, target, runs))
+    result = target_table("plan", target, config, lambda study: plan(study, target, runs), precision)
     if isinstance(result, int):
         return result
     study, table = result

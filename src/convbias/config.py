@@ -87,6 +87,15 @@ def check_references(study: Study) -> None:
                               f"(known: {_known(study.experiments)})")
 
 
+def study_wide(config: dict) -> None:
+    """The top-level ``precision`` (one ``--config precision=tf32`` for the whole study) becomes the
+    precision of every experiment that does not set its own, in place, before the schema's defaults."""
+    precision = config["precision"]
+    for entry in (config.get("experiments") or {}).values():
+        if isinstance(entry, dict):
+            entry.setdefault("precision", precision)
+
+
 def load_config(config: dict) -> Study:
     """Check ``config`` against the schema, fill in the schema's defaults (in place), build the
     typed specs and check their references; raises ConfigError naming every bad key (see
@@ -94,7 +103,8 @@ def load_config(config: dict) -> Study:
     errors = schema_errors(config)
     if errors:
         raise ConfigError("invalid config (keys are described in config/README.md):\n  " + "\n  ".join(errors))
-    fill(schema(), config)
+    fill(schema(), config)  # the top level (experiments are filled one by one below)
+    study_wide(config)
     typed = {}
     for section, (kind, spec) in SECTIONS.items():
         entries = config.get(section, {})
