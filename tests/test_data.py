@@ -676,3 +676,38 @@ def test_os_cache_follows_the_setting_else_whether_the_file_fits_half_the_memory
     assert use_os_cache(None, "quasi_random", 1, 2**40) is False
     with pytest.raises(ValueError, match="os_cache"):
         use_os_cache(True, "quasi_random", 1, 2**40)
+
+
+@pytest.mark.subprocess
+def test_numba_code_of_a_training_process_is_compiled_once_then_loaded_from_disk(tmp_path):
+    """FFCV's import (numba typed-dict helpers) and the CPU augmentation kernel are kept in numba's
+    on-disk cache: a second process loads them and compiles nothing (every job used to pay ~3.8 s)."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, torch
+from convbias.data.loaders import make_loader  # noqa: F401  (the module that imports FFCV)
+from convbias.data.numba_cache import cache_typed_dict_helpers
+cache_typed_dict_helpers()
+import ffcv  # noqa: F401
+from convbias.data.transform import _fused_cpu
+out = np.zeros((2, 8, 8, 3), np.float32)
+_fused_cpu(np.full((2, 8, 8, 3), 7, np.uint8), np.array([0, 2]), np.array([1, 4]), np.array([True, False]),
+           np.tile(np.arange(256, dtype=np.float32)[:, None], (1, 3)), 2, out)
+assert out[1, 2, 2, 0] == 7 and out[0, 0, 0, 0] == 0
+"""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+
+    def run():
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "cannot cache" not in proc.stderr.lower(), proc.stderr[-3000:]  # numba's NumbaWarning
+        return {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.nb[ic]")}
+
+    first = run()
+    names = " ".join(p.name for p in first)
+    assert "typeddict._make_dict" in names and "typeddict._setitem" in names, names
+    assert "_fused_cpu.locals.kernel" in names, names
+    assert run() == first  # the second process found everything: no file written again
