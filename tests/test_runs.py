@@ -261,6 +261,43 @@ def test_a_published_run_is_kept_if_intact_and_replaced_if_damaged_or_of_another
     same_run(reference, out)
 
 
+def test_epochs_are_committed_while_the_next_one_trains_and_the_files_are_those_of_inline_commits(data, tmp_path,
+                                                                                                    monkeypatch):
+    """Each epoch's commit is written by a thread while the next epoch trains (here every commit
+    but the last waits until an SGD step has run meanwhile — it would wait forever if commits
+    blocked training); the run is bit-identical to one whose commits are made in line, so what
+    is written is the state as it was at the end of its epoch, not the state training moved on to."""
+    import convbias.train as training
+
+    meta, train, test = data
+    inline = tmp_path / "inline"
+    with monkeypatch.context() as m:  # the commit made in the training thread, at once
+        m.setattr(training.BackgroundCommits, "submit", lambda self, work, *args: work.commit(*args))
+        train_run(SPEC, 5, meta, train, test, inline, tmp_path / "w-inline")
+
+    steps, overlapped = [0], {}
+    step, commit_state = torch.optim.SGD.step, WorkFolder.commit_state
+
+    def counted_step(self, *args, **kwargs):
+        steps[0] += 1
+        return step(self, *args, **kwargs)
+
+    def held_commit(self, epoch, *args, **kwargs):
+        if epoch < SPEC.epochs:  # after the last epoch nothing trains: publishing waits for this commit
+            start, deadline = steps[0], time.monotonic() + 60
+            while steps[0] == start and time.monotonic() < deadline:
+                time.sleep(0.005)
+            overlapped[epoch] = steps[0] > start
+        return commit_state(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counted_step)
+    monkeypatch.setattr(WorkFolder, "commit_state", held_commit)
+    background = tmp_path / "background"
+    train_run(SPEC, 5, meta, train, test, background, tmp_path / "w-background")
+    assert overlapped == {epoch: True for epoch in range(SPEC.epochs)}
+    same_run(inline, background)
+
+
 def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_there_is_space(data, reference, tmp_path):
     """The disk fills during the commit of epoch 2 (every later write fails, as on a full disk):
     the job stops with one sentence naming the folder, the space the run needs and the fix — no
@@ -540,3 +577,38 @@ def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_
 
     forget_attempts(keep)
     assert not keep.parent.exists() and log.read_text().splitlines() == lines
+
+
+def test_sigterm_lets_the_epoch_commit_in_flight_finish_first(tmp_path):
+    """Commits are written in the background (convbias.train.BackgroundCommits): a job stopped by
+    SIGTERM while one is in flight (here a commit slowed to 2 s) waits for it, says so, then ends by
+    that signal; the folder holds that epoch, committed."""
+    log, work = tmp_path / "job.log", tmp_path / "resume" / "exp" / "seed0"
+    child = f"""
+import time, torch
+from convbias.jobs import log_to
+from convbias.runs import WorkFolder
+from convbias.train import BackgroundCommits
+log_to([{str(log)!r}])
+commit_state = WorkFolder.commit_state
+def slow(self, *args, **kwargs):
+    time.sleep(2)
+    return commit_state(self, *args, **kwargs)
+WorkFolder.commit_state = slow
+model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+with BackgroundCommits() as commits:
+    commits.submit(WorkFolder({str(work)!r}, "fingerprint"), 0, model, optimizer, [], {{"seed": 0, "conv_layers": ["0"]}}, "full")
+    print("submitted", flush=True)
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", child])
+    deadline = time.time() + 60
+    while time.time() < deadline and "submitted" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGTERM
+    lines = log.read_text().splitlines()
+    assert lines[:2] == ["submitted", "the epoch being committed was committed first"], lines
+    assert len(lines) == 3 and lines[2].startswith("stopped by SIGTERM"), lines
+    assert WorkFolder(work, "fingerprint").last_epoch(clear=False) == 0

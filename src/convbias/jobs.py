@@ -60,6 +60,9 @@ def forget_attempts(keep: str | Path) -> None:
         keep.parent.rmdir()
 
 
+COMMIT_GRACE = 20  # s a stopped job gives an epoch's commit in flight (Slurm's default KillWait is 30 s)
+
+
 def _say_when_stopped() -> None:
     """A job stopped by SIGTERM (Slurm's time limit, scancel, Snakemake stopping) says so in its log,
     then ends as SIGTERM would have ended it.  Only in the main thread (where Python handles signals)."""
@@ -71,6 +74,10 @@ def _say_when_stopped() -> None:
         return
 
     def stopped(signum, frame):
+        training = sys.modules.get("convbias.train")  # an epoch's commit in flight is finished first
+        commit = training.BackgroundCommits.finish_in_flight(COMMIT_GRACE) if training is not None else None
+        if commit is not None:
+            print(commit, file=sys.stderr, flush=True)
         print(f"stopped by {signal.Signals(signum).name} (a time limit, scancel or Snakemake stopping): what it "
               f"finished is kept; run snakemake again to continue from there", file=sys.stderr, flush=True)
         signal.signal(signum, signal.SIG_DFL)

@@ -149,6 +149,21 @@ class RunDamaged(Exception):
         self.path, self.what = path, what
 
 
+def training_state(model, optimizer) -> tuple[dict, dict]:
+    """Copies, in the host's memory, of ``model``'s tensors and of SGD's momentum buffers (by
+    parameter name): what a commit writes, taken at once, so that training may go on (and change
+    the tensors in place) while the copies are written."""
+    import torch
+
+    def copy(tensor):
+        return tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+
+    weights = {key: copy(value) for key, value in model.state_dict().items()}
+    momentum = {name: copy(optimizer.state[p]["momentum_buffer"]) for name, p in model.named_parameters()
+                if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
+    return weights, momentum
+
+
 class WorkFolder(RunFolder):
     """A run in progress: it commits epochs (weights and momentum, then the progress file, which
     holds the history)
@@ -200,16 +215,22 @@ class WorkFolder(RunFolder):
         return None
 
     def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full") -> None:
-        """Write epoch ``epoch`` (the full state), then commit it; under the ``conv`` snapshot
-        policy the epochs before it (but 0) then keep only their conv layers' tensors.
+        """Write epoch ``epoch`` (the full state), then commit it: :meth:`commit_state` of
+        :func:`training_state` now."""
+        self.commit_state(epoch, *training_state(model, optimizer), history, meta, snapshots)
+
+    def commit_state(self, epoch: int, weights: dict, momentum: dict, history: list[dict], meta: dict,
+                     snapshots: str = "full") -> None:
+        """Write epoch ``epoch``'s ``weights`` and ``momentum`` (from :func:`training_state`), then
+        commit it; under the ``conv`` snapshot policy the epochs before it (but 0) then keep only
+        their conv layers' tensors.  Reads nothing of the model: it may run in another thread
+        while the next epoch trains (``convbias.train``), one commit at a time.
 
         The progress file, written last, commits the epoch together with the checksum of every
         file of the run; a cut still to be made is recorded with both checksums, so a commit
         killed at any point leaves a folder that resumes from one epoch or the other."""
         name = self.weights(epoch).name
-        self.files[name] = [save_weights(self.weights(epoch), model.state_dict(), epoch=epoch, contents="full", **meta)]
-        momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()
-                    if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
+        self.files[name] = [save_weights(self.weights(epoch), weights, epoch=epoch, contents="full", **meta)]
         for old in self.momentum_files():
             self.files.pop(old.name, None)
         if momentum:
@@ -217,7 +238,7 @@ class WorkFolder(RunFolder):
         cuts = []
         if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
             layers = set(meta["conv_layers"])
-            conv = [key for key in model.state_dict() if key.rsplit(".", 1)[0] in layers]
+            conv = [key for key in weights if key.rsplit(".", 1)[0] in layers]
             for earlier in range(1, epoch):
                 cut = self.cut(earlier, conv)
                 if cut is not None:

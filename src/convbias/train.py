@@ -2,7 +2,8 @@
 
 A run writes into a work folder (:class:`~convbias.runs.WorkFolder`) as it goes — the weights of
 every epoch (epoch 0 is the initialization), the optimizer's momentum of the last finished epoch,
-the history and, written last, the progress file, which commits an epoch.  Started again with
+the history and, written last, the progress file, which commits an epoch (written by a thread
+while the next epoch trains: :class:`BackgroundCommits`).  Started again with
 the same spec, a run continues after the last committed epoch; with another spec it starts
 over.  When the last epoch is committed the files are hard-linked into the output folder and the
 work folder is removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
@@ -22,6 +23,8 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +40,8 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import HISTORY_COLUMNS, DiskFull, RunFolder, WorkFolder, replaced_because, run_lock, seconds_left
+from .runs import (HISTORY_COLUMNS, DiskFull, RunFolder, WorkFolder, replaced_because, run_lock, seconds_left,
+                   training_state)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -150,12 +154,74 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     with contextlib.ExitStack() as stack:
         if world_of_process()[1] == 1:
             stack.enter_context(run_lock(Path(work_dir)))
+        commits = stack.enter_context(BackgroundCommits())  # finished before the lock is let go
         try:
-            return _train(*args)
+            return _train(*args, commits)
         except OSError as err:
             if err.errno != errno.ENOSPC:
                 raise
             raise DiskFull(err.filename, disk_needed(spec, meta), [Path(work_dir), Path(out_dir)]) from None
+
+
+class BackgroundCommits:
+    """Epoch commits written by one background thread while the next epoch trains.
+
+    :meth:`submit` copies the model's and the optimizer's tensors to the host at once
+    (:func:`~convbias.runs.training_state`) and leaves writing, hashing and committing them
+    (:meth:`~convbias.runs.WorkFolder.commit_state`) to the thread, so a GPU does not wait for a
+    VGG19's 1.1 GB of files.  One commit at a time, in epoch order: each submit, the publication
+    and the end of the ``with`` block first wait for the one in flight and raise its error (a
+    full disk).  A process killed meanwhile loses only that commit: the folder still resumes from
+    the epoch before, as after a kill in the middle of a commit; one stopped by SIGTERM (Slurm's
+    time limit) first lets it finish (:meth:`finish_in_flight`, called by the job's handler)."""
+
+    _open: set[BackgroundCommits] = set()  # of this process, for finish_in_flight
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+        self._pending: Future | None = None
+
+    @classmethod
+    def finish_in_flight(cls, timeout: float) -> str | None:
+        """Wait up to ``timeout`` seconds for the commit in flight in this process, if any; one line on how it ended."""
+        pending = [c._pending for c in list(cls._open) if c._pending is not None]
+        if not pending:
+            return None
+        done, late = wait_for_futures(pending, timeout=timeout)
+        if late:
+            why = f"still writing after {timeout:g} s"
+        elif any(f.exception() is not None for f in done):
+            why = "its commit failed"
+        else:
+            return "the epoch being committed was committed first"
+        return f"the epoch being committed was not committed ({why}): the run resumes from the epoch before it"
+
+    def submit(self, work: WorkFolder, epoch: int, model, optimizer, history: list[dict], meta: dict,
+               snapshots: str) -> None:
+        self.wait()
+        weights, momentum = training_state(model, optimizer)
+        self._pending = self._pool.submit(work.commit_state, epoch, weights, momentum, list(history), meta, snapshots)
+
+    def wait(self) -> None:
+        """Return once no commit is in flight; raise the error of the last one, if it failed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self):
+        BackgroundCommits._open.add(self)
+        return self
+
+    def __exit__(self, *exc):
+        BackgroundCommits._open.discard(self)
+        try:
+            if exc[0] is None:
+                self.wait()
+            else:  # already failing: let a commit in flight finish, keep the first error
+                with contextlib.suppress(Exception):
+                    self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
@@ -168,7 +234,8 @@ def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
 
 def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
            out_dir: str | Path, work_dir: str | Path, device: str, threads: int,  # pragma: no mutate
-           stop_after: int | None, order: str, os_cache: bool, stall_epochs: int) -> pd.DataFrame:
+           stop_after: int | None, order: str, os_cache: bool, stall_epochs: int,
+           commits: BackgroundCommits) -> pd.DataFrame:
     rank, world = world_of_process()
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:  # pragma: no mutate (GPU only)
@@ -219,8 +286,8 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
                 "seconds": seconds, "images_per_second": images / seconds if seconds else float("nan")}
 
     def commit(epoch):
-        if rank == 0:
-            work.commit(epoch, model, optimizer, history, ckpt_meta, spec.snapshots)
+        if rank == 0:  # written while the next epoch trains (BackgroundCommits)
+            commits.submit(work, epoch, model, optimizer, history, ckpt_meta, spec.snapshots)
         if world > 1:
             torch.distributed.barrier()
 
@@ -268,8 +335,10 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
         if rank == 0:
             say(epoch_line(label, history, spec.epochs, stall_message(history, meta.num_classes, stall_epochs)))
         if stop_after is not None and epoch >= stop_after:
+            commits.wait()
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)
     if rank == 0:
+        commits.wait()  # the last epoch committed before anything is published
         about = {"fingerprint": work.fingerprint, "seed": seed, "spec": spec.to_dict(),
                  "dataset": {"name": meta.name, "fingerprint": meta.fingerprint, "order": order},
                  "computed": provenance(dev, spec.precision, world, [row["seconds"] for row in history])}
