@@ -75,3 +75,14 @@ def test_loaders_bench_reports_interleaved_rounds_of_both_pipelines(tmp_path):
     for name in ("CIFAR-shaped raw", "ImageNet-shaped JPEG"):
         rounds = [line for line in out.stdout.splitlines() if line.startswith(name) and "torchvision" in line]
         assert len(rounds) == 2 and re.search(rf"{name}\s+ratio over 2 interleaved rounds: min", out.stdout)
+
+
+@pytest.mark.subprocess
+def test_commit_stall_bench_measures_both_sides_interleaved(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "commit_stall.py"), "--width", "0.0625", "--repeats", "2"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    held = dict(re.findall(r"^(in line|background)\s+training held\s+([\d.]+) s min", out.stdout, re.M))
+    assert set(held) == {"in line", "background"} and all(float(v) > 0 for v in held.values()), out.stdout
+    assert re.search(r"held in line / held in background: min [\d.]+x  median [\d.]+x", out.stdout), out.stdout
+    assert not list(tmp_path.glob("convbias-bench-*"))  # its work folders removed
