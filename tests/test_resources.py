@@ -102,6 +102,7 @@ def test_plan_targets_and_totals(capsys):
     assert set(table["rate"]) == {"calibrated"} and (table["device"] == "cpu").all()
     fig7 = plan(s, "fig7", runs=ROOT / "nowhere")
     assert list(fig7["experiment"]) == ["vgg19_cifar10_step"] and fig7["runs"].item() == 10 and fig7["sweeps"].item() == 0
+    assert plan(s, "results/fig7.pdf", runs=ROOT / "nowhere").equals(fig7)  # the figure's file, as given to Snakemake
     assert main(["plan", "cifar", "--runs", str(ROOT / "nowhere")]) == 0
     out = capsys.readouterr().out
     assert "vgg19_cifar10_step" in out and "GPU-hours" in out and "alexnet" not in out

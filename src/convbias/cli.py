@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--download", action="store_true", help="torchvision:NAME: download missing weights")
     plan = commands.add_parser("plan", help="disk, memory per job and compute hours of a target, before it runs")
     plan.add_argument("target", nargs="?", default="all",
-                      help="all (the paper study), quickstart, smoke, cifar (the paper figures trained on CIFAR) or a figure")
+                      help="all (the paper study), quickstart, smoke, cifar (the paper figures trained on CIFAR) or a figure (fig7 or results/fig7.pdf)")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
     plan.add_argument("--precision", choices=["fp32", "tf32", "bf16"],

@@ -21,7 +21,8 @@ CIFAR = ("cifar10", "cifar100")
 
 def target_figures(study: Study, target: str) -> list[str]:
     """The figures behind ``target``: ``all`` (the paper study), another study's name (``quickstart``,
-    ``smoke``), ``cifar`` (the paper figures whose experiments all train on CIFAR), or one figure's name."""
+    ``smoke``), ``cifar`` (the paper figures whose experiments all train on CIFAR), or one figure's
+    name or file (``fig7`` or ``results/fig7.pdf``)."""
     paper = [n for n, f in study.figures.items() if f.study == "paper"]
     if target == "all":
         return paper
@@ -34,6 +35,9 @@ def target_figures(study: Study, target: str) -> list[str]:
         return [n for n in paper if on_cifar(n)]
     if target in study.figures:
         return [target]
+    drawn = target.removeprefix("./").removeprefix("results/").removesuffix(".pdf")  # a figure's file, as Snakemake's target
+    if target.endswith(".pdf") and drawn in study.figures:
+        return [drawn]
     raise ValueError(f"unknown target {target!r}: use all, quickstart, smoke, cifar or a figure name "
                      f"({', '.join(sorted(study.figures)[:5])}, …)")
 
