@@ -42,8 +42,13 @@ for so in "$tmp"/site/ffcv/_libffcv*.so "$tmp"/site/ffcv.libs/*; do ldd "$so"; d
     esac
   done
 echo "$plat" > "$out/PLATFORM"
+# Snakemake and what it needs, as cp312 wheels (~28 MB), for bench/device_e2e.sh: the GPU machine's
+# Python lacks them. Its own packages (torch, numpy, pandas, ...) are not among them.
+snakemake_version=$(sed -n 's/^snakemake==//p' requirements.txt)
+"$py" -m pip wheel -q -w "$out/snakemake" "snakemake==$snakemake_version"
 # Fashion-MNIST (the Debian package, ~30 MB) for bench/device_trainability.sh: the GPU machine has no network
 fmnist=/usr/share/datasets/fashion-mnist
 if [ -d "$fmnist" ]; then cp -r "$fmnist" "$out/fashion-mnist"; else echo "note: $fmnist missing: no trainability run there"; fi
 du -sh "$out"; ls "$out" "$out/lib"
-echo "carry .device to the GPU machine and run: bash bench/device_check.sh (or bench/device_trainability.sh)"
+echo "carry .device to the GPU machine and run: bash bench/device_check.sh (or bench/device_trainability.sh);"
+echo "for bash bench/device_e2e.sh carry .device/lib, .device/snakemake and the FFCV wheel (64 MiB in all)"

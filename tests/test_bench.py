@@ -86,3 +86,24 @@ def test_commit_stall_bench_measures_both_sides_interleaved(tmp_path):
     assert set(held) == {"in line", "background"} and all(float(v) > 0 for v in held.values()), out.stdout
     assert re.search(r"held in line / held in background: min [\d.]+x  median [\d.]+x", out.stdout), out.stdout
     assert not list(tmp_path.glob("convbias-bench-*"))  # its work folders removed
+
+
+@pytest.mark.subprocess
+def test_e2e_bench_times_every_rule_of_fig7_and_extrapolates(tmp_path):
+    """bench/e2e.py on the CPU at a tiny size: fig 7's DAG runs (convert, long and short runs, filters,
+    measure, figure), every rule is timed, and the extrapolation adds up its parts."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "e2e.py"), "--device", "cpu", "--width", "0.03125",
+                          "--images", "256", "--test-images", "64", "--epochs", "2", "--short", "1", "--seeds", "1",
+                          "--cores", "2", "--keep", str(tmp_path / "e2e"), "--json", str(tmp_path / "e2e.json")],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "e2e" / "project" / "results" / "fig7.pdf").read_bytes().startswith(b"%PDF")
+    jobs = dict(re.findall(r"^  (\w+)\s+(\d+) jobs", out.stdout, re.M))
+    assert jobs == {"convert": "1", "train": "2", "filters": "1", "measure": "1", "figure": "1"}, out.stdout
+    result = json.loads((tmp_path / "e2e.json").read_text())
+    runs = {(r["experiment"], r["epochs"]) for r in result["runs"]}
+    assert runs == {("long", 2), ("short", 1)}
+    assert all(r["job_s"] > r["training_s"] > 0 for r in result["runs"])
+    fig7 = result["fig7"]
+    assert fig7["total_s"] == pytest.approx(sum(fig7["parts_s"].values())) and fig7["parts_s"]["train"] > 0
+    assert "convbias plan fig7 --precision fp32" in out.stdout and "fig7: 10 runs" in out.stdout

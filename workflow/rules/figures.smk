@@ -6,6 +6,8 @@ rule figure:
         report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
     log:
         "logs/figure/{figure}.log",
+    benchmark:
+        "benchmarks/figure/{figure}.tsv"
     conda:
         ENV
     params:

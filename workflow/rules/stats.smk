@@ -8,6 +8,8 @@ rule filters:
         update(filters_file("{experiment}", "{seed}")),
     log:
         "logs/filters/{experiment}/seed{seed}.log",
+    benchmark:
+        "benchmarks/filters/{experiment}/seed{seed}.tsv"
     conda:
         ENV
     resources:
@@ -27,6 +29,8 @@ rule measure:
         measure_file("{experiment}"),
     log:
         "logs/measure/{experiment}.log",
+    benchmark:
+        "benchmarks/measure/{experiment}.tsv"
     conda:
         ENV
     script:
