@@ -89,3 +89,30 @@ def test_named_tensors_are_read_alone_from_either_format(tmp_path, monkeypatch):
             load_weights(tmp_path / name, ["a.weight", "b.weight"])
     assert read == ["a.bias", "a.weight"]  # the classifier was never read
     assert list(load_weights(tmp_path / "w.safetensors")) == sorted(state)
+
+
+def test_a_files_checksum_is_the_sha256_of_all_its_bytes(tmp_path):
+    """file_sha256 reads in 1 MiB blocks: a file of a few blocks and a part, and an empty one."""
+    import hashlib
+
+    from convbias.checkpoints import file_sha256, write_bytes
+
+    data = bytes(range(256)) * (3 * 4096 + 17)  # 3 MiB and 4,352 bytes
+    path = tmp_path / "blob"
+    assert write_bytes(path, data) == hashlib.sha256(data).hexdigest() == file_sha256(path)
+    (tmp_path / "empty").write_bytes(b"")
+    assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
+def test_tensors_read_from_bytes_in_memory_are_the_files_and_errors_name_the_file(tmp_path):
+    from convbias.checkpoints import weights_bytes, weights_from_bytes
+
+    state = {"a.weight": torch.randn(3, 2), "b.bias": torch.arange(4.0)}
+    data = weights_bytes(state, epoch=1)
+    every = weights_from_bytes(data)
+    assert every.keys() == state.keys() and all(torch.equal(every[k], state[k]) for k in state)
+    assert list(weights_from_bytes(data, ["b.bias"])) == ["b.bias"]
+    with pytest.raises(WeightsError, match=r"run/epoch001\.safetensors has no tensor 'c' \(1 missing\)"):
+        weights_from_bytes(data, ["b.bias", "c"], "run/epoch001.safetensors")
+    with pytest.raises(WeightsError, match=r"run/epoch001\.safetensors is not a readable safetensors file"):
+        weights_from_bytes(data[:40], None, "run/epoch001.safetensors")
