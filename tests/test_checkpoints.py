@@ -116,3 +116,5 @@ def test_tensors_read_from_bytes_in_memory_are_the_files_and_errors_name_the_fil
         weights_from_bytes(data, ["b.bias", "c"], "run/epoch001.safetensors")
     with pytest.raises(WeightsError, match=r"run/epoch001\.safetensors is not a readable safetensors file"):
         weights_from_bytes(data[:40], None, "run/epoch001.safetensors")
+    with pytest.raises(WeightsError, match=r"^<bytes> is not a readable safetensors file"):  # no file named
+        weights_from_bytes(data[:40])
