@@ -508,3 +508,41 @@ def test_each_seed_trains_in_its_own_batch_order_and_the_same_seed_in_the_same(d
     assert not torch.equal(a1, b1) and not torch.equal(a2, b2)  # another seed, another order
     assert not torch.equal(a1, a2)  # another epoch, another order
     assert torch.equal(a1, c1) and torch.equal(a2, c2)  # the same seed, the same order
+
+
+@pytest.mark.subprocess
+def test_a_full_disk_in_a_data_parallel_run_ends_the_job_with_the_processs_one_sentence(tmp_path, monkeypatch):
+    """Rank 0 of a two-process run meets a full disk at its first commit (every weights file fails with
+    ENOSPC, injected into torchrun's processes by a sitecustomize): launch raises one sentence — the
+    process's own, naming the work folder and the space needed — which the job prints alone."""
+    import errno
+    import os
+
+    from convbias.jobs import stops_with_one_sentence
+    from convbias.runs import DataParallelFailed
+
+    meta, train, test = _ddp_data(tmp_path, 100)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(f"""
+import errno, os
+if os.environ.get("LOCAL_RANK") is not None:  # torchrun's processes only
+    import convbias.runs
+    def full(path, *args, **kwargs):
+        raise OSError({errno.ENOSPC}, "No space left on device", str(path))
+    convbias.runs.save_weights = full
+""")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
+    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 1})
+    work = tmp_path / "w2"
+    job = {"spec": spec.to_dict(), "seed": 4, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
+           "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(work),
+           "device": "cpu", "threads": 1, "order": "random", "os_cache": True}
+    with pytest.raises(SystemExit) as stop, stops_with_one_sentence():
+        launch(job, 2)
+    message = str(stop.value.code)
+    assert message.startswith(f"error: data-parallel training failed: no space left on the disk of {work}: "
+                              f"this run needs about "), message
+    assert "\n" not in message and "resumes from the last finished epoch" in message
+    assert not list(tmp_path.glob(".w2-job-*"))  # the job file and its error file are gone
+    assert issubclass(DataParallelFailed, RuntimeError)  # as launch raised before

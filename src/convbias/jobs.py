@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import DiskFull, RunDamaged, RunFolder
+from .runs import DataParallelFailed, DiskFull, RunDamaged, RunFolder
 from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec, digest
 
 
@@ -87,16 +87,20 @@ def _say_when_stopped() -> None:
 
 
 @contextlib.contextmanager
-def stops_with_one_sentence():
+def stops_with_one_sentence(also_to: str | Path | None = None):
     """A job that meets a damaged run, an unreadable weights file, a failed download or a full disk stops with
-    the message alone (it names the file and the fix), not a traceback."""
+    the message alone (it names the file and the fix), not a traceback.  ``also_to``: a file the
+    sentence is written to as well (a data-parallel process's, for :func:`convbias.train.launch`)."""
     from .checkpoints import WeightsError
     from .data.sources import DatasetError
     from .stats import NonFiniteWeights
 
     try:
         yield
-    except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError, DiskFull) as err:
+    except (RunDamaged, WeightsError, NonFiniteWeights, DatasetError, DiskFull, DataParallelFailed) as err:
+        if also_to is not None:
+            with contextlib.suppress(OSError):
+                Path(also_to).write_text(str(err))
         sys.exit(f"error: {err}")
 
 

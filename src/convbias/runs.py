@@ -327,6 +327,11 @@ class DiskFull(OSError):
         return self.strerror
 
 
+class DataParallelFailed(RuntimeError):
+    """A data-parallel run's processes failed (:func:`convbias.train.launch`); the message is one
+    sentence: the failing process's own (a full disk, a damaged run), or its exit status."""
+
+
 def lock_holder(lock: Path) -> tuple[str, str]:
     """(PID, host) its holder wrote into run lock ``lock`` ("" where unknown)."""
     try:

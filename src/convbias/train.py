@@ -40,8 +40,8 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import (HISTORY_COLUMNS, DiskFull, RunFolder, WorkFolder, replaced_because, run_lock, seconds_left,
-                   training_state)
+from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, WorkFolder, replaced_because, run_lock,
+                   seconds_left, training_state)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -394,20 +394,26 @@ def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs 
     with run_lock(work):  # for all the processes: one run, one job
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=work.parent, prefix=f".{work.name}-job-",
                                          delete=False) as f:
-            json.dump(job, f)
+            error = Path(f.name + ".error")  # where a failing process leaves its one sentence
+            json.dump({**job, "error_file": str(error)}, f)
         try:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                    "-m", "convbias.train", f.name]
             result = subprocess.run(cmd)
+            said = error.read_text() if error.exists() else ""
         finally:
             Path(f.name).unlink(missing_ok=True)
+            error.unlink(missing_ok=True)
     if result.returncode:
-        raise RuntimeError(f"data-parallel training failed (exit status {result.returncode}); "
-                           f"the log above names the failing process")
+        raise DataParallelFailed(f"data-parallel training failed: {said}" if said else
+                                 f"data-parallel training failed (exit status {result.returncode}); "
+                                 f"the log above names the failing process")
 
 
 def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child processes)
     """``python -m convbias.train JOB.json``: one process of a :func:`launch`-ed run."""
+    from .jobs import stops_with_one_sentence
+
     job = json.loads(Path(argv[0]).read_text())
     device = resolve_device(job["device"])
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -422,9 +428,10 @@ def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child pr
         torch.distributed.init_process_group("gloo")
     try:
         optional = {k: job[k] for k in ("threads", "stop_after", "stall_epochs") if k in job}  # else train_run's defaults
-        train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
-                  job["test_file"], job["out_dir"], job["work_dir"], device=job["device"],
-                  order=job["order"], os_cache=job["os_cache"], **optional)
+        with stops_with_one_sentence(also_to=job.get("error_file")):  # a full disk: one sentence, also for launch
+            train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
+                      job["test_file"], job["out_dir"], job["work_dir"], device=job["device"],
+                      order=job["order"], os_cache=job["os_cache"], **optional)
     finally:
         torch.distributed.destroy_process_group()
 
