@@ -688,9 +688,7 @@ def test_numba_code_of_a_training_process_is_compiled_once_then_loaded_from_disk
 
     script = """
 import numpy as np, torch
-from convbias.data.loaders import make_loader  # noqa: F401  (the module that imports FFCV)
-from convbias.data.numba_cache import cache_typed_dict_helpers
-cache_typed_dict_helpers()
+from convbias.data.loaders import make_loader  # noqa: F401  (the module that imports FFCV; it switches the cache on)
 import ffcv  # noqa: F401
 from convbias.data.transform import _fused_cpu
 out = np.zeros((2, 8, 8, 3), np.float32)

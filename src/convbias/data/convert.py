@@ -10,7 +10,6 @@ import numpy as np
 from ..specs import DatasetSpec
 from .dataset import DatasetMeta, train_indices
 from .loaders import write_beton, write_samples
-from .numba_cache import cache_typed_dict_helpers
 from .downloads import folder_to_read
 from .sources import DatasetError, image_folders, load_source
 from .variants import channel_stats, noisy_labels, pad, shuffle_pixels
@@ -35,7 +34,6 @@ class _Relabelled:
 
 def convert_image_folder(name: str, spec: DatasetSpec, train_out, test_out, meta_out, workers: int = 1) -> DatasetMeta:
     """An ImageNet-style folder → JPEG FFCV files (FFCV's ImageNet recipe), decoded at ``image_size``."""
-    cache_typed_dict_helpers()  # before FFCV is imported
     from ffcv.fields import RGBImageField
 
     if spec.pixel_shuffle != "none":

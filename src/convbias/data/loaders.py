@@ -17,6 +17,10 @@ import torch
 from .dataset import DatasetMeta
 from .numba_cache import cache_typed_dict_helpers
 
+# every FFCV import of the package is in this module or in convert, which imports it: numba's
+# typed-dict helpers are cached on disk before FFCV's first import builds one (numba_cache)
+cache_typed_dict_helpers()
+
 
 class _Pairs:
     """An indexable (image, label) dataset over arrays, as FFCV's writer wants."""
@@ -33,7 +37,6 @@ class _Pairs:
 
 def write_beton(path: str | Path, images: np.ndarray, labels: np.ndarray, workers: int = 1) -> None:
     """Write uint8 (N, H, W, C) images, raw, and integer labels to an FFCV file, atomically."""
-    cache_typed_dict_helpers()  # before FFCV is imported
     from ffcv.fields import NDArrayField
 
     field = NDArrayField(dtype=np.dtype("uint8"), shape=tuple(images.shape[1:]))
@@ -42,7 +45,6 @@ def write_beton(path: str | Path, images: np.ndarray, labels: np.ndarray, worker
 
 def write_samples(path: str | Path, samples, image_field, workers: int = 1) -> None:
     """Write an indexable of (image, label) pairs with ``image_field`` to an FFCV file, atomically."""
-    cache_typed_dict_helpers()  # before FFCV is imported
     from ffcv.fields import IntField
     from ffcv.writer import DatasetWriter
 
@@ -77,7 +79,6 @@ def _traversal(order: str):
     on the epochs drawn before — a resumed run would see other batches.  Here every draw starts
     from the same table.
     """
-    cache_typed_dict_helpers()  # before FFCV is imported
     from ffcv.traversal_order import QuasiRandom, Random
 
     class ReproducibleQuasiRandom(QuasiRandom):
@@ -149,7 +150,6 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     rank r's part of every global batch of ``batch_size`` (see :func:`_sharded_order`); an
     evaluation loader yields the r-th contiguous part of the indices.
     """
-    cache_typed_dict_helpers()  # before FFCV is imported
     from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
                                       RandomResizedCropRGBImageDecoder)
     from ffcv.loader import Loader, OrderOption
@@ -226,7 +226,6 @@ def one_ahead(loader):
 
 
 def _num_samples(path: str | Path) -> int:
-    cache_typed_dict_helpers()  # before FFCV is imported
     from ffcv.reader import Reader
 
     return int(Reader(str(path)).num_samples)

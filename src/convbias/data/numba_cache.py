@@ -13,15 +13,10 @@ nothing is cached and nothing else changes.
 from __future__ import annotations
 
 _HELPERS = ("_make_dict", "_setitem", "_getitem", "_length", "_contains")
-_done = False
 
 
 def cache_typed_dict_helpers() -> None:
-    """Call before the first ``import ffcv`` of a process; later calls do nothing."""
-    global _done
-    if _done:
-        return
-    _done = True
+    """Call before the first ``import ffcv`` of a process (``convbias.data.loaders`` does, on import)."""
     try:
         from numba.typed import typeddict
 
