@@ -35,14 +35,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="all (the paper study), quickstart, smoke, cifar (the paper figures trained on CIFAR) or a figure (fig7 or results/fig7.pdf)")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
-    plan.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
-                      help="the study-wide precision, as snakemake --config precision=… sets it (default: the config's)")
     status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
                                                "interrupted, damaged or not started")
     status.add_argument("target", nargs="?", default="all", help="all, quickstart, smoke, cifar or a figure (as for plan)")
     status.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
-    status.add_argument("--precision", choices=["fp32", "tf32", "bf16"],
-                        help="the study-wide precision, as snakemake --config precision=… sets it (default: the config's)")
+    for command in (plan, status):
+        command.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="the study-wide precision, as "
+                             "snakemake --config precision=… sets it (default: the config's)")
     verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
     args = parser.parse_args(argv)

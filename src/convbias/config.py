@@ -90,10 +90,8 @@ def check_references(study: Study) -> None:
 def study_wide(config: dict) -> None:
     """The top-level ``precision`` (one ``--config precision=tf32`` for the whole study) becomes the
     precision of every experiment that does not set its own, in place, before the schema's defaults."""
-    precision = config["precision"]
-    for entry in (config.get("experiments") or {}).values():
-        if isinstance(entry, dict):
-            entry.setdefault("precision", precision)
+    for entry in config["experiments"].values():  # the schema checked: a mapping of mappings
+        entry.setdefault("precision", config["precision"])
 
 
 def load_config(config: dict) -> Study:
