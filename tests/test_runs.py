@@ -555,6 +555,16 @@ def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):
 
 
 @pytest.mark.subprocess
+def stopped_once_logged(command: list[str], log: Path, text: str) -> int:
+    """Start ``command``, send it SIGTERM once ``log`` shows ``text`` (as Slurm stops a job); its exit status."""
+    proc = subprocess.Popen(command)
+    deadline = time.time() + 60
+    while time.time() < deadline and text not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(30)
+
+
 def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_path):
     """Snakemake deletes a rule's log before each rerun: a training job's log is a link to a file
     beside its work folder, so every attempt's lines stay until the run is done. An attempt
@@ -565,12 +575,7 @@ def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_
              "if sys.argv[1] == '2':\n    time.sleep(60)\n")
     assert subprocess.run([sys.executable, "-c", child, "1"], timeout=60).returncode == 0
     log.unlink()  # as Snakemake does before the job runs again
-    proc = subprocess.Popen([sys.executable, "-c", child, "2"])
-    deadline = time.time() + 60
-    while time.time() < deadline and "attempt 2" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == -signal.SIGTERM
+    assert stopped_once_logged([sys.executable, "-c", child, "2"], log, "attempt 2") == -signal.SIGTERM
     lines = log.read_text().splitlines()
     assert lines[:2] == ["attempt 1", "attempt 2"] and lines[2].startswith("stopped by SIGTERM"), lines
     from convbias.jobs import forget_attempts
@@ -602,12 +607,7 @@ with BackgroundCommits() as commits:
     print("submitted", flush=True)
     time.sleep(60)
 """
-    proc = subprocess.Popen([sys.executable, "-c", child])
-    deadline = time.time() + 60
-    while time.time() < deadline and "submitted" not in (log.read_text() if log.exists() else ""):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == -signal.SIGTERM
+    assert stopped_once_logged([sys.executable, "-c", child], log, "submitted") == -signal.SIGTERM
     lines = log.read_text().splitlines()
     assert lines[:2] == ["submitted", "the epoch being committed was committed first"], lines
     assert len(lines) == 3 and lines[2].startswith("stopped by SIGTERM"), lines
