@@ -82,9 +82,10 @@ def test_commit_stall_bench_measures_both_sides_interleaved(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "commit_stall.py"), "--width", "0.0625", "--repeats", "2"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-2000:]
-    held = dict(re.findall(r"^(in line|background)\s+training held\s+([\d.]+) s min", out.stdout, re.M))
-    assert set(held) == {"in line", "background"} and all(float(v) > 0 for v in held.values()), out.stdout
-    assert re.search(r"held in line / held in background: min [\d.]+x  median [\d.]+x", out.stdout), out.stdout
+    held = dict(re.findall(r"^(in line|background|snapshot)\s+training held\s+([\d.]+) s min", out.stdout, re.M))
+    assert set(held) == {"in line", "background", "snapshot"} and all(float(v) > 0 for v in held.values()), out.stdout
+    for side in ("background", "snapshot"):
+        assert re.search(rf"held in line / held by a {side} commit: min [\d.]+x  median [\d.]+x", out.stdout), out.stdout
     assert not list(tmp_path.glob("convbias-bench-*"))  # its work folders removed
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from convbias.checkpoints import file_sha256, load_weights
+from convbias.checkpoints import file_sha256, load_weights, read_metadata
 from convbias.data.dataset import DatasetMeta
 from convbias.jobs import run_filters, run_made_from, stops_with_one_sentence, verified_history, write_unless_kept
 from convbias.runs import RunDamaged, RunFolder, WorkFolder, lock_file, run_lock
@@ -272,7 +272,7 @@ def test_epochs_are_committed_while_the_next_one_trains_and_the_files_are_those_
     meta, train, test = data
     inline = tmp_path / "inline"
     with monkeypatch.context() as m:  # the commit made in the training thread, at once
-        m.setattr(training.BackgroundCommits, "submit", lambda self, work, *args: work.commit(*args))
+        m.setattr(training.BackgroundCommits, "submit", lambda self, work, *args, **kwargs: work.commit(*args, **kwargs))
         train_run(SPEC, 5, meta, train, test, inline, tmp_path / "w-inline")
 
     steps, overlapped = [0], {}
@@ -296,6 +296,116 @@ def test_epochs_are_committed_while_the_next_one_trains_and_the_files_are_those_
     train_run(SPEC, 5, meta, train, test, background, tmp_path / "w-background")
     assert overlapped == {epoch: True for epoch in range(SPEC.epochs)}
     same_run(inline, background)
+
+
+def test_resume_points_come_every_resume_every_seconds_and_the_epochs_between_save_their_snapshot_only(
+        data, tmp_path, monkeypatch):
+    """On a clock that moves 100 s per look, with resume_every 150 s: epochs 0, 2, 4 and the last
+    are resume points (every tensor; the momentum, but after the last epoch); 1 and 3 write their
+    conv tensors only and no momentum.  The run equals one that saves its full state every epoch."""
+    import convbias.train as training
+
+    meta, train, test = data
+    spec = TrainSpec(**{**SPEC.__dict__, "epochs": 5})
+    every = tmp_path / "every"
+    train_run(spec, 5, meta, train, test, every, tmp_path / "w-every")  # resume_every 0: each epoch
+    ticks, commits = iter(range(0, 10**6, 100)), []
+    monkeypatch.setattr(training, "monotonic", lambda: next(ticks))
+    commit_state = WorkFolder.commit_state
+
+    def spied(self, epoch, weights, momentum, history, meta_, snapshots, resume):
+        commits.append((epoch, resume, len(weights), bool(momentum)))
+        return commit_state(self, epoch, weights, momentum, history, meta_, snapshots, resume)
+
+    monkeypatch.setattr(WorkFolder, "commit_state", spied)
+    budget = tmp_path / "budget"
+    train_run(spec, 5, meta, train, test, budget, tmp_path / "w-budget", resume_every=150)
+    full = len(load_weights(every / "epoch000.safetensors"))
+    conv = 2 * len(RunFolder(every).conv_layers())
+    assert commits == [(0, True, full, False), (1, False, conv, False), (2, True, full, True),
+                       (3, False, conv, False), (4, True, full, True), (5, True, full, False)]
+    same_run(every, budget, epochs=5)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_run_stopped_after_snapshot_only_epochs_trains_them_again_from_its_resume_point(data, reference, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """resume_every longer than the run: only epoch 0 and the last are resume points.  Stopped
+    once epoch 2 is committed, the folder holds epochs 1 and 2 as conv snapshots, no momentum, and
+    records epoch 0 as where to resume; run again, it says so, trains 1 and 2 again and ends
+    bit-identical to the uninterrupted run."""
+    meta, train, test = data
+    out, work = tmp_path / "run", tmp_path / "resume" / "exp" / "seed5"
+    commit_state = WorkFolder.commit_state
+
+    def stops_after_epoch_2(self, epoch, *args):
+        commit_state(self, epoch, *args)
+        if epoch == 2:
+            raise Stop()
+
+    with monkeypatch.context() as m:
+        m.setattr(WorkFolder, "commit_state", stops_after_epoch_2)
+        with pytest.raises(Stop):
+            train_run(SPEC, 5, meta, train, test, out, work, resume_every=1e9)
+    progress = json.loads((work / "progress.json").read_text())
+    assert (progress["epoch"], progress["resume"]) == (2, 0) and [r["epoch"] for r in progress["history"]] == [0, 1, 2]
+    assert sorted(p.name for p in work.glob("*.safetensors")) == [f"epoch{e:03d}.safetensors" for e in range(3)]
+    assert [read_metadata(work / f"epoch{e:03d}.safetensors")["contents"] for e in range(3)] == ["full", "conv", "conv"]
+    capsys.readouterr()
+    train_run(SPEC, 5, meta, train, test, out, work, resume_every=1e9)
+    err = capsys.readouterr().err
+    assert (f"resuming from epoch 0 saved in {work} (epochs 1–2 were committed without their full state: they "
+            f"train again)") in err
+    assert "epoch 1/3" in err and "epoch 3/3" in err
+    same_run(reference, out)
+
+
+def test_background_commits_keep_two_in_flight_one_resume_state_at_most_and_stop_at_the_first_failure():
+    """Submits return at once while fewer than two commits are in flight; a third, or a second
+    resume state, waits for the oldest.  A failed commit makes the ones queued behind it not
+    run, and the first error is the one raised."""
+    import convbias.train as training
+
+    class Work:  # commit_state waits until the test lets epoch ``e`` through
+        def __init__(self):
+            self.gates, self.made = {e: threading.Event() for e in range(6)}, []
+
+        def commit_state(self, epoch, weights, momentum, history, meta, snapshots, resume):
+            assert self.gates[epoch].wait(30)
+            if epoch == 3:
+                raise OSError(errno.ENOSPC, "full")
+            self.made.append((epoch, resume, sorted(weights), sorted(momentum)))
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(1, 1, 4, 4)).sum().backward()
+    optimizer.step()
+    work, meta = Work(), {"conv_layers": ["0"]}
+
+    def submit(epoch, resume, opens=None):  # ``opens``: the epoch whose commit the test lets through 0.2 s later
+        if opens is not None:
+            threading.Timer(0.2, work.gates[opens].set).start()
+        commits.submit(work, epoch, model, optimizer, [], meta, "conv", resume=resume)
+        return [made[0] for made in work.made]
+
+    with pytest.raises(OSError, match="full"):
+        with training.BackgroundCommits() as commits:
+            assert submit(0, True) == [] and submit(1, False) == []  # two in flight, neither made
+            assert submit(2, False, opens=0) == [0]  # a third waits for the oldest
+            assert submit(3, True, opens=1) == [0, 1]  # a resume state beside a snapshot: waits for two in flight only
+            assert submit(4, False, opens=2) == [0, 1, 2]
+            work.gates[3].set()  # epoch 3 fails: epoch 4, queued behind it, is not made
+            work.gates[4].set()
+            commits.wait()
+    conv, everything = ["0.bias", "0.weight"], ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert work.made == [(0, True, everything, everything), (1, False, conv, []), (2, False, conv, [])]
+    work = Work()
+    with training.BackgroundCommits() as commits:  # a second resume state waits for the one in flight
+        work.gates[1].set()
+        assert submit(0, True) == [] and submit(1, True, opens=0) == [0]
 
 
 def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_there_is_space(data, reference, tmp_path):
@@ -332,16 +442,17 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
     model = model_size(SPEC, 1, 10, 28)
     needed = (run_bytes(SPEC, model) + model.state_bytes) / 1e6
     assert message.startswith(f"error: no space left on the disk of {work}: this run needs about {needed:,.0f} MB")
-    assert "resumes from the last finished epoch" in message and "\n" not in message
+    assert "resumes from the last epoch whose full state was saved" in message and "\n" not in message
     assert isinstance(DiskFull(None, 1, [work]), OSError)
     assert json.loads((work / "progress.json").read_text())["epoch"] == 1
     train_run(SPEC, 5, meta, train, test, out, work)
     same_run(reference, out)
 
 
-def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str, spec: dict, point: str, count: int):
+def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str, spec: dict, point: str, count: int,
+                 resume_every: float = 0):
     """A training process that SIGKILLs itself at the ``count``-th call of what ``point`` names (its
-    output goes to ``log``). Runs in a child forked from a server that has imported torch and
+    output goes to ``log``; ``resume_every``: the run's, see train_run). Runs in a child forked from a server that has imported torch and
     convbias once (not in the test's process: the patches and the kill are the child's own)."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -366,14 +477,14 @@ def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str
         runs.write_bytes = dies_at(runs.write_bytes)
     elif point == "publish":  # publishing: before the count-th file is linked into the run folder
         os.link = dies_at(os.link)
-    train_run(TrainSpec.from_dict(spec), 5, DatasetMeta.load(meta), train, test, out, work)
+    train_run(TrainSpec.from_dict(spec), 5, DatasetMeta.load(meta), train, test, out, work, resume_every=resume_every)
 
 
 @pytest.mark.subprocess
 def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference, tmp_path):
     """Seeded trials: SIGKILL mid-epoch, during a commit's writes or during publishing (and
-    sometimes damage a file of the work folder, or change the spec before the rerun); then rerun
-    as a user would.  Each time the run completes, equal to an uninterrupted run of its spec, and
+    sometimes damage a file of the work folder, or change the spec before the rerun; some runs save
+    their full state at epochs 0 and 3 only, resume_every longer than the run); then rerun as a user would.  Each time the run completes, equal to an uninterrupted run of its spec, and
     no rerun is stuck."""
     import multiprocessing
 
@@ -398,12 +509,13 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
 
     def trial_run(plan):
         trial, point, count, twist, pick = plan
+        budget = 1e9 if trial in (0, 5, 8) else 0  # a step, a publish (damaged), a publish: not writes (counted for full commits)
         out, work = tmp_path / f"run{trial}", tmp_path / "resume" / f"exp{trial}" / "seed5"
 
         def child(spec, point="none", count=0):
             log = tmp_path / f"trial{trial}-{point}.log"
             proc = children.Process(target=killed_child, args=(str(log), meta_file, str(train), str(test), str(out),
-                                                                str(work), spec.to_dict(), point, count))
+                                                                str(work), spec.to_dict(), point, count, budget))
             proc.start()
             proc.join(120)
             if proc.exitcode is None:
@@ -427,7 +539,7 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
         assert not work.exists() and not work.parent.exists()  # no work folder, lock file or empty folder left
         said = [line.split(": ", 1)[-1] if "starting" in line else line.split(" saved")[0]
                 for line in said.splitlines() if "resuming" in line or "starting this run over" in line]
-        return point, count, twist, said[0] if said else "trained from epoch 0"
+        return point, count, twist, budget, said[0] if said else "trained from epoch 0"
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -501,6 +613,7 @@ def test_status_tells_done_damaged_running_interrupted_and_not_started_runs_apar
     for seed, losses in ((1, [2.30, 2.31]), (2, [2.0, 1.2])):
         progress = json.loads((resume / "e" / f"seed{seed}" / "progress.json").read_text())
         progress["history"][1:] = [{**row, "train_loss": loss} for row, loss in zip(progress["history"][1:], losses)]
+        progress["resume"] = 1  # epoch 2 committed its snapshot only (resume_every): a rerun continues after 1
         (resume / "e" / f"seed{seed}" / "progress.json").write_text(json.dumps(progress))
     done = RunFolder(runs / "e" / "seed0")
     done.history().assign(train_loss=[float("nan"), 2.3, 2.3, 1.0]).to_parquet(done.history_file)  # left chance at last
@@ -511,7 +624,7 @@ def test_status_tells_done_damaged_running_interrupted_and_not_started_runs_apar
     table = status(load_config(config), "quickstart", runs, resume).set_index("seed")
     assert list(table["state"]) == ["done", "interrupted", "running", "not started"]
     assert list(table["epoch"]) == [3, 2, 2, 0] and (table["epochs"] == 3).all()
-    assert list(table["note"]) == ["", "not learning — train loss at ln 10 since epoch 1", "", ""]
+    assert list(table["note"]) == ["", "not learning — train loss at ln 10 since epoch 1; resumes from epoch 1", "", ""]
     final = RunFolder(reference).history().iloc[-1]
     assert table.loc[0, "test_acc"] == final["test_acc"] and table.loc[0, "hours_left"] == 0
     progress = json.loads((resume / "e" / "seed2" / "progress.json").read_text())
@@ -531,7 +644,7 @@ def test_status_tells_done_damaged_running_interrupted_and_not_started_runs_apar
     out = capsys.readouterr().out
     assert "quickstart: 4 runs — " in out and "1 done" in out and "2 interrupted" in out and "1 not started" in out
     assert "3/3" in out and "2/3" in out
-    assert "e seed 1, epoch 2/3: not learning — train loss at ln 10 since epoch 1" in out.splitlines()
+    assert "e seed 1, epoch 2/3: not learning — train loss at ln 10 since epoch 1; resumes from epoch 1" in out.splitlines()
     # a published run whose file lost bytes is damaged, not done (sizes: instant; verify reads checksums)
     with open(done.weights(2), "r+b") as f:
         f.truncate(100)
@@ -609,6 +722,6 @@ with BackgroundCommits() as commits:
 """
     assert stopped_once_logged([sys.executable, "-c", child], log, "submitted") == -signal.SIGTERM
     lines = log.read_text().splitlines()
-    assert lines[:2] == ["submitted", "the epoch being committed was committed first"], lines
+    assert lines[:2] == ["submitted", "the epochs being committed were committed first"], lines
     assert len(lines) == 3 and lines[2].startswith("stopped by SIGTERM"), lines
     assert WorkFolder(work, "fingerprint").last_epoch(clear=False) == 0

@@ -116,15 +116,16 @@ def test_cancelled_training_job_is_resubmitted_and_resumes(cluster, tmp_path):
     data = make_idx_dataset(tmp_path / "idx", n_train=3000, n_test=200)
     epochs = 6
     # its own experiment name: tests/test_slurm_smoke.py may have jobs on the cluster meanwhile
-    root = slurm_checkout(tmp_path / "project", config_for(data, epochs=epochs, seeds=[0], figures=False,
-                                                           name="cancelled"))
+    config = config_for(data, epochs=epochs, seeds=[0], figures=False, name="cancelled")
+    config["experiments"]["cancelled"]["resume_every"] = 0  # its full state every epoch: resumes after the last
+    root = slurm_checkout(tmp_path / "project", config)
     progress = root / "results" / "resume" / "cancelled" / "seed0" / "progress.json"
     run_dir = root / "results" / "runs" / "cancelled" / "seed0"
     proc = run_on_slurm(root, str(run_dir.relative_to(root)))
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
-            if progress.exists() and json.loads(progress.read_text())["epoch"] >= 2:
+            if progress.exists() and json.loads(progress.read_text())["resume"] >= 2:
                 break  # epoch 2 committed, later epochs to come
             time.sleep(0.2)
         else:

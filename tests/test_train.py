@@ -543,6 +543,6 @@ if os.environ.get("LOCAL_RANK") is not None:  # torchrun's processes only
     message = str(stop.value.code)
     assert message.startswith(f"error: data-parallel training failed: no space left on the disk of {work}: "
                               f"this run needs about "), message
-    assert "\n" not in message and "resumes from the last finished epoch" in message
+    assert "\n" not in message and "resumes from the last epoch whose full state was saved" in message
     assert not list(tmp_path.glob(".w2-job-*"))  # the job file and its error file are gone
     assert issubclass(DataParallelFailed, RuntimeError)  # as launch raised before

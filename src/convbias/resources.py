@@ -204,9 +204,10 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
     of one GPU, hours summed over its GPUs."""
     model = model_of(exp, data)
     batch = exp.train.batch_size // max(1, exp.gpus)  # each process's share (memory per process and GPU)
-    # host: weights and momentum, their copies being committed while the next epoch trains
-    # (convbias.train.BackgroundCommits), the file being written; the loader's batches (uint8 and float)
-    host = BASE_MB * MB + 5 * model.state_bytes + 4 * batch * data.image_bytes * 5
+    # host: weights and momentum; the copies of the commits in flight while the next epochs train
+    # (convbias.train.BackgroundCommits: a resume state, weights and momentum, and an epoch's
+    # snapshot), the file being written; the loader's batches (uint8 and float)
+    host = BASE_MB * MB + 6 * model.state_bytes + 4 * batch * data.image_bytes * 5
     if data.order == "quasi_random":  # over FFCV's own page cache: 2 × batch pages of 8 MiB
         host += 2 * batch * 8 * MB
     # device: weights, gradients, momentum; each layer's output kept for backward (and its gradient)

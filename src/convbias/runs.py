@@ -9,7 +9,13 @@ far and the checksum of every file (written last, atomically).
 What an epoch's file keeps is the run's snapshot policy: ``full`` — every tensor of the model;
 ``conv`` — the weight and bias of every conv layer (what the statistics and the
 re-initialization sweep read), with the full state kept at epoch 0, at the final epoch and at
-the last committed epoch (the resume point).  Each file says which in its metadata (``contents``).
+the resume point.  Each file says which in its metadata (``contents``).
+
+The resume point is the last committed epoch whose full state (every tensor, and the
+momentum) was written: every epoch by default, or — a run's ``resume_every`` seconds — only
+once that many seconds have passed since the last one, so that a large model's epochs write
+their snapshot only (VGG19: 80 MB of conv tensors instead of 1.1 GB of state).  A run resumes
+from its resume point and trains the epochs after it again, bit-identical.
 
 Integrity: resuming checks the checksums the last commit recorded (a damaged work folder starts over, saying so); a finished run carries
 ``manifest.json`` (its files' sizes and checksums, what the run is and where it was computed),
@@ -149,19 +155,28 @@ class RunDamaged(Exception):
         self.path, self.what = path, what
 
 
-def training_state(model, optimizer) -> tuple[dict, dict]:
-    """Copies, in the host's memory, of ``model``'s tensors and of SGD's momentum buffers (by
-    parameter name): what a commit writes, taken at once, so that training may go on (and change
-    the tensors in place) while the copies are written."""
+def training_state(model, optimizer, layers: Iterable[str] | None = None, momentum: bool = True) -> tuple[dict, dict]:
+    """Copies, in the host's memory, of ``model``'s tensors — only those of ``layers`` (module
+    names) if given — and, if ``momentum``, of SGD's momentum buffers (by parameter name): what
+    a commit writes, taken at once, so that training may go on (and change the tensors in place)
+    while the copies are written."""
     import torch
 
     def copy(tensor):
         return tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
 
-    weights = {key: copy(value) for key, value in model.state_dict().items()}
-    momentum = {name: copy(optimizer.state[p]["momentum_buffer"]) for name, p in model.named_parameters()
-                if optimizer.state.get(p, {}).get("momentum_buffer") is not None}
-    return weights, momentum
+    kept = None if layers is None else set(layers)
+    weights = {key: copy(value) for key, value in model.state_dict().items()
+               if kept is None or key.rsplit(".", 1)[0] in kept}
+    buffers = {name: copy(optimizer.state[p]["momentum_buffer"]) for name, p in model.named_parameters()
+               if momentum and optimizer.state.get(p, {}).get("momentum_buffer") is not None}
+    return weights, buffers
+
+
+def commit_contents(snapshots: str, resume: bool) -> str:
+    """What the file of an epoch committed under snapshot policy ``snapshots`` keeps: ``full``
+    at a resume point and under the ``full`` policy, else ``conv``."""
+    return "full" if resume or snapshots == "full" else "conv"
 
 
 class WorkFolder(RunFolder):
@@ -174,10 +189,13 @@ class WorkFolder(RunFolder):
         super().__init__(path)
         self.fingerprint = fingerprint
         self.files: dict[str, list[str]] = {}  # name → SHA-256s it may have (two while a cut is pending)
+        self.resume_point: int | None = None  # the last committed epoch with its full state
+        self.committed: int | None = None  # the last committed epoch (the resume point or after it)
 
     def last_epoch(self, clear: bool = True, say=None) -> int | None:
-        """The last committed epoch of a run with this spec whose files are intact, or None; a
-        folder of another spec, an unreadable or a damaged one is cleared (why: one line to ``say``)."""
+        """The resume point of a run with this spec whose files are intact — the last committed
+        epoch whose full state was written (see :meth:`commit_state`) —, or None; a folder of
+        another spec, an unreadable or a damaged one is cleared (why: one line to ``say``)."""
         state, why = None, None
         if self.progress_file.exists():
             try:
@@ -190,12 +208,14 @@ class WorkFolder(RunFolder):
         if state is not None and state.get("fingerprint") == self.fingerprint:
             why = self._damaged(state.get("files"))
             if why is None:
-                return int(state["epoch"])
+                self.committed = int(state["epoch"])
+                self.resume_point = int(state.get("resume", state["epoch"]))  # every epoch, before resume points
+                return self.resume_point
         if why is not None and say is not None:
             say(f"{self.path}: {why}; starting this run over from epoch 0")
         if clear and self.path.exists():
             shutil.rmtree(self.path)
-        self.files = {}
+        self.files, self.resume_point, self.committed = {}, None, None
         return None
 
     def _damaged(self, files: dict | None) -> str | None:
@@ -214,43 +234,60 @@ class WorkFolder(RunFolder):
         self.files = actual
         return None
 
-    def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full") -> None:
-        """Write epoch ``epoch`` (the full state), then commit it: :meth:`commit_state` of
-        :func:`training_state` now."""
-        self.commit_state(epoch, *training_state(model, optimizer), history, meta, snapshots)
+    def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full",
+               resume: bool = True, momentum: bool = True) -> None:
+        """Write epoch ``epoch`` and commit it: :meth:`commit_state` of :func:`training_state` now
+        (the momentum too if ``momentum`` and ``resume``)."""
+        layers = None if commit_contents(snapshots, resume) == "full" else meta["conv_layers"]
+        self.commit_state(epoch, *training_state(model, optimizer, layers, momentum=resume and momentum), history,
+                          meta, snapshots, resume)
 
     def commit_state(self, epoch: int, weights: dict, momentum: dict, history: list[dict], meta: dict,
-                     snapshots: str = "full") -> None:
+                     snapshots: str = "full", resume: bool = True) -> None:
         """Write epoch ``epoch``'s ``weights`` and ``momentum`` (from :func:`training_state`), then
-        commit it; under the ``conv`` snapshot policy the epochs before it (but 0) then keep only
-        their conv layers' tensors.  Reads nothing of the model: it may run in another thread
-        while the next epoch trains (``convbias.train``), one commit at a time.
+        commit it.  Reads nothing of the model: it may run in another thread while the next epoch
+        trains (``convbias.train``), one commit at a time.
 
-        The progress file, written last, commits the epoch together with the checksum of every
-        file of the run; a cut still to be made is recorded with both checksums, so a commit
-        killed at any point leaves a folder that resumes from one epoch or the other."""
+        ``resume``: the epoch becomes the resume point — ``weights`` are every tensor, ``momentum``
+        SGD's buffers (none after the final epoch: nothing trains after it); the momentum of the
+        resume point before it is dropped and, under the ``conv`` snapshot policy, the epochs
+        before it (but 0) keep only their conv layers' tensors.  Else ``weights`` are the epoch's
+        snapshot (:func:`commit_contents`: under ``conv`` its conv tensors only) and the resume
+        point stays where it was: a run killed later trains this epoch again.
+
+        The progress file, written last, commits the epoch together with the resume point and the
+        checksum of every file of the run; a cut still to be made is recorded with both
+        checksums, so a commit killed at any point leaves a folder that resumes."""
+        if not resume and self.resume_point is None:
+            raise ValueError(f"epoch {epoch} of {self.path} would be committed with no resume point before it: "
+                             f"a run's first commit writes its full state")
         name = self.weights(epoch).name
-        self.files[name] = [save_weights(self.weights(epoch), weights, epoch=epoch, contents="full", **meta)]
-        for old in self.momentum_files():
-            self.files.pop(old.name, None)
-        if momentum:
-            self.files[self.momentum(epoch).name] = [save_weights(self.momentum(epoch), momentum)]
+        self.files[name] = [save_weights(self.weights(epoch), weights, epoch=epoch,
+                                         contents=commit_contents(snapshots, resume), **meta)]
         cuts = []
-        if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
-            layers = set(meta["conv_layers"])
-            conv = [key for key in weights if key.rsplit(".", 1)[0] in layers]
-            for earlier in range(1, epoch):
-                cut = self.cut(earlier, conv)
-                if cut is not None:
-                    cuts.append((earlier, cut))
-                    digests = self.files.setdefault(self.weights(earlier).name, [file_sha256(self.weights(earlier))])
-                    digests.append(hashlib.sha256(cut).hexdigest())
+        if resume:
+            for old in self.momentum_files():
+                self.files.pop(old.name, None)
+            if momentum:
+                self.files[self.momentum(epoch).name] = [save_weights(self.momentum(epoch), momentum)]
+            if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
+                layers = set(meta["conv_layers"])
+                conv = [key for key in weights if key.rsplit(".", 1)[0] in layers]
+                for earlier in range(1, epoch):
+                    cut = self.cut(earlier, conv)
+                    if cut is not None:
+                        cuts.append((earlier, cut))
+                        digests = self.files.setdefault(self.weights(earlier).name, [file_sha256(self.weights(earlier))])
+                        digests.append(hashlib.sha256(cut).hexdigest())
+            self.resume_point = epoch
+        self.committed = epoch
         rows = pd.DataFrame(history, columns=HISTORY_COLUMNS).to_dict("records")  # the history commits with the epoch
-        state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch, "files": self.files, "history": rows})
+        state = json.dumps({"fingerprint": self.fingerprint, "epoch": epoch, "resume": self.resume_point,
+                            "files": self.files, "history": rows})
         atomic_write(self.progress_file, lambda tmp: tmp.write_text(state))
         for earlier, cut in cuts:
             self.files[self.weights(earlier).name] = [write_bytes(self.weights(earlier), cut)]
-        for old in self.momentum_files():
+        for old in self.momentum_files() if resume else ():
             if old != self.momentum(epoch):
                 old.unlink()
 
@@ -321,7 +358,7 @@ class DiskFull(OSError):
         super().__init__(errno.ENOSPC, f"no space left on the disk of {folder}: this run needs about "
                          f"{needed / 1e6:,.0f} MB there in all and has {written / 1e6:,.0f} MB of it written; free "
                          f"at least the difference there (or put results/ on a bigger disk) and run snakemake "
-                         f"again: it resumes from the last finished epoch")
+                         f"again: it resumes from the last epoch whose full state was saved")
 
     def __str__(self) -> str:
         return self.strerror

@@ -211,13 +211,15 @@ class ExperimentSpec:
     include_1x1: bool
     expect_learning: str  # generalize | memorize | none: what "learned" means for claim C0 (convbias.learning)
     stall_epochs: int  # warn after this many epochs at ln C (0: never); not part of the run's identity
+    resume_every: float  # seconds between resume points (0: every epoch); not part of the run's identity
 
     @classmethod
     def from_config(cls, entry: dict) -> "ExperimentSpec":
         exp = with_defaults("experiment", entry)
         return cls(dataset=exp["dataset"], seeds=tuple(exp["seeds"]), train=TrainSpec.from_config(exp),
                    device=exp["device"], gpus=exp["gpus"], include_1x1=exp["include_1x1"],
-                   expect_learning=exp["expect_learning"], stall_epochs=exp["stall_epochs"])
+                   expect_learning=exp["expect_learning"], stall_epochs=exp["stall_epochs"],
+                   resume_every=exp["resume_every"])
 
     def warn_after(self) -> int:
         """Epochs at ln C after which training says the run is not learning (0: never, as for a run meant not to)."""

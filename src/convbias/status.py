@@ -74,9 +74,11 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
         per_epoch = left / (epochs - epoch) if epoch < epochs else math.nan
         age = time.time() - work.progress_file.stat().st_mtime
         alive = age < (3600 if math.isnan(per_epoch) else 2 * per_epoch + 600)
+    resume = int(progress.get("resume", epoch))  # where a rerun continues from (its resume point)
+    again = f"resumes from epoch {resume}" if not alive and resume < epoch else ""
     return {**row, "state": "running" if alive else "interrupted", "epoch": epoch,
             "val_acc": float(history[-1]["val_acc"]), "test_acc": float(history[-1]["test_acc"]),
-            "hours_left": left / 3600, "note": note(history)}
+            "hours_left": left / 3600, "note": "; ".join(filter(None, [note(history), again]))}
 
 
 def status(study: Study, target: str = "all", runs: str | Path = "results/runs",

@@ -1,11 +1,11 @@
 """The training loop: SGD with the paper's schedules, a checkpoint every epoch, resume after a kill.
 
 A run writes into a work folder (:class:`~convbias.runs.WorkFolder`) as it goes — the weights of
-every epoch (epoch 0 is the initialization), the optimizer's momentum of the last finished epoch,
-the history and, written last, the progress file, which commits an epoch (written by a thread
-while the next epoch trains: :class:`BackgroundCommits`).  Started again with
-the same spec, a run continues after the last committed epoch; with another spec it starts
-over.  When the last epoch is committed the files are hard-linked into the output folder and the
+every epoch (epoch 0 is the initialization), the optimizer's momentum of its resume point (the
+last epoch whose full state was saved: every epoch, or every ``resume_every`` seconds), the
+history and, written last, the progress file, which commits an epoch (written by a thread while
+the next epoch trains: :class:`BackgroundCommits`).  Started again with the same spec, a run
+continues after its resume point; with another spec it starts over.  When the last epoch is committed the files are hard-linked into the output folder and the
 work folder is removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
 
 Several GPUs: :func:`launch` starts one process per GPU with ``torchrun``; each trains a
@@ -26,6 +26,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
+from time import monotonic
 
 import pandas as pd
 import torch
@@ -40,8 +41,8 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, WorkFolder, replaced_because, run_lock,
-                   seconds_left, training_state)
+from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, WorkFolder, commit_contents,
+                   replaced_because, run_lock, seconds_left, training_state)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -136,13 +137,16 @@ def compile_warmup(forward, optimizer, transform: BatchTransform, meta: DatasetM
 def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
               out_dir: str | Path, work_dir: str | Path, device: str = "auto", threads: int = 1,  # pragma: no mutate
               stop_after: int | None = None, order: str = "random", os_cache: bool = True,
-              stall_epochs: int = 0) -> pd.DataFrame:
+              stall_epochs: int = 0, resume_every: float = 0) -> pd.DataFrame:
     """Train one seed of ``spec``; returns the history.  ``stop_after`` ends early (for tests).
 
     ``order``: the training loader's sample order (``random`` or ``quasi_random``, part of the
     run's identity); ``os_cache``: whether the loaders read through the OS page cache (speed only);
     ``stall_epochs``: after this many epochs in a row at ln C the epoch line says the run is not
-    learning (0: never; :func:`convbias.learning.stall_message`) — it trains on.
+    learning (0: never; :func:`convbias.learning.stall_message`) — it trains on; ``resume_every``:
+    seconds between the epochs whose full state (weights and momentum) is written, the run's
+    resume points (0: every epoch; the others write their snapshot only — see
+    :mod:`convbias.runs`).  The initialization, the final epoch and ``stop_after`` always are.
 
     One process at a time trains a run: this one holds the run's lock (:func:`convbias.runs.run_lock`)
     — a second waits and then continues from what the first left, or finds the run published and
@@ -150,7 +154,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     one process of a data-parallel run.
     """
     args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache,
-            stall_epochs)
+            stall_epochs, resume_every)
     with contextlib.ExitStack() as stack:
         if world_of_process()[1] == 1:
             stack.enter_context(run_lock(Path(work_dir)))
@@ -164,49 +168,71 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
 
 
 class BackgroundCommits:
-    """Epoch commits written by one background thread while the next epoch trains.
+    """Epoch commits written by one background thread while the next epochs train.
 
-    :meth:`submit` copies the model's and the optimizer's tensors to the host at once
-    (:func:`~convbias.runs.training_state`) and leaves writing, hashing and committing them
+    :meth:`submit` copies what the commit writes to the host at once
+    (:func:`~convbias.runs.training_state`) and leaves writing, hashing and committing it
     (:meth:`~convbias.runs.WorkFolder.commit_state`) to the thread, so a GPU does not wait for a
-    VGG19's 1.1 GB of files.  One commit at a time, in epoch order: each submit, the publication
-    and the end of the ``with`` block first wait for the one in flight and raise its error (a
-    full disk).  A process killed meanwhile loses only that commit: the folder still resumes from
-    the epoch before, as after a kill in the middle of a commit; one stopped by SIGTERM (Slurm's
-    time limit) first lets it finish (:meth:`finish_in_flight`, called by the job's handler)."""
+    VGG19's 1.1 GB of files.  Commits are made one at a time, in epoch order; at most two are in
+    flight (the second waits in the thread's queue: an epoch's snapshot does not wait for the
+    resume state written before it), at most one of them a resume state (a full state in memory
+    is twice the model's).  A submit beyond that, the publication and the end of the ``with``
+    block first wait and raise the error of a failed commit (a full disk).  A process killed
+    meanwhile loses only those commits: the folder still resumes from its resume point, as after
+    a kill in the middle of a commit; one stopped by SIGTERM (Slurm's time limit) first lets
+    them finish (:meth:`finish_in_flight`, called by the job's handler)."""
 
     _open: set[BackgroundCommits] = set()  # of this process, for finish_in_flight
+    IN_FLIGHT = 2
 
     def __init__(self):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-        self._pending: Future | None = None
+        self._pending: list[tuple[Future, bool]] = []  # (commit, whether it writes a resume state), oldest first
+        self._failed = False  # a commit failed: the ones queued behind it are not made
 
     @classmethod
     def finish_in_flight(cls, timeout: float) -> str | None:
-        """Wait up to ``timeout`` seconds for the commit in flight in this process, if any; one line on how it ended."""
-        pending = [c._pending for c in list(cls._open) if c._pending is not None]
+        """Wait up to ``timeout`` seconds for the commits in flight in this process, if any; one line on how it ended."""
+        pending = [future for c in list(cls._open) for future, _ in c._pending]
         if not pending:
             return None
         done, late = wait_for_futures(pending, timeout=timeout)
         if late:
             why = f"still writing after {timeout:g} s"
         elif any(f.exception() is not None for f in done):
-            why = "its commit failed"
+            why = "a commit failed"
         else:
-            return "the epoch being committed was committed first"
-        return f"the epoch being committed was not committed ({why}): the run resumes from the epoch before it"
+            return "the epochs being committed were committed first"
+        return f"the epochs being committed were not all committed ({why}): the run resumes from its last resume point"
 
     def submit(self, work: WorkFolder, epoch: int, model, optimizer, history: list[dict], meta: dict,
-               snapshots: str) -> None:
-        self.wait()
-        weights, momentum = training_state(model, optimizer)
-        self._pending = self._pool.submit(work.commit_state, epoch, weights, momentum, list(history), meta, snapshots)
+               snapshots: str, resume: bool = True, momentum: bool = True) -> None:
+        """Commit epoch ``epoch``: a resume point (``resume``: every tensor, and the momentum if
+        ``momentum``), else the epoch's snapshot under policy ``snapshots``."""
+        while len(self._pending) >= self.IN_FLIGHT or (resume and any(full for _, full in self._pending)):
+            self._wait_oldest()
+        layers = None if commit_contents(snapshots, resume) == "full" else meta["conv_layers"]
+        weights, buffers = training_state(model, optimizer, layers, momentum=resume and momentum)
+        future = self._pool.submit(self._commit, work, epoch, weights, buffers, list(history), meta, snapshots, resume)
+        self._pending.append((future, resume))
+
+    def _commit(self, work: WorkFolder, *args) -> None:  # in the thread
+        if self._failed:
+            raise RuntimeError("not committed: the commit before it failed")
+        try:
+            work.commit_state(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _wait_oldest(self) -> None:
+        future, _ = self._pending.pop(0)
+        future.result()
 
     def wait(self) -> None:
-        """Return once no commit is in flight; raise the error of the last one, if it failed."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        """Return once no commit is in flight; raise the error of the first that failed."""
+        while self._pending:
+            self._wait_oldest()
 
     def __enter__(self):
         BackgroundCommits._open.add(self)
@@ -217,9 +243,10 @@ class BackgroundCommits:
         try:
             if exc[0] is None:
                 self.wait()
-            else:  # already failing: let a commit in flight finish, keep the first error
-                with contextlib.suppress(Exception):
-                    self.wait()
+            else:  # already failing: let the commits in flight finish, keep the first error
+                while self._pending:
+                    with contextlib.suppress(Exception):
+                        self._wait_oldest()
         finally:
             self._pool.shutdown()
 
@@ -234,7 +261,7 @@ def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
 
 def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
            out_dir: str | Path, work_dir: str | Path, device: str, threads: int,  # pragma: no mutate
-           stop_after: int | None, order: str, os_cache: bool, stall_epochs: int,
+           stop_after: int | None, order: str, os_cache: bool, stall_epochs: int, resume_every: float,
            commits: BackgroundCommits) -> pd.DataFrame:
     rank, world = world_of_process()
     dev = resolve_device(device)
@@ -285,9 +312,19 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
                 "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
                 "seconds": seconds, "images_per_second": images / seconds if seconds else float("nan")}
 
+    resumable_at = [monotonic()]  # when the last resume point was committed
+
     def commit(epoch):
-        if rank == 0:  # written while the next epoch trains (BackgroundCommits)
-            commits.submit(work, epoch, model, optimizer, history, ckpt_meta, spec.snapshots)
+        """Commit ``epoch`` (while the next epoch trains: BackgroundCommits): a resume point at the
+        start and the end, when stopping, and once ``resume_every`` seconds have passed."""
+        if rank == 0:
+            now = monotonic()
+            resume = (epoch in (0, spec.epochs) or (stop_after is not None and epoch >= stop_after)
+                      or resume_every <= 0 or now - resumable_at[0] >= resume_every)
+            if resume:
+                resumable_at[0] = now
+            commits.submit(work, epoch, model, optimizer, history, ckpt_meta, spec.snapshots, resume=resume,
+                           momentum=epoch < spec.epochs)
         if world > 1:
             torch.distributed.barrier()
 
@@ -304,7 +341,9 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
     else:
         history = work.restore(last, model, optimizer)
         if rank == 0:
-            tqdm.write(f"resuming from epoch {last} saved in {work.path}", file=sys.stderr)
+            again = (f" (epochs {last + 1}–{work.committed} were committed without their full state: they train "
+                     f"again)" if work.committed > last else "")
+            tqdm.write(f"resuming from epoch {last} saved in {work.path}{again}", file=sys.stderr)
 
     epochs = range(last + 1, spec.epochs + 1)
     if spec.compile and len(epochs):  # so that no epoch's time includes compiling
@@ -427,7 +466,7 @@ def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child pr
     else:
         torch.distributed.init_process_group("gloo")
     try:
-        optional = {k: job[k] for k in ("threads", "stop_after", "stall_epochs") if k in job}  # else train_run's defaults
+        optional = {k: job[k] for k in ("threads", "stop_after", "stall_epochs", "resume_every") if k in job}  # else train_run's defaults
         with stops_with_one_sentence(also_to=job.get("error_file")):  # a full disk: one sentence, also for launch
             train_run(TrainSpec.from_dict(job["spec"]), job["seed"], DatasetMeta.load(job["meta"]), job["train_file"],
                       job["test_file"], job["out_dir"], job["work_dir"], device=job["device"],

@@ -118,7 +118,7 @@ def job_needs(kind):
 
 
 # A training job asks for at most a day: a longer one is resubmitted (retries in ./slurm) and
-# resumes from its last finished epoch; clusters commonly refuse longer jobs.
+# resumes from its resume point; clusters commonly refuse longer jobs.
 MAX_TRAIN_RUNTIME = 24 * 60
 
 

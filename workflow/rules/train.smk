@@ -1,7 +1,7 @@
 rule train:
     """Train one seed of an experiment, saving the weights of every epoch (0 = initialization).
 
-    A killed job continues from its last finished epoch when it runs again (see convbias.train).
+    A killed job continues from its resume point when it runs again (see convbias.train).
     An experiment with gpus > 1 asks for that many GPUs and trains with DDP inside the job.
     """
     input:

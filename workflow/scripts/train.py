@@ -25,7 +25,8 @@ dataset = experiment.dataset
 os_cache = use_os_cache(DatasetSpec.from_config(snakemake.config["datasets"][dataset]).os_cache, snakemake.params.order,
                         os.path.getsize(inputs.train), job_memory(snakemake.resources.get("mem_mb")))
 options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "device": experiment.device,
-           "order": snakemake.params.order, "os_cache": os_cache, "stall_epochs": experiment.warn_after()}
+           "order": snakemake.params.order, "os_cache": os_cache, "stall_epochs": experiment.warn_after(),
+           "resume_every": experiment.resume_every}
 # job_gpus first: before anything starts CUDA; torchrun's processes inherit it
 with job_gpus(experiment.device, processes), stops_with_one_sentence():
     if processes > 1:
