@@ -108,3 +108,6 @@ def test_e2e_bench_times_every_rule_of_fig7_and_extrapolates(tmp_path):
     fig7 = result["fig7"]
     assert fig7["total_s"] == pytest.approx(sum(fig7["parts_s"].values())) and fig7["parts_s"]["train"] > 0
     assert "convbias plan fig7 --precision fp32" in out.stdout and "fig7: 10 runs" in out.stdout
+    assert "fig7 on one GPU, one job at a time: ≈" in out.stdout and result["plan_s"] > 0
+    assert re.search(r"plan / extrapolation: [\d.]+x", out.stdout), out.stdout
+    assert result["modelled_s"] > 0 and "the model at the measured size" in out.stdout

@@ -10,7 +10,7 @@ import yaml
 
 from convbias.config import load_config
 from convbias.models import build_model, conv_layers
-from convbias.resources import (MARGIN, convert_needs, data_size, model_size, reinit_needs, run_bytes,
+from convbias.resources import (JOB_SECONDS, MARGIN, TABLE_SECONDS, convert_needs, data_size, model_size, reinit_needs, run_bytes,
                                 train_needs)
 from convbias.specs import DatasetSpec, ExperimentSpec, ModelSpec, TrainSpec
 
@@ -78,10 +78,14 @@ def test_jobs_grow_with_what_they_hold():
     one = ExperimentSpec(**{**exp.__dict__, "gpus": 1})
     four, single = train_needs(exp, data), train_needs(one, data)
     assert four.device_mb < single.device_mb and four.mem_mb > single.mem_mb
-    assert four.hours == pytest.approx(single.hours, rel=1e-9)  # the same arithmetic, over 4 GPUs
+    # the same arithmetic over 4 GPUs, each starting up
+    assert four.hours == pytest.approx(single.hours + 3 * JOB_SECONDS["gpu"] / 3600, rel=1e-9)
     assert four.runtime < single.runtime
     longer = ExperimentSpec(**{**exp.__dict__, "train": TrainSpec(**{**exp.train.__dict__, "epochs": 150})})
-    assert train_needs(longer, data).disk_mb > four.disk_mb and train_needs(longer, data).hours == pytest.approx(2 * four.hours)
+    start = 4 * JOB_SECONDS["gpu"] / 3600
+    assert train_needs(longer, data).disk_mb > four.disk_mb
+    # twice the epochs and their evaluations (but the one at epoch 0)
+    assert train_needs(longer, data).hours - start == pytest.approx(2 * (four.hours - start), rel=1e-3)
     sweep = reinit_needs(exp, data)
     assert sweep.mem_mb * 2**20 > data.n_test * data.image_bytes  # the test set is in memory
     cpu = ExperimentSpec(**{**exp.__dict__, "device": "cpu"})
@@ -97,39 +101,96 @@ def test_plan_targets_and_totals(capsys):
     assert cifar and all(s.datasets[s.experiments[e].dataset].source in ("cifar10", "cifar100")
                          for f in cifar for e in s.figures[f].experiments)
     assert "fig7" in cifar and "fig4" not in cifar  # fig 4 is AlexNet on ImageNet
-    table = plan(s, "quickstart", runs=ROOT / "nowhere")
+    table = plan(s, "quickstart", runs=ROOT / "nowhere", benchmarks=ROOT / "nowhere")
     assert set(table["experiment"]) == {e for f in target_figures(s, "quickstart") for e in s.figures[f].experiments}
     assert set(table["rate"]) == {"calibrated"} and (table["device"] == "cpu").all()
-    fig7 = plan(s, "fig7", runs=ROOT / "nowhere")
+    fig7 = plan(s, "fig7", runs=ROOT / "nowhere", benchmarks=ROOT / "nowhere")
     assert list(fig7["experiment"]) == ["vgg19_cifar10_step"] and fig7["runs"].item() == 10 and fig7["sweeps"].item() == 0
-    assert plan(s, "results/fig7.pdf", runs=ROOT / "nowhere").equals(fig7)  # the figure's file, as given to Snakemake
-    assert main(["plan", "cifar", "--runs", str(ROOT / "nowhere")]) == 0
+    assert plan(s, "results/fig7.pdf", runs=ROOT / "nowhere", benchmarks=ROOT / "nowhere").equals(fig7)  # the figure's file, as given to Snakemake
+    assert main(["plan", "cifar", "--runs", str(ROOT / "nowhere"), "--benchmarks", str(ROOT / "nowhere")]) == 0
     out = capsys.readouterr().out
     assert "vgg19_cifar10_step" in out and "GPU-hours" in out and "alexnet" not in out
     assert main(["plan", "nope"]) == 2 and "unknown target 'nope'" in capsys.readouterr().err
     # the study-wide precision, as snakemake --config precision=tf32 sets it: TF32's benchmarked rate
     hours = {}
     for flag in ([], ["--precision", "tf32"]):
-        assert main(["plan", "fig7", "--runs", str(ROOT / "nowhere"), *flag]) == 0
+        assert main(["plan", "fig7", "--runs", str(ROOT / "nowhere"), "--benchmarks", str(ROOT / "nowhere"), *flag]) == 0
         hours[tuple(flag)] = float(re.search(r"([\d.]+) GPU-hours", capsys.readouterr().out).group(1))
     assert hours[("--precision", "tf32")] < hours[()]
 
 
-def test_measured_speed_replaces_the_assumed_one(tmp_path):
+def finished(runs, experiment, seed, spec, history):
+    """A finished run as ``convbias plan`` reads it: its manifest's spec and its history."""
+    import json
+
     import pandas as pd
 
+    folder = runs / experiment / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"spec": spec.to_dict()}))
+    pd.DataFrame(history).to_parquet(folder / "history.parquet")
+
+
+def test_measured_speed_replaces_the_assumed_one(tmp_path):
     from convbias.plan import plan
 
     s = study()
-    (tmp_path / "quickstart_lenet" / "seed0").mkdir(parents=True)
-    pd.DataFrame({"images_per_second": [float("nan"), 1000.0, 1000.0]}).to_parquet(
-        tmp_path / "quickstart_lenet" / "seed0" / "history.parquet")
-    table = plan(s, "quickstart", runs=tmp_path).set_index("experiment")
-    assert table.loc["quickstart_lenet", "rate"] == "measured"
     exp = s.experiments["quickstart_lenet"]
+    finished(tmp_path, "quickstart_lenet", 0, exp.train, {"images_per_second": [float("nan"), 1000.0, 1000.0]})
+    table = plan(s, "quickstart", runs=tmp_path, benchmarks=tmp_path).set_index("experiment")
+    assert table.loc["quickstart_lenet", "rate"] == "measured" and table.loc["quickstart_lenet", "times"] == "estimated"
     data = data_size(s.datasets[exp.dataset])
-    seconds = data.n_train * exp.train.epochs / 1000.0  # at 1000 images/s
-    assert table.loc["quickstart_lenet", "hours"] == pytest.approx(len(exp.seeds) * seconds / 3600)
+    E = exp.train.epochs
+    # at 1000 images/s: training passes, evaluations (forward only: a third of a training image each), start-up
+    seconds = data.n_trained * E / 1000 + (data.n_val + data.n_test) * (E + 1) / 3000 + JOB_SECONDS["cpu"]
+    assert table.loc["quickstart_lenet", "job_min"] * 60 == pytest.approx(seconds)
+    # a finished run of another spec (the precision switched since) measures nothing
+    finished(tmp_path / "other", "quickstart_lenet", 0, TrainSpec(**{**exp.train.__dict__, "lr": 1.0}),
+             {"images_per_second": [float("nan"), 1000.0, 1000.0]})
+    assert plan(s, "quickstart", runs=tmp_path / "other", benchmarks=tmp_path).set_index("experiment").loc[
+        "quickstart_lenet", "rate"] == "calibrated"
+
+
+def test_the_plan_takes_each_jobs_wall_time_from_the_studys_benchmark_files(tmp_path, monkeypatch, capsys):
+    """Training, sweep and filters jobs of the runs of the current spec, conversions, measure
+    tables and figures: the median of Snakemake's benchmark files replaces the estimate; a
+    training job that did not train its whole run (resumed: less than its epochs' seconds) does not
+    count; fig 7's wall time adds conversion, its runs one after another, and what follows the last."""
+    from convbias.cli import main
+    from convbias.plan import plan, wall_time
+
+    s = study()
+    runs, bench = tmp_path / "results" / "runs", tmp_path / "benchmarks"
+    exp = s.experiments["vgg19_cifar10_step"]
+
+    def tsv(path, seconds):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:00\t1.0\n")
+
+    estimated = plan(s, "fig7", runs=runs, benchmarks=bench).iloc[0]
+    parts = wall_time(s, plan(s, "fig7", runs=runs, benchmarks=bench), "fig7", bench)
+    assert data_size(s.datasets["cifar10"]).n_trained == 45_000  # the training split: 50,000 less 10 % held out
+    assert estimated["times"] == "estimated" and parts["train"] == pytest.approx(10 * estimated["job_min"] * 60)
+    assert parts["after"] == pytest.approx(estimated["filters_min"] * 60 + 2 * TABLE_SECONDS)
+    for seed, wall in ((0, 100.0), (1, 120.0), (2, 30.0)):  # seed 2's job resumed: 30 s < its epochs' 40 s
+        finished(runs, "vgg19_cifar10_step", seed, exp.train, {"seconds": [0.0, 20.0, 20.0], "images_per_second": [0.0, 1e4, 1e4]})
+        tsv(bench / "train" / "vgg19_cifar10_step" / f"seed{seed}.tsv", wall)
+        tsv(bench / "filters" / "vgg19_cifar10_step" / f"seed{seed}.tsv", 7.0)
+    tsv(bench / "filters" / "vgg19_cifar10_step" / "seed9.tsv", 1000.0)  # no run of the current spec: not counted
+    tsv(bench / "convert" / "cifar10.tsv", 12.0)
+    tsv(bench / "measure" / "vgg19_cifar10_step.tsv", 3.0)
+    tsv(bench / "figure" / "fig7.tsv", 4.0)
+    table = plan(s, "fig7", runs=runs, benchmarks=bench)
+    row = table.iloc[0]
+    assert row["times"] == "measured" and row["job_min"] * 60 == pytest.approx(110.0) and row["filters_min"] * 60 == 7.0
+    assert row["hours"] == pytest.approx(10 * 110.0 / 3600)
+    assert wall_time(s, table, "fig7", bench) == pytest.approx({"convert": 12.0, "train": 1100.0, "sweeps": 0.0,
+                                                                 "after": 7.0 + 3.0 + 4.0})
+    monkeypatch.chdir(tmp_path)  # results/ and benchmarks/ where a user runs it
+    assert main(["plan", "fig7", "--config", str(ROOT / "config" / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert ("fig7 on one GPU, one job at a time: ≈ 19 min — converting 12 s, training 18 min, re-initialization "
+            "sweeps 0 s, after the last run (filters, measure, figures) 14 s") in out
 
 
 def test_gpu_hours_use_the_benchmarked_rate_of_the_image_size_and_precision():
@@ -146,6 +207,6 @@ def test_gpu_hours_use_the_benchmarked_rate_of_the_image_size_and_precision():
         for precision in ("fp32", "tf32", "bf16"):
             e = replace(exp, train=replace(exp.train, precision=precision))
             assert flops_rate(e, data) == (GPU_FLOPS[size][precision] * e.gpus, "benchmarked")
-            flops = 6 * model_size(e.train, data.channels, data.classes, data.height).macs * data.n_train * e.train.epochs
+            flops = 6 * model_size(e.train, data.channels, data.classes, data.height).macs * data.n_trained * e.train.epochs
             assert train_seconds(e, data) == pytest.approx(flops / (GPU_FLOPS[size][precision] * e.gpus))
     assert GPU_FLOPS["large"]["fp32"] > GPU_FLOPS["small"]["fp32"]  # a 32×32 step leaves the GPU waiting on the host

@@ -30,11 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--output", help="write the table to this .csv or .parquet file")
     stats.add_argument("--histograms", metavar="PDF", help="draw the cosine histogram of every layer to this file")
     stats.add_argument("--download", action="store_true", help="torchvision:NAME: download missing weights")
-    plan = commands.add_parser("plan", help="disk, memory per job and compute hours of a target, before it runs")
+    plan = commands.add_parser("plan", help="disk, memory and time per job, compute hours and wall time of a target, "
+                                             "before it runs")
     plan.add_argument("target", nargs="?", default="all",
                       help="all (the paper study), quickstart, smoke, cifar (the paper figures trained on CIFAR) or a figure (fig7 or results/fig7.pdf)")
     plan.add_argument("--config", default="config/config.yaml", help="the study's config (default: %(default)s)")
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
+    plan.add_argument("--benchmarks", default="benchmarks",
+                      help="Snakemake's benchmark files of the study's jobs, whose wall times replace estimates (default: %(default)s)")
     status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
                                                "interrupted, damaged or not started")
     status.add_argument("target", nargs="?", default="all", help="all, quickstart, smoke, cifar or a figure (as for plan)")
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
     args = parser.parse_args(argv)
     if args.command == "plan":
-        return print_plan(args.target, args.config, args.runs, args.precision)
+        return print_plan(args.target, args.config, args.runs, args.precision, args.benchmarks)
     if args.command == "verify":
         return verify_runs(args.runs)
     if args.command == "status":
@@ -148,10 +151,10 @@ def verify_runs(paths: list[str]) -> int:
     return 1 if damaged else 0
 
 
-def print_plan(target: str, config: str, runs: str, precision: str | None = None) -> int:
-    from .plan import datasets_disk, plan
+def print_plan(target: str, config: str, runs: str, precision: str | None = None, benchmarks: str = "benchmarks") -> int:
+    from .plan import datasets_disk, plan, wall_time
 
-    result = target_table("plan", target, config, lambda study: plan(study, target, runs), precision)
+    result = target_table("plan", target, config, lambda study: plan(study, target, runs, benchmarks), precision)
     if isinstance(result, int):
         return result
     study, table = result
@@ -163,10 +166,25 @@ def print_plan(target: str, config: str, runs: str, precision: str | None = None
           f"largest job {max(table['train_mem_gb'].max(), table['reinit_mem_gb'].max()):.3g} GB of host memory"
           + (f", {gpu['train_gpu_gb'].max():.3g} GB of GPU memory; {gpu['hours'].sum():.3g} GPU-hours" if len(gpu) else "")
           + (f"; {cpu['hours'].sum():.3g} CPU core-hours" if len(cpu) else ""))
-    print("hours: measured = from the study's finished runs; calibrated = the CPU rate the quickstart "
+    if len(gpu):
+        parts = wall_time(study, table, target, benchmarks)
+        print(f"{target} on one GPU, one job at a time: ≈ {fmt_seconds(sum(parts.values()))} — converting "
+              f"{fmt_seconds(parts['convert'])}, training {fmt_seconds(parts['train'])}, re-initialization sweeps "
+              f"{fmt_seconds(parts['sweeps'])}, after the last run (filters, measure, figures) {fmt_seconds(parts['after'])}")
+    print("rate: measured = from the study's finished runs; calibrated = the CPU rate the quickstart "
           "measured; benchmarked = one H200's rate in the GPU check (bench/gpu_check.py) for this "
-          "image size and precision (see convbias.resources)")
+          "image size and precision (see convbias.resources). times: measured = the median wall time of the "
+          "study's own jobs (benchmarks/), estimated = from the rate")
     return 0
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``seconds`` as a person reads a duration: 40 s, 12 min, 1.9 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.2g} h"
 
 
 if __name__ == "__main__":

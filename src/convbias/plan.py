@@ -1,20 +1,30 @@
 """``convbias plan``: what a target of the study will cost, before anything runs.
 
 For each experiment a target needs: its runs, the disk its finished runs keep, the memory of
-one training and one re-initialization job (host, and GPU where it computes on one), and the
-hours of compute (GPU-hours for GPU experiments, CPU core-hours for CPU ones), from
-:mod:`convbias.resources`.  Where the study has finished runs of an experiment, their measured
-images/s replace the benchmarked or calibrated rate (the ``rate`` column says which).
+one training and one re-initialization job (host, and GPU where it computes on one), the wall
+time of one training, re-initialization and filters job, and the hours of compute (GPU-hours for
+GPU experiments, CPU core-hours for CPU ones), from :mod:`convbias.resources`; and, for a target
+that trains on a GPU, its wall time on one GPU running one job at a time (:func:`wall_time`).
+
+Measured beats estimated: a job's time is the median wall time Snakemake's benchmark files
+(``benchmarks/<rule>/…``) recorded for the study's own jobs of the experiment, where there are
+any (a training job's only if it trained the run of the current spec from epoch 0); else it is
+estimated from a compute rate — the images/s the study's finished runs of the current spec
+measured, else the benchmarked or calibrated one (the ``rate`` column says which, ``times``
+whether the jobs were measured).
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
 
 import pandas as pd
 
 from .config import Study
-from .resources import data_size, flops_rate, model_of, reinit_needs, run_bytes, train_needs, train_seconds
+from .resources import (TABLE_SECONDS, convert_seconds, data_size, filters_seconds, flops_rate, model_of, reinit_needs,
+                        reinit_seconds, run_bytes, train_job_seconds, train_needs)
 
 CIFAR = ("cifar10", "cifar100")
 
@@ -42,9 +52,23 @@ def target_figures(study: Study, target: str) -> list[str]:
                      f"({', '.join(sorted(study.figures)[:5])}, …)")
 
 
+def finished_runs(study: Study, experiment: str, runs: Path) -> list[Path]:
+    """The study's finished runs of ``experiment`` trained with its current spec (not, say, in
+    another precision): their folders."""
+    spec = study.experiments[experiment].train.to_dict()
+    found = []
+    for manifest in sorted((runs / experiment).glob("seed*/manifest.json")):
+        try:
+            if json.loads(manifest.read_text()).get("spec") == spec:
+                found.append(manifest.parent)
+        except (OSError, ValueError):
+            pass
+    return found
+
+
 def measured_rate(study: Study, experiment: str, runs: Path) -> float | None:
     """Training FLOP/s the study's finished runs of ``experiment`` measured (median over epochs), or None."""
-    histories = sorted((runs / experiment).glob("seed*/history.parquet"))
+    histories = [run / "history.parquet" for run in finished_runs(study, experiment, runs)]
     if not histories:
         return None
     exp = study.experiments[experiment]
@@ -54,8 +78,33 @@ def measured_rate(study: Study, experiment: str, runs: Path) -> float | None:
     return float(6 * model.macs * rates.median()) if len(rates) else None
 
 
-def plan(study: Study, target: str = "all", runs: str | Path = "results/runs") -> pd.DataFrame:
+def benchmarked(files) -> float | None:
+    """The median wall seconds (column ``s``) of Snakemake benchmark ``files``, or None if there are none."""
+    walls = []
+    for file in files:
+        try:
+            walls.append(float(pd.read_csv(file, sep="\t")["s"].iloc[0]))
+        except (OSError, ValueError, KeyError, IndexError, pd.errors.ParserError):
+            pass
+    return statistics.median(walls) if walls else None
+
+
+def measured_job(study: Study, experiment: str, runs: Path, benchmarks: Path) -> float | None:
+    """Median wall seconds of the training jobs that trained the study's finished runs of
+    ``experiment`` from epoch 0 (a job that resumed, or found its run published, took less)."""
+    files = []
+    for run in finished_runs(study, experiment, runs):
+        bench = benchmarks / "train" / experiment / f"{run.name}.tsv"
+        wall = benchmarked([bench])
+        if wall is not None and wall >= pd.read_parquet(run / "history.parquet")["seconds"].sum():
+            files.append(bench)
+    return benchmarked(files)
+
+
+def plan(study: Study, target: str = "all", runs: str | Path = "results/runs",
+         benchmarks: str | Path = "benchmarks") -> pd.DataFrame:
     """One row per experiment of ``target``."""
+    runs, benchmarks = Path(runs), Path(benchmarks)
     figures = [study.figures[n] for n in target_figures(study, target)]
     trained = sorted({e for f in figures for e in f.experiments or ()})
     swept = {}
@@ -68,21 +117,49 @@ def plan(study: Study, target: str = "all", runs: str | Path = "results/runs") -
         exp = study.experiments[name]
         data = data_size(study.datasets[exp.dataset])
         model = model_of(exp, data)
-        measured = measured_rate(study, name, Path(runs))
+        measured = measured_rate(study, name, runs)
         train, reinit = train_needs(exp, data, measured), reinit_needs(exp, data, measured)
         seeds, sweeps = len(exp.seeds), len(swept.get(name, ()))
         gpu = exp.device != "cpu"
-        # GPU-hours; for a CPU experiment the core-hours of its training (one thread per job)
-        hours = seeds * train.hours + sweeps * reinit.hours if gpu else seeds * train_seconds(exp, data, measured) / 3600
+        job = measured_job(study, name, runs, benchmarks)
+        current = [run.name for run in finished_runs(study, name, runs)]  # the runs of the current spec
+        sweep = benchmarked([benchmarks / "reinit" / name / f"{seed}.tsv" for seed in current])
+        filters = benchmarked([benchmarks / "filters" / name / f"{seed}.tsv" for seed in current])
+        times = "measured" if job else "estimated"
+        job = job or train_job_seconds(exp, data, measured)
+        sweep = sweep or reinit_seconds(exp, data, measured)
+        filters = filters or filters_seconds(exp, data)
+        # GPU-hours (each of a job's GPUs); for a CPU experiment core-hours (one thread per job)
+        hours = (seeds * job * (exp.gpus if gpu else 1) + sweeps * sweep) / 3600
         rows.append({
             "experiment": name, "dataset": exp.dataset, "runs": seeds, "epochs": exp.train.epochs,
             "snapshots": exp.train.snapshots, "sweeps": sweeps,
             "disk_gb": seeds * run_bytes(exp.train, model) / 1e9,
             "train_mem_gb": train.mem_mb / 1024, "train_gpu_gb": train.device_mb / 1024,
             "reinit_mem_gb": reinit.mem_mb / 1024 if sweeps else 0.0,
-            "device": "gpu" if gpu else "cpu", "hours": hours, "rate": flops_rate(exp, data, measured)[1],
+            "device": "gpu" if gpu else "cpu", "job_min": job / 60, "sweep_min": sweep / 60 if sweeps else 0.0,
+            "filters_min": filters / 60, "hours": hours, "rate": flops_rate(exp, data, measured)[1], "times": times,
         })
     return pd.DataFrame(rows)
+
+
+def wall_time(study: Study, table: pd.DataFrame, target: str, benchmarks: str | Path = "benchmarks") -> dict:
+    """Seconds ``target`` takes on one GPU running one job at a time, by part: converting its
+    datasets; its training jobs and re-initialization sweeps one after another (GPU experiments);
+    then what follows the last run — its filters table, the measure tables and the figures (the
+    filters of earlier runs are made on the CPU while later runs train)."""
+    benchmarks = Path(benchmarks)
+    datasets = sorted({study.experiments[e].dataset for e in table["experiment"]})
+    convert = sum(benchmarked([benchmarks / "convert" / f"{d}.tsv"]) or convert_seconds(study.datasets[d])
+                  for d in datasets)
+    gpu = table[table["device"] == "gpu"]
+    figures = target_figures(study, target)
+    measure = max((benchmarked(sorted((benchmarks / "measure").glob(f"{e}.tsv"))) or TABLE_SECONDS
+                   for e in table["experiment"]), default=0.0)
+    drawn = max((benchmarked([benchmarks / "figure" / f"{f}.tsv"]) or TABLE_SECONDS for f in figures), default=0.0)
+    return {"convert": convert, "train": float((gpu["runs"] * gpu["job_min"] * 60).sum()),
+            "sweeps": float((gpu["sweeps"] * gpu["sweep_min"] * 60).sum()),
+            "after": float(gpu["filters_min"].max() * 60 if len(gpu) else 0.0) + measure + drawn}
 
 
 def datasets_disk(study: Study, experiments) -> float:

@@ -58,10 +58,20 @@ class Data:
     train_bytes: int  # the training .beton
     test_bytes: int
     order: str = "random"  # how training reads it (DatasetSpec.training_order)
+    val_fraction: float = 0.0  # of the training file held out for validation
 
     @property
     def image_bytes(self) -> int:
         return self.height * self.width * self.channels
+
+    @property
+    def n_val(self) -> int:
+        return round(self.n_train * self.val_fraction)
+
+    @property
+    def n_trained(self) -> int:
+        """Images a training epoch passes over: the training file less its validation split."""
+        return self.n_train - self.n_val
 
 
 def data_size(spec: DatasetSpec) -> Data:
@@ -76,10 +86,10 @@ def data_size(spec: DatasetSpec) -> Data:
         stored = area * 3 * (spec.compress_probability * JPEG_RATIO + 1 - spec.compress_probability)
         h = w = spec.image_size
         return Data(n_train, n_test, h, w, c, classes, int(n_train * stored), int(n_test * stored),
-                    spec.training_order())
+                    spec.training_order(), spec.val_fraction)
     h, w = h + 2 * spec.pad, w + 2 * spec.pad
     return Data(n_train, n_test, h, w, c, classes, beton_bytes(n_train, h * w * c), beton_bytes(n_test, h * w * c),
-                spec.training_order())
+                spec.training_order(), spec.val_fraction)
 
 
 FFCV_PAGE = 8 * MB  # DatasetWriter's default page size
@@ -152,7 +162,43 @@ def model_of(exp: ExperimentSpec, data: Data) -> Model:
 
 def train_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
     """Seconds of one training run's arithmetic (6 FLOPs per multiply-accumulate and image) at its rate."""
-    return 6 * model_of(exp, data).macs * data.n_train * exp.train.epochs / flops_rate(exp, data, measured)[0]
+    return 6 * model_of(exp, data).macs * data.n_trained * exp.train.epochs / flops_rate(exp, data, measured)[0]
+
+
+def evaluation_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
+    """Seconds of one run's evaluations: validation and test sets after every epoch and at epoch 0,
+    forward only (2 FLOPs per multiply-accumulate and image) at the training rate."""
+    images = (data.n_val + data.n_test) * (exp.train.epochs + 1)
+    return 2 * model_of(exp, data).macs * images / flops_rate(exp, data, measured)[0]
+
+
+# What a training job spends outside its epochs' arithmetic: start-up (Python, torch, FFCV, CUDA,
+# cuDNN's search), the commit of epoch 0, waiting for the last commit, publishing.  GPU: issue 27
+# measured 45–60 s per VGG19 job on an H200, per-epoch commits included, before they moved to a
+# background thread (convbias.train.BackgroundCommits); not measured since.  CPU: the quickstart's
+# jobs on this CI-like machine, evaluation taken out.
+JOB_SECONDS = {"gpu": 45.0, "cpu": 10.0}
+FILTERS_READ = 1e9  # bytes/s a filters job reads and hashes the run's files at (one core)
+TABLE_SECONDS = 15.0  # a CPU job's start-up and writing: filters, measure, figure
+
+
+def train_job_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
+    """Wall seconds of one training job, one per GPU: its training and evaluation arithmetic and
+    :data:`JOB_SECONDS`."""
+    start = JOB_SECONDS["cpu" if exp.device == "cpu" else "gpu"]
+    return start + train_seconds(exp, data, measured) + evaluation_seconds(exp, data, measured)
+
+
+def filters_seconds(exp: ExperimentSpec, data: Data) -> float:
+    """Wall seconds of one filters job: it reads (and checks) every epoch's file of a run."""
+    return TABLE_SECONDS + run_bytes(exp.train, model_of(exp, data)) / FILTERS_READ
+
+
+def convert_seconds(spec: DatasetSpec) -> float:
+    """Wall seconds of converting dataset ``spec``."""
+    data = data_size(spec)
+    rate = 400 if spec.source == "imagenet" else 20_000  # images/s: JPEG encoding on 8 cores; raw arrays
+    return (data.n_train + data.n_test) / rate
 
 
 @dataclass(frozen=True)
@@ -213,10 +259,20 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
     # device: weights, gradients, momentum; each layer's output kept for backward (and its gradient)
     device = 3 * model.state_bytes + 2 * 4 * batch * model.activations
     host *= exp.gpus if exp.device != "cpu" else 1  # one process per GPU in the job
-    seconds = train_seconds(exp, data, measured)
+    seconds = train_job_seconds(exp, data, measured)
     disk = training_disk_bytes(exp.train, model)
     return Needs(_mb(host), _mb(disk), _minutes(seconds), _mb(device) if exp.device != "cpu" else 0,
                  seconds / 3600 * (exp.gpus if exp.device != "cpu" else 0))
+
+
+def reinit_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
+    """Wall seconds of one re-initialization sweep (one seed, on one GPU or one core): the test set
+    through the model once, then from each conv layer on for each of its E + 2 sources, and
+    :data:`JOB_SECONDS`."""
+    model = model_of(exp, data)
+    forward = data.n_test * (model.macs + (exp.train.epochs + 2) * sum(model.macs_from_conv))
+    rate = flops_rate(exp, data, measured)[0] / max(1, exp.gpus)  # one GPU
+    return JOB_SECONDS["gpu" if exp.device != "cpu" else "cpu"] + 2 * forward / rate  # forward only: 2 FLOPs per MAC
 
 
 def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
@@ -224,10 +280,7 @@ def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None)
     model = model_of(exp, data)
     test = data.n_test * data.image_bytes
     host = BASE_MB * MB + 3 * model.state_bytes + test + 2 * 4 * model.largest_conv
-    sources = exp.train.epochs + 2
-    forward = data.n_test * (model.macs + sources * sum(model.macs_from_conv))
-    rate = flops_rate(exp, data, measured)[0] / max(1, exp.gpus)  # one GPU
-    seconds = 2 * forward / rate  # forward passes only: 2 FLOPs per multiply-accumulate
+    seconds = reinit_seconds(exp, data, measured)
     device = test + model.state_bytes if exp.device != "cpu" else 0
     return Needs(_mb(host), 10, _minutes(seconds), _mb(device), seconds / 3600 if exp.device != "cpu" else 0)
 
@@ -237,7 +290,7 @@ def filters_needs(exp: ExperimentSpec, data: Data) -> Needs:
     model = model_of(exp, data)
     rows = (exp.train.epochs + 1) * model.filters
     host = BASE_MB * MB + 2 * model.state_bytes + 200 * rows
-    return Needs(_mb(host), _mb(40 * rows), _minutes(rows / 2e5))
+    return Needs(_mb(host), _mb(40 * rows), _minutes(filters_seconds(exp, data)))
 
 
 def convert_needs(spec: DatasetSpec) -> Needs:
@@ -245,8 +298,6 @@ def convert_needs(spec: DatasetSpec) -> Needs:
     data = data_size(spec)
     if spec.source == "imagenet":
         host = BASE_MB * MB + 8 * 2 * IMAGENET_AREA_AT_500 * 3 * 64  # 8 writer workers with a few images each
-        seconds = (data.n_train + data.n_test) / 400  # JPEG encoding at ~400 images/s on 8 cores
     else:
         host = BASE_MB * MB + 3 * (data.n_train + data.n_test) * data.image_bytes
-        seconds = (data.n_train + data.n_test) / 20_000
-    return Needs(_mb(host), _mb(data.train_bytes + data.test_bytes), _minutes(seconds))
+    return Needs(_mb(host), _mb(data.train_bytes + data.test_bytes), _minutes(convert_seconds(spec)))
