@@ -52,7 +52,7 @@ def study(args) -> dict:
     data = {"source": "synthetic", "synthetic": {"n_train": args.images + args.images // 9, "n_test": args.test_images,
                                                  "size": 32, "channels": 3, "num_classes": 10}}
     figure.update(experiments=["long"], caption="fig 7 of the end-to-end benchmark")
-    return {"datasets": {"e2e": data},
+    return {"datasets": {"e2e": data}, "runs_per_gpu": args.runs_per_gpu,
             "experiments": {"long": {**experiment, "epochs": args.epochs}, "short": {**experiment, "epochs": args.short}},
             "figures": {FIGURE: figure}}
 
@@ -145,6 +145,8 @@ def main():
     parser.add_argument("--width", type=float, default=1.0, help="VGG19's width multiplier (1: fig 7's)")
     parser.add_argument("--cores", type=int, default=16)
     parser.add_argument("--gpus", type=int, default=1, help="snakemake --resources gpu=N")
+    parser.add_argument("--runs-per-gpu", type=int, default=1, help="the study's runs_per_gpu (one-GPU jobs side by side "
+                        "on each GPU; the extrapolation still assumes one at a time)")
     parser.add_argument("--full-seeds", type=int, default=10)
     parser.add_argument("--full-epochs", type=int, default=100)
     parser.add_argument("--keep", help="run in this folder and keep it (default: a temporary one, removed)")

@@ -90,6 +90,24 @@ def test_commit_stall_bench_measures_both_sides_interleaved(tmp_path):
 
 
 @pytest.mark.subprocess
+def test_gpu_share_bench_runs_k_workers_together_and_sums_their_rates(tmp_path):
+    """bench/gpu_share.py on the CPU at a tiny width: every k of --ks trains its k workers at once,
+    each reporting its images/s; the table has a row per k and the ratio to k = 1."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_share.py"), "--device", "cpu", "--precision", "fp32",
+                          "--width", "0.0625", "--batch", "16", "--warmup", "2", "--seconds", "0.5", "--ks", "1", "2",
+                          "--repeats", "1", "--json", str(tmp_path / "share.json")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    measured = json.loads((tmp_path / "share.json").read_text())["images_per_s"]
+    assert [len(rounds[0]) for rounds in measured.values()] == [1, 2] and all(
+        rate > 0 for rounds in measured.values() for rates in rounds for rate in rates)
+    rows = re.findall(r"^\s+(\d)\s+(\d+)\s+(\d+)\s+(\d+)\s+([\d.]+)x$", out.stdout, re.M)
+    assert [r[0] for r in rows] == ["1", "2"] and rows[0][4] == "1.00", out.stdout
+    assert int(rows[1][2]) == round(sum(measured["2"][0]))  # in all: the sum of the two workers' rates
+    assert not list(tmp_path.glob("convbias-gpu-share-*"))
+
+
+@pytest.mark.subprocess
 def test_e2e_bench_times_every_rule_of_fig7_and_extrapolates(tmp_path):
     """bench/e2e.py on the CPU at a tiny size: fig 7's DAG runs (convert, long and short runs, filters,
     measure, figure), every rule is timed, and the extrapolation adds up its parts."""

@@ -122,6 +122,52 @@ def test_a_claim_that_waits_holds_no_gpu_meanwhile_and_two_racing_claims_both_ge
     assert out.strip() in {"0,1", "0,2", "1,2"} and first.returncode == 0 and second.returncode == 0
 
 
+def test_shared_claims_spread_over_the_gpus_k_per_gpu_and_never_beside_a_whole_claim(tmp_path):
+    """runs_per_gpu 2 on two GPUs: four one-GPU jobs take GPU 0, 1, 0, 1 (spread before doubling
+    up); a fifth waits until one ends, then takes its place.  A job holding a GPU whole (runs_per_gpu
+    1, or data-parallel) keeps shared jobs off it, and waits while any shares the GPU it wants."""
+    import contextlib
+    import threading
+
+    pool = ["0", "1"]
+
+    def claim_in_thread(**kwargs):
+        got, release = [], threading.Event()
+
+        def hold():
+            with claim_gpus(1, pool, tmp_path, poll=0.02, **kwargs) as gpus:
+                got.extend(gpus)
+                release.wait(30)
+        thread = threading.Thread(target=hold)
+        thread.start()
+        return got, release, thread
+
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(claim_gpus(1, pool, tmp_path, shares=2)) for _ in range(4)]
+        assert held == [["0"], ["1"], ["0"], ["1"]]
+        got, release, thread = claim_in_thread(shares=2)
+        whole, release_whole, whole_thread = claim_in_thread()
+        time.sleep(0.3)
+        assert got == [] and whole == []  # both places of both GPUs taken: they wait
+        stack.close()  # the four jobs end
+        thread.join(0.01)
+        deadline = time.time() + 30
+        while (not got or not whole) and time.time() < deadline:
+            time.sleep(0.02)
+        assert {got[0], whole[0]} == {"0", "1"}  # each its own GPU: the whole one is not shared
+        release.set()
+        release_whole.set()
+        thread.join(30)
+        whole_thread.join(30)
+    with claim_gpus(1, pool, tmp_path) as mine:  # GPU 0 whole: shared jobs go to GPU 1 only
+        assert mine == ["0"]
+        with claim_gpus(1, pool, tmp_path, shares=2) as a, claim_gpus(1, pool, tmp_path, shares=2) as b:
+            assert a == b == ["1"]
+    with pytest.raises(ValueError, match="only one-GPU jobs share a GPU"):
+        with claim_gpus(2, pool, tmp_path, shares=2):
+            pass
+
+
 def test_a_killed_jobs_gpu_is_free_again(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time

@@ -15,7 +15,7 @@ import yaml
 from conftest import make_idx_dataset, md5
 from convbias.config import load_config
 from convbias.data.downloads import FILES
-from test_workflow import REPO, SNAKEMAKE, checkout, job_counts, snakemake, tiny_config
+from test_workflow import REPO, SNAKEMAKE, checkout, job_counts, snakemake, tiny_config, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -202,3 +202,12 @@ def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path
     assert (threads, resources["gpu"]) == (8, "1")
     threads, resources = first_block("quickstart", "train")  # device: cpu
     assert (threads, resources["gpu"]) == (1, "0")
+    # runs_per_gpu 2: the gpu resource counts places — a one-GPU job one, a 4-GPU job all 8 of its
+    # GPUs' — and the limit given in GPUs is doubled (a local run; under Slurm jobs hold whole GPUs)
+    config["runs_per_gpu"] = 2
+    write_config(root, config)
+    for target, rule, gpu in (("results/fig7.pdf", "train", "1"), ("results/fig18.pdf", "reinit", "1"),
+                              ("results/fig4.pdf", "train", "8")):
+        assert first_block(target, rule)[1]["gpu"] == gpu, target
+    out = snakemake(root, "-n", "--cores", "16", "results/fig7.pdf", "--resources", "gpu=1")
+    assert "runs_per_gpu 2: up to 2 one-GPU jobs at once on --resources gpu=1" in out.stderr + out.stdout

@@ -25,6 +25,7 @@ class Study:
     pretrained: dict[str, PretrainedSpec]
     figures: dict[str, FigureSpec]
     claims: ClaimsSpec
+    runs_per_gpu: int = 1  # one-GPU jobs that share each GPU on a local machine (workflow/rules/common.smk)
 
 
 SECTIONS = {"datasets": ("dataset", DatasetSpec), "experiments": ("experiment", ExperimentSpec),
@@ -109,7 +110,7 @@ def load_config(config: dict) -> Study:
         for name, entry in entries.items():
             entries[name] = with_defaults(kind, entry)
         typed[section] = {name: spec.from_config(entry) for name, entry in entries.items()}
-    study = Study(**typed, claims=ClaimsSpec.from_config(config["claims"]))
+    study = Study(**typed, claims=ClaimsSpec.from_config(config["claims"]), runs_per_gpu=config["runs_per_gpu"])
     try:
         check_references(study)
     except ConfigError as err:

@@ -134,56 +134,87 @@ def lock_dir() -> Path:
 
 
 @contextlib.contextmanager
-def claim_gpus(n: int, pool: list[str], folder: Path, poll: float = 2.0) -> Iterator[list[str]]:
+def claim_gpus(n: int, pool: list[str], folder: Path, poll: float = 2.0, shares: int = 1) -> Iterator[list[str]]:
     """Hold ``n`` GPUs of ``pool`` that no other job holds (one lock file each) while the block runs.
 
-    Waits while fewer than ``n`` are free.  A killed job's locks go with its process (``flock``).
+    ``shares`` > 1 (one GPU only): hold one of ``shares`` places on a GPU instead, beside up to
+    ``shares`` − 1 other such jobs — on the GPU with the fewest, as far as places go — but never
+    beside a job that holds the GPU whole.  (A whole claim locks ``gpu<N>.lock`` exclusively; a
+    shared one locks it shared, and one ``gpu<N>.place<j>.lock`` exclusively.)
+    Waits while none is free.  A killed job's locks go with its process (``flock``).
     """
     if n > len(pool):
         raise RuntimeError(f"the job needs {n} GPUs but this machine shows {len(pool)} ({','.join(pool) or 'none'}); "
                            f"lower the experiment's gpus or run it where there are more")
+    if shares > 1 and n != 1:
+        raise ValueError(f"a job of {n} GPUs holds them whole: only one-GPU jobs share a GPU")
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):  # shared by every user of the machine
         folder.chmod(0o1777)
-    said = False
-    while True:
+
+    def lock(name: str, how: int) -> int | None:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def whole() -> list[tuple[str, int]]:
         held = []
         for gpu in pool:
-            fd = os.open(folder / f"gpu{gpu}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            held.append((gpu, fd))
-            if len(held) == n:
-                break
-        if len(held) == n:
-            break
+            fd = lock(f"gpu{gpu}.lock", fcntl.LOCK_EX)
+            if fd is not None:
+                held.append((gpu, fd))
+                if len(held) == n:
+                    return held
         for _, fd in held:
             os.close(fd)
+        return []
+
+    def shared() -> list[tuple[str, int]]:
+        for place in range(shares):  # the first place of every GPU, then the second …: spread out
+            for gpu in pool:
+                gpu_fd = lock(f"gpu{gpu}.lock", fcntl.LOCK_SH)
+                if gpu_fd is None:
+                    continue  # held whole
+                place_fd = lock(f"gpu{gpu}.place{place}.lock", fcntl.LOCK_EX)
+                if place_fd is not None:
+                    return [(gpu, gpu_fd), (gpu, place_fd)]
+                os.close(gpu_fd)
+        return []
+
+    said = False
+    while not (held := shared() if shares > 1 else whole()):
         if not said:
-            print(f"waiting for {n} free GPU(s) of {','.join(pool)} (the others are held by other jobs; "
+            what = f"a place on a GPU (of {shares} each)" if shares > 1 else f"{n} free GPU(s)"
+            print(f"waiting for {what} of {','.join(pool)} (the others are held by other jobs; "
                   f"limit concurrent GPU jobs with snakemake --resources gpu={len(pool)})", file=sys.stderr)
             said = True
         time.sleep(poll)
     try:
-        yield [gpu for gpu, _ in held]
+        yield list(dict.fromkeys(gpu for gpu, _ in held))
     finally:
         for _, fd in held:
             os.close(fd)
 
 
 @contextlib.contextmanager
-def job_gpus(device: str, n: int = 1) -> Iterator[list[str]]:
+def job_gpus(device: str, n: int = 1, shares: int = 1) -> Iterator[list[str]]:
     """The GPUs of a workflow job while it runs; call before anything starts CUDA.
 
     Under Slurm nothing changes (the scheduler set ``CUDA_VISIBLE_DEVICES``).  A job that computes
     on the CPU sees no GPU at all (so neither it nor its loaders touch one); a GPU job on a local
-    machine claims ``n`` free GPUs and sees only those.  An explicit ``cuda:N`` is left as it is.
+    machine claims ``n`` free GPUs and sees only those — a one-GPU job, with ``shares`` > 1 (the
+    study's ``runs_per_gpu``), one of that many places on a GPU (:func:`claim_gpus`).  An explicit
+    ``cuda:N`` is left as it is.
     """
+    shares = shares if n == 1 else 1
+
     def tell(gpus):  # the job's log says what it got (under Slurm: what the scheduler assigned)
-        print(f"GPUs of this job: {','.join(gpus) or 'none'} (device {device}, {n} asked for)", file=sys.stderr)
+        shared = f", one of {shares} jobs a GPU may hold" if shares > 1 and gpus else ""
+        print(f"GPUs of this job: {','.join(gpus) or 'none'} (device {device}, {n} asked for{shared})", file=sys.stderr)
         return gpus
 
     if os.environ.get("SLURM_JOB_ID") or (device.startswith("cuda:")):
@@ -195,7 +226,7 @@ def job_gpus(device: str, n: int = 1) -> Iterator[list[str]]:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
             yield tell([])
         else:
-            with claim_gpus(n, pool, lock_dir()) as gpus:
+            with claim_gpus(n, pool, lock_dir(), shares=shares) as gpus:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
                 yield tell(gpus)
     finally:

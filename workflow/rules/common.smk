@@ -96,6 +96,28 @@ def reinit_gpus(wildcards):
     return min(1, experiment_gpus(wildcards))
 
 
+# GPU sharing: on a local machine, `runs_per_gpu` one-GPU jobs (train, reinit) run side by side on
+# each GPU (config/README.md). Snakemake's resources are integers, so the `gpu` resource counts
+# places: a one-GPU job takes one, a data-parallel job all of its GPUs' places, and the limit the
+# user gives (--resources gpu=N, in GPUs) is multiplied here, before the scheduler starts; the
+# allocator (convbias.devices.claim_gpus) gives each job its place on a GPU. Under Slurm, jobs hold
+# whole GPUs: runs_per_gpu is not used there.
+GPU_SHARES = STUDY.runs_per_gpu if workflow.local_exec else 1
+gpu_limit = workflow.global_resources.get("gpu")
+if GPU_SHARES > 1 and gpu_limit is not None and isinstance(gpu_limit.value, int):
+    workflow.global_resources["gpu"] = gpu_limit.value * GPU_SHARES
+    print(
+        f"runs_per_gpu {GPU_SHARES}: up to {workflow.global_resources['gpu'].value} one-GPU jobs at once on "
+        f"--resources gpu={gpu_limit.value}",
+        file=sys.stderr,
+    )
+
+
+def gpu_places(gpus):
+    """A job's ``gpu`` resource: its GPUs, in places (one for a one-GPU job, which may share its GPU)."""
+    return gpus * GPU_SHARES if gpus > 1 else gpus
+
+
 def job_needs(kind):
     """Resources of a ``kind`` job (convert, train, filters, reinit) computed from the config by
     convbias.resources: ``mem_mb`` (times the attempt: a job killed for memory asks for more when

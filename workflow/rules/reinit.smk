@@ -16,7 +16,7 @@ rule reinit:
     threads: lambda wildcards: threads_for(reinit_gpus(wildcards))
     resources:
         **job_needs("reinit"),
-        gpu=reinit_gpus,
+        gpu=lambda wildcards: gpu_places(reinit_gpus(wildcards)),
         cpus_per_gpu=CPUS_PER_GPU,
     params:
         spec=train_spec_params,

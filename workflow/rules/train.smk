@@ -20,7 +20,7 @@ rule train:
     threads: lambda wildcards: threads_for(experiment_gpus(wildcards))
     resources:
         **job_needs("train"),
-        gpu=experiment_gpus,
+        gpu=lambda wildcards: gpu_places(experiment_gpus(wildcards)),
         cpus_per_gpu=CPUS_PER_GPU,
     params:
         spec=train_spec_params,

@@ -15,12 +15,12 @@ from convbias.runs import attempts_file
 attempts = attempts_file(Path(snakemake.params.work))
 log_to(snakemake.log, keep=attempts)
 
-processes = int(snakemake.resources.get("gpu", 1) or 1)
-threads = job_threads(snakemake.threads, processes)
 seed, spec, inputs = int(snakemake.wildcards.seed), snakemake.params.spec, snakemake.input
 # device and os_cache say where and how fast a run is computed, not what it is: read from the
 # config here, not params (a changed param reruns the job)
 experiment = ExperimentSpec.from_config(snakemake.config["experiments"][snakemake.wildcards.experiment])
+processes = 1 if experiment.device == "cpu" else experiment.gpus  # (the gpu resource counts places: common.smk)
+threads = job_threads(snakemake.threads, processes)
 dataset = experiment.dataset
 os_cache = use_os_cache(DatasetSpec.from_config(snakemake.config["datasets"][dataset]).os_cache, snakemake.params.order,
                         os.path.getsize(inputs.train), job_memory(snakemake.resources.get("mem_mb")))
@@ -28,7 +28,7 @@ options = {"out_dir": snakemake.output[0], "work_dir": snakemake.params.work, "d
            "order": snakemake.params.order, "os_cache": os_cache, "stall_epochs": experiment.warn_after(),
            "resume_every": experiment.resume_every}
 # job_gpus first: before anything starts CUDA; torchrun's processes inherit it
-with job_gpus(experiment.device, processes), stops_with_one_sentence():
+with job_gpus(experiment.device, processes, shares=snakemake.config["runs_per_gpu"]), stops_with_one_sentence():
     if processes > 1:
         launch({"spec": spec, "seed": seed, "meta": inputs.meta, "train_file": inputs.train, "test_file": inputs.test,
                 "threads": max(1, threads // processes), **options}, processes)
