@@ -110,6 +110,9 @@ def test_plan_targets_and_totals(capsys):
     assert main(["plan", "cifar", "--runs", str(ROOT / "nowhere"), "--benchmarks", str(ROOT / "nowhere")]) == 0
     out = capsys.readouterr().out
     assert "vgg19_cifar10_step" in out and "GPU-hours" in out and "alexnet" not in out
+    assert "cifar on one GPU, one job at a time: ≈" in out
+    assert main(["plan", "all", "--runs", str(ROOT / "nowhere"), "--benchmarks", str(ROOT / "nowhere")]) == 0
+    assert "all one job at a time, each on its GPUs: ≈" in capsys.readouterr().out  # AlexNet's jobs take 4 GPUs
     assert main(["plan", "nope"]) == 2 and "unknown target 'nope'" in capsys.readouterr().err
     # the study-wide precision, as snakemake --config precision=tf32 sets it: TF32's benchmarked rate
     hours = {}

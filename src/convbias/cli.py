@@ -168,7 +168,9 @@ def print_plan(target: str, config: str, runs: str, precision: str | None = None
           + (f"; {cpu['hours'].sum():.3g} CPU core-hours" if len(cpu) else ""))
     if len(gpu):
         parts = wall_time(study, table, target, benchmarks)
-        print(f"{target} on one GPU, one job at a time: ≈ {fmt_seconds(sum(parts.values()))} — converting "
+        where = ("on one GPU, one job at a time" if all(study.experiments[e].gpus == 1 for e in gpu["experiment"])
+                 else "one job at a time, each on its GPUs")
+        print(f"{target} {where}: ≈ {fmt_seconds(sum(parts.values()))} — converting "
               f"{fmt_seconds(parts['convert'])}, training {fmt_seconds(parts['train'])}, re-initialization sweeps "
               f"{fmt_seconds(parts['sweeps'])}, after the last run (filters, measure, figures) {fmt_seconds(parts['after'])}")
     print("rate: measured = from the study's finished runs; calibrated = the CPU rate the quickstart "

@@ -144,7 +144,8 @@ def plan(study: Study, target: str = "all", runs: str | Path = "results/runs",
 
 
 def wall_time(study: Study, table: pd.DataFrame, target: str, benchmarks: str | Path = "benchmarks") -> dict:
-    """Seconds ``target`` takes on one GPU running one job at a time, by part: converting its
+    """Seconds ``target`` takes running one job at a time (on one GPU; a data-parallel job on
+    its GPUs), by part: converting its
     datasets; its training jobs and re-initialization sweeps one after another (GPU experiments);
     then what follows the last run — its filters table, the measure tables and the figures (the
     filters of earlier runs are made on the CPU while later runs train)."""
