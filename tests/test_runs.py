@@ -325,6 +325,13 @@ def test_resume_points_come_every_resume_every_seconds_and_the_epochs_between_sa
     assert commits == [(0, True, full, False), (1, False, conv, False), (2, True, full, True),
                        (3, False, conv, False), (4, True, full, True), (5, True, full, False)]
     same_run(every, budget, epochs=5)
+    # under snapshots: full the epochs between resume points keep every tensor, still without momentum
+    commits.clear()
+    ticks = iter(range(0, 10**6, 100))
+    train_run(TrainSpec(**{**spec.__dict__, "snapshots": "full"}), 5, meta, train, test, tmp_path / "full",
+              tmp_path / "w-full", resume_every=150)
+    assert commits == [(0, True, full, False), (1, False, full, False), (2, True, full, True),
+                       (3, False, full, False), (4, True, full, True), (5, True, full, False)]
 
 
 class Stop(Exception):
