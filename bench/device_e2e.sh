@@ -7,7 +7,8 @@
 # fig 7's VGG19, filters, measure, fig 7 — timed per rule and extrapolated to 10 runs × 100 epochs
 # (about 3 min in fp32 on an H200 by issue 27's numbers: 8 epochs of 5.4 s, ~50 s per job besides).
 # Time limit E2E_LIMIT seconds in all (default 540); logs and JSON go to $OUT (else here).
-# E2E_ARGS adds arguments to bench/e2e.py (e.g. "--epochs 8 --seeds 2").
+# E2E_ARGS adds arguments to bench/e2e.py (e.g. "--epochs 8 --seeds 2", or "--compile reduce-overhead":
+# CUDA graphs of the training step).
 # Then, if at least 150 s are left, k = 1, 2, 4 runs side by side on the GPU in tf32
 # (bench/gpu_share.py: aggregate images/s, for the default of runs_per_gpu).
 set -uo pipefail

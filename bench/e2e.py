@@ -47,7 +47,8 @@ def study(args) -> dict:
     shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     figure = dict(shipped["figures"][FIGURE])
     experiment = dict(shipped["experiments"][figure["experiments"][0]])
-    experiment.update(dataset="e2e", seeds=list(range(args.seeds)), precision=args.precision, device=args.device)
+    experiment.update(dataset="e2e", seeds=list(range(args.seeds)), precision=args.precision, device=args.device,
+                      compile={"false": False, "true": True}.get(args.compile, args.compile))
     experiment["model"] = {**experiment["model"], "width": args.width}
     data = {"source": "synthetic", "synthetic": {"n_train": args.images + args.images // 9, "n_test": args.test_images,
                                                  "size": 32, "channels": 3, "num_classes": 10}}
@@ -142,6 +143,8 @@ def main():
     parser.add_argument("--seeds", type=int, default=2, help="runs of each experiment")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", default="false", choices=["false", "true", "reduce-overhead"],
+                        help="the experiment's compile (config/README.md)")
     parser.add_argument("--width", type=float, default=1.0, help="VGG19's width multiplier (1: fig 7's)")
     parser.add_argument("--cores", type=int, default=16)
     parser.add_argument("--gpus", type=int, default=1, help="snakemake --resources gpu=N")

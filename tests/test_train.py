@@ -187,14 +187,16 @@ def test_sigkill_mid_run_then_rerun_is_bit_identical(data, tmp_path):
         pd.read_parquet(tmp_path / "killed" / "history.parquet").drop(columns=["seconds", "images_per_second"]))
 
 
-@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}], ids=["bf16", "compile"])
+@pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}, {"compile": "reduce-overhead"}],
+                         ids=["bf16", "compile", "reduce-overhead"])
 def test_bf16_and_compile_options_train(data, tmp_path, options, monkeypatch):
     meta, train, test = data
     spec = TrainSpec(**{**SPEC.__dict__, "epochs": 1, **options})
     compiled, compile = [], torch.compile
-    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(model) or compile(model, **kw))
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(kw) or compile(model, **kw))
     history = train_run(spec, 0, meta, train, test, tmp_path / "run", tmp_path / "work")
-    assert len(compiled) == (1 if spec.compile else 0)
+    assert compiled == ([] if not spec.compile else [{"mode": "reduce-overhead"}] if spec.compile == "reduce-overhead"
+                        else [{}])
     assert history["train_loss"].notna().iloc[1:].all()
     weights = load_weights(tmp_path / "run" / "epoch001.safetensors")
     assert all(v.dtype == torch.float32 for v in weights.values())

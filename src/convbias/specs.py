@@ -170,7 +170,7 @@ class TrainSpec:
     epochs: int = field(kw_only=True)  # required, as in the schema
     augment: bool = default("experiment", "augment")
     precision: str = default("experiment", "precision")  # fp32 (IEEE, no TF32) | tf32 | bf16 (autocast)
-    compile: bool = default("experiment", "compile")  # torch.compile the model
+    compile: bool | str = default("experiment", "compile")  # torch.compile the model: false | true | reduce-overhead
     snapshots: str = default("experiment", "snapshots")  # full | conv: what each saved epoch keeps
 
     @classmethod

@@ -290,7 +290,9 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
     replica = model
     if world > 1:
         replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)  # pragma: no mutate
-    forward = torch.compile(replica) if spec.compile else replica  # shares the parameters of ``model``
+    # shares the parameters of ``model``; reduce-overhead: CUDA graphs of each batch shape (launch-bound steps)
+    mode = {"mode": "reduce-overhead"} if spec.compile == "reduce-overhead" else {}
+    forward = torch.compile(replica, **mode) if spec.compile else replica
     # each batch is used before the next, so the transform may write every batch into one buffer
     transform = BatchTransform(meta, dev, reuse_output=True)  # pragma: no mutate (speed only)
     shared = {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1, "os_cache": os_cache}
