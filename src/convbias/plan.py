@@ -66,9 +66,10 @@ def finished_runs(study: Study, experiment: str, runs: Path) -> list[Path]:
     return found
 
 
-def measured_rate(study: Study, experiment: str, runs: Path) -> float | None:
-    """Training FLOP/s the study's finished runs of ``experiment`` measured (median over epochs), or None."""
-    histories = [run / "history.parquet" for run in finished_runs(study, experiment, runs)]
+def measured_rate(study: Study, experiment: str, finished: list[Path]) -> float | None:
+    """Training FLOP/s the ``finished`` runs of ``experiment`` (:func:`finished_runs`) measured
+    (median over epochs), or None."""
+    histories = [run / "history.parquet" for run in finished]
     if not histories:
         return None
     exp = study.experiments[experiment]
@@ -89,11 +90,11 @@ def benchmarked(files) -> float | None:
     return statistics.median(walls) if walls else None
 
 
-def measured_job(study: Study, experiment: str, runs: Path, benchmarks: Path) -> float | None:
-    """Median wall seconds of the training jobs that trained the study's finished runs of
+def measured_job(experiment: str, finished: list[Path], benchmarks: Path) -> float | None:
+    """Median wall seconds of the training jobs that trained the ``finished`` runs of
     ``experiment`` from epoch 0 (a job that resumed, or found its run published, took less)."""
     files = []
-    for run in finished_runs(study, experiment, runs):
+    for run in finished:
         bench = benchmarks / "train" / experiment / f"{run.name}.tsv"
         wall = benchmarked([bench])
         if wall is not None and wall >= pd.read_parquet(run / "history.parquet")["seconds"].sum():
@@ -117,14 +118,14 @@ def plan(study: Study, target: str = "all", runs: str | Path = "results/runs",
         exp = study.experiments[name]
         data = data_size(study.datasets[exp.dataset])
         model = model_of(exp, data)
-        measured = measured_rate(study, name, runs)
+        finished = finished_runs(study, name, runs)  # of the current spec
+        measured = measured_rate(study, name, finished)
         train, reinit = train_needs(exp, data, measured), reinit_needs(exp, data, measured)
         seeds, sweeps = len(exp.seeds), len(swept.get(name, ()))
         gpu = exp.device != "cpu"
-        job = measured_job(study, name, runs, benchmarks)
-        current = [run.name for run in finished_runs(study, name, runs)]  # the runs of the current spec
-        sweep = benchmarked([benchmarks / "reinit" / name / f"{seed}.tsv" for seed in current])
-        filters = benchmarked([benchmarks / "filters" / name / f"{seed}.tsv" for seed in current])
+        job = measured_job(name, finished, benchmarks)
+        sweep = benchmarked([benchmarks / "reinit" / name / f"{run.name}.tsv" for run in finished])
+        filters = benchmarked([benchmarks / "filters" / name / f"{run.name}.tsv" for run in finished])
         times = "measured" if job else "estimated"
         job = job or train_job_seconds(exp, data, measured)
         sweep = sweep or reinit_seconds(exp, data, measured)
@@ -155,7 +156,7 @@ def wall_time(study: Study, table: pd.DataFrame, target: str, benchmarks: str | 
                   for d in datasets)
     gpu = table[table["device"] == "gpu"]
     figures = target_figures(study, target)
-    measure = max((benchmarked(sorted((benchmarks / "measure").glob(f"{e}.tsv"))) or TABLE_SECONDS
+    measure = max((benchmarked([benchmarks / "measure" / f"{e}.tsv"]) or TABLE_SECONDS
                    for e in table["experiment"]), default=0.0)
     drawn = max((benchmarked([benchmarks / "figure" / f"{f}.tsv"]) or TABLE_SECONDS for f in figures), default=0.0)
     return {"convert": convert, "train": float((gpu["runs"] * gpu["job_min"] * 60).sum()),

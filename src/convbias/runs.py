@@ -166,17 +166,29 @@ def training_state(model, optimizer, layers: Iterable[str] | None = None, moment
         return tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
 
     kept = None if layers is None else set(layers)
-    weights = {key: copy(value) for key, value in model.state_dict().items()
-               if kept is None or key.rsplit(".", 1)[0] in kept}
+    weights = {key: copy(value) for key, value in model.state_dict().items() if kept is None or layer_of(key) in kept}
     buffers = {name: copy(optimizer.state[p]["momentum_buffer"]) for name, p in model.named_parameters()
                if momentum and optimizer.state.get(p, {}).get("momentum_buffer") is not None}
     return weights, buffers
+
+
+def layer_of(key: str) -> str:
+    """The module a state-dict key belongs to (``features.0.weight`` → ``features.0``)."""
+    return key.rsplit(".", 1)[0]
 
 
 def commit_contents(snapshots: str, resume: bool) -> str:
     """What the file of an epoch committed under snapshot policy ``snapshots`` keeps: ``full``
     at a resume point and under the ``full`` policy, else ``conv``."""
     return "full" if resume or snapshots == "full" else "conv"
+
+
+def commit_copies(model, optimizer, meta: dict, snapshots: str, resume: bool, momentum: bool = True) -> tuple[dict, dict]:
+    """What a commit of ``model``'s current state writes (:meth:`WorkFolder.commit_state`'s
+    ``weights`` and ``momentum``), copied by :func:`training_state`: at a resume point every
+    tensor and, if ``momentum``, SGD's buffers; else the tensors of the epoch's snapshot."""
+    layers = None if commit_contents(snapshots, resume) == "full" else meta["conv_layers"]
+    return training_state(model, optimizer, layers, momentum=resume and momentum)
 
 
 class WorkFolder(RunFolder):
@@ -236,11 +248,9 @@ class WorkFolder(RunFolder):
 
     def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full",
                resume: bool = True, momentum: bool = True) -> None:
-        """Write epoch ``epoch`` and commit it: :meth:`commit_state` of :func:`training_state` now
-        (the momentum too if ``momentum`` and ``resume``)."""
-        layers = None if commit_contents(snapshots, resume) == "full" else meta["conv_layers"]
-        self.commit_state(epoch, *training_state(model, optimizer, layers, momentum=resume and momentum), history,
-                          meta, snapshots, resume)
+        """Write epoch ``epoch`` and commit it: :meth:`commit_state` of :func:`commit_copies` now."""
+        self.commit_state(epoch, *commit_copies(model, optimizer, meta, snapshots, resume, momentum), history, meta,
+                          snapshots, resume)
 
     def commit_state(self, epoch: int, weights: dict, momentum: dict, history: list[dict], meta: dict,
                      snapshots: str = "full", resume: bool = True) -> None:
@@ -272,7 +282,7 @@ class WorkFolder(RunFolder):
                 self.files[self.momentum(epoch).name] = [save_weights(self.momentum(epoch), momentum)]
             if snapshots == "conv":  # every earlier full file, also one a killed commit left behind
                 layers = set(meta["conv_layers"])
-                conv = [key for key in weights if key.rsplit(".", 1)[0] in layers]
+                conv = [key for key in weights if layer_of(key) in layers]
                 for earlier in range(1, epoch):
                     cut = self.cut(earlier, conv)
                     if cut is not None:

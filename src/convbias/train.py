@@ -41,8 +41,8 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, WorkFolder, commit_contents,
-                   replaced_because, run_lock, seconds_left, training_state)
+from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, WorkFolder, commit_copies,
+                   replaced_because, run_lock, seconds_left)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -171,7 +171,7 @@ class BackgroundCommits:
     """Epoch commits written by one background thread while the next epochs train.
 
     :meth:`submit` copies what the commit writes to the host at once
-    (:func:`~convbias.runs.training_state`) and leaves writing, hashing and committing it
+    (:func:`~convbias.runs.commit_copies`) and leaves writing, hashing and committing it
     (:meth:`~convbias.runs.WorkFolder.commit_state`) to the thread, so a GPU does not wait for a
     VGG19's 1.1 GB of files.  Commits are made one at a time, in epoch order; at most two are in
     flight (the second waits in the thread's queue: an epoch's snapshot does not wait for the
@@ -211,8 +211,7 @@ class BackgroundCommits:
         ``momentum``), else the epoch's snapshot under policy ``snapshots``."""
         while len(self._pending) >= self.IN_FLIGHT or (resume and any(full for _, full in self._pending)):
             self._wait_oldest()
-        layers = None if commit_contents(snapshots, resume) == "full" else meta["conv_layers"]
-        weights, buffers = training_state(model, optimizer, layers, momentum=resume and momentum)
+        weights, buffers = commit_copies(model, optimizer, meta, snapshots, resume, momentum)
         future = self._pool.submit(self._commit, work, epoch, weights, buffers, list(history), meta, snapshots, resume)
         self._pending.append((future, resume))
 
