@@ -25,7 +25,7 @@ class Study:
     pretrained: dict[str, PretrainedSpec]
     figures: dict[str, FigureSpec]
     claims: ClaimsSpec
-    runs_per_gpu: int = 1  # one-GPU jobs that share each GPU on a local machine (workflow/rules/common.smk)
+    runs_per_gpu: int  # one-GPU jobs that share each GPU on a local machine (workflow/rules/common.smk)
 
 
 SECTIONS = {"datasets": ("dataset", DatasetSpec), "experiments": ("experiment", ExperimentSpec),
