@@ -149,13 +149,14 @@ def test_the_study_wide_precision_is_every_experiments_unless_it_sets_its_own():
         assert study.experiments["own"].train.precision == "bf16"  # set in the experiment: left alone
     with pytest.raises(ConfigError, match=r"precision: 'tf16' is not one of \['fp32', 'tf32', 'bf16'\]"):
         load_config(copy.deepcopy(base) | {"precision": "tf16"})
-    # documented with the schema's default, and the shipped study: paper experiments follow it, the CPU quickstart does not
+    # documented with the schema's default, and the shipped study: paper experiments follow it, the CPU
+    # studies (quickstart, ladder) do not
     row = next(line for line in (ROOT / "config" / "README.md").read_text().splitlines() if line.startswith("| `precision` |"))
     assert same(row.split(" | ")[2], schema()["properties"]["precision"]["default"])
     shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     study = load_config(shipped | {"precision": "tf32"})
     for name, exp in study.experiments.items():
-        assert exp.train.precision == ("fp32" if name.startswith("quickstart") else "tf32"), name
+        assert exp.train.precision == ("fp32" if name.startswith(("quickstart", "ladder")) else "tf32"), name
 
 
 def test_the_training_order_comes_from_the_config_and_quasi_random_refuses_the_os_cache():
@@ -244,3 +245,24 @@ def test_a_vgg_on_images_too_small_for_its_poolings_is_refused_with_the_fix():
     config["experiments"]["e"]["model"]["arch"] = "lenet"  # the paper's LeNet runs on 28×28
     config["datasets"]["d"]["pad"] = 0
     load_config(config)
+
+
+def test_reinit_epochs_must_be_saved_epochs_and_hold_what_c5_and_critical_figures_read():
+    base = {"datasets": {"d": {"source": "mnist", "path": "x"}},
+            "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 4, "reinit_epochs": [0, 1]}},
+            "figures": {"c": {"kind": "critical", "experiments": ["e"], "caption": "c"}}}
+    study = load_config(copy.deepcopy(base))
+    assert study.experiments["e"].to_reinit() == [0, 1]
+    unset = copy.deepcopy(base)
+    del unset["experiments"]["e"]["reinit_epochs"]
+    assert load_config(unset).experiments["e"].to_reinit() is None  # every saved epoch
+    for epochs, claims, message in (
+            ([0, 5], {}, r"experiments\.e\.reinit_epochs has 5, but the experiment trains 4 epochs"),
+            ([1], {"reset_epoch": 2}, r"experiments\.e\.reinit_epochs leaves out epoch 2, whose re-initialization drop "
+                                      r"claim C5 reads"),
+            ([1], {"reset_epoch": 1}, r"figures\.c draws each layer's drop when reset to epoch 0, but "
+                                      r"experiments\.e\.reinit_epochs leaves epoch 0 out")):
+        config = copy.deepcopy(base) | {"claims": claims}
+        config["experiments"]["e"]["reinit_epochs"] = epochs
+        with pytest.raises(ConfigError, match=message):
+            load_config(config)

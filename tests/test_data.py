@@ -709,3 +709,43 @@ assert out[1, 2, 2, 0] == 7 and out[0, 0, 0, 0] == 0
     assert "typeddict._make_dict" in names and "typeddict._setitem" in names, names
     assert "_fused_cpu.locals.kernel" in names, names
     assert run() == first  # the second process found everything: no file written again
+
+
+def test_a_subset_of_grey_images_made_rgb_keeps_the_chosen_images_pixels_and_labels(idx_dataset, tmp_path):
+    """train_images / test_images keep a fixed random subset of each split (the same in every
+    conversion, drawn from split_seed); channels: 3 repeats the grey channel; the validation split is
+    a fraction of the subset; too many images or colour made grey are refused."""
+    from convbias.config import ConfigError, _check_dataset
+
+    source = read_source(idx_dataset)
+    spec = {**SPEC, "path": str(idx_dataset), "channels": 3, "train_images": 40, "test_images": 7, "split_seed": 3}
+    metas = [convert("s", DatasetSpec.from_config(spec), tmp_path / f"{i}train.beton", tmp_path / f"{i}test.beton",
+                     tmp_path / f"{i}meta.json") for i in range(2)]
+    assert metas[0] == metas[1] and metas[0].shape == (32, 32, 3) and (metas[0].n_train, metas[0].n_test) == (40, 7)
+    assert len(metas[0].val_indices()) == 4  # 10 % of the 40 kept
+    for split, n, images_of, labels_of in (("train", 40, source.train_images, source.train_labels),
+                                           ("test", 7, source.test_images, source.test_labels)):
+        images, labels = load_split(tmp_path / f"0{split}.beton")
+        again, _ = load_split(tmp_path / f"1{split}.beton")
+        assert torch.equal(images, again) and len(images) == n
+        # every kept image is one of the source's, in the source's order, with its own label, grey in all three channels
+        grey = images.numpy()[:, 2:-2, 2:-2, 0]
+        assert (images.numpy() == images.numpy()[..., :1]).all()
+        kept = [next(i for i in range(len(images_of)) if np.array_equal(images_of[i, ..., 0], g)) for g in grey]
+        assert kept == sorted(set(kept)) and np.array_equal(labels.numpy(), labels_of[kept])
+        assert len(kept) < len(images_of)
+    other = convert("o", DatasetSpec.from_config({**spec, "split_seed": 4}), tmp_path / "o.beton",
+                    tmp_path / "ot.beton", tmp_path / "om.json")
+    assert not torch.equal(load_split(tmp_path / "o.beton")[0], load_split(tmp_path / "0train.beton")[0])
+    assert other.fingerprint != metas[0].fingerprint
+    with pytest.raises(DatasetError, match=r"datasets\.big\.train_images is 10000, but its source has \d+ train images"):
+        convert("big", DatasetSpec.from_config({**spec, "train_images": 10_000}), tmp_path / "b", tmp_path / "c",
+                tmp_path / "d")
+    with pytest.raises(ConfigError, match=r"datasets\.c\.channels is 1, but its source's images are in colour"):
+        _check_dataset("c", DatasetSpec.from_config({"source": "cifar10", "path": "x", "channels": 1}))
+    with pytest.raises(ConfigError, match=r"datasets\.m\.test_images is 20000, but its source has 10000 test images"):
+        _check_dataset("m", DatasetSpec.from_config({"source": "mnist", "path": "x", "test_images": 20_000}))
+    with pytest.raises(ConfigError, match=r"datasets\.i\.train_images is not supported for an image folder"):
+        _check_dataset("i", DatasetSpec.from_config({"source": "imagenet", "path": "x", "train_images": 5}))
+    # unset, the keys are no part of a dataset's identity: existing conversions keep their fingerprints
+    assert "train_images" not in DatasetSpec.from_config({**SPEC, "path": "x"}).identity()

@@ -1,3 +1,4 @@
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -232,11 +233,15 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     assert set(schema()["$defs"]["figure"]["properties"]["kind"]["enum"]) == set(figures.KINDS)
 
     calls = {}
-    for name in ("measure_figure", "layer_figure", "grid_figure", "histogram_figure", "reinit_figure", "critical_figure"):
+    for name in ("measure_figure", "layer_figure", "grid_figure", "histogram_figure", "reinit_figure", "critical_figure",
+                 "claims_map_figure"):
         monkeypatch.setattr(figures, name, lambda *a, _name=name, **k: calls.setdefault(_name, []).append((a, k)))
     measure, history = measure_tables()
     filters = pd.DataFrame({"seed": [3, 3], "epoch": [0, 7], "layer": [1, 1], "cosine": [0.1, -0.2]})
-    tables = {"measure": measure, "histories": history, "filters": filters, "reinit": measure, "pretrained": filters}
+    claims = pd.DataFrame({"claim": ["C0"], "experiment": ["a"]})
+    scales = pd.DataFrame({"experiment": ["a", "b"], "width": [1.0, 0.5], "epochs": [2, 2], "reset_epoch": [1, 1]})
+    tables = {"measure": measure, "histories": history, "filters": filters, "reinit": measure, "pretrained": filters,
+              "claims": claims, "scales": scales}
     entry = {"experiments": ["a", "b"], "panels": [[1], [2]], "layer": 3, "columns": 4, "pretrained": "vgg16",
              "caption": "c"}
     for kind in figures.KINDS:
@@ -247,6 +252,7 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     assert calls["grid_figure"] == [((measure, ("a", "b"), 4), {})]
     assert calls["reinit_figure"] == [((measure,), {"title": "a, b"})]
     assert calls["critical_figure"] == [((measure, measure), {"title": "a, b"})]
+    assert calls["claims_map_figure"] == [((claims, measure, measure, scales, 1), {"title": "Where the claims hold: study paper"})]
     (run, run_kw), (pre, pre_kw) = calls["histogram_figure"]
     assert run[1:] == ((0, 7),) and run_kw == {"title": "a, seed 3"}
     assert pre[1:] == ((0, 1),) and pre_kw == {"labels": ("random initialization", "pretrained"), "title": "vgg16"}
@@ -286,3 +292,60 @@ def test_critical_figure_plots_each_layers_final_bias_against_its_reset_drop():
                            "layer": last["layer"].to_numpy()}).groupby("layer").mean()
     rho = spearmanr(layers["bias"], layers["drop"])[0]
     assert fig.axes[0].get_title().startswith(f"e: Spearman ρ = {rho:.2f}")
+
+
+def test_claims_map_cells_colours_and_statistics_come_from_the_scorecard_and_c5_from_the_tables():
+    """A cell per (claim, experiment): its colour is the scorecard's result (the worst of its rows),
+    its text the statistic; C5's ρ and p are Spearman's of the layers' mean bias and mean drop, and
+    below, each experiment's ρ sits at its width on the line of its length, its runs' own ρ beside it."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(5)
+    scales = pd.DataFrame({"experiment": ["a", "b", "c"], "width": [0.125, 0.25, 0.125], "epochs": [4, 4, 12],
+                           "reset_epoch": [0, 0, 0]})
+    measure = pd.concat([random_measure(rng, layers=(1, 2, 3, 4, 5), epochs=2, seeds=(0, 1), experiment=e)
+                         for e in "abc"], ignore_index=True)
+    reinit = pd.DataFrame([{"experiment": e, "seed": s, "source": src, "layer": layer, "drop": rng.uniform()}
+                           for e in "abc" for s in (0, 1) for src in ("rand", "0", "1") for layer in range(1, 6)])
+    claims = pd.DataFrame([
+        ("C0", "a", 1.0, "holds"), ("C1", "a", 0.4, "holds"), ("C2", "a", 0.75, "holds"), ("C5", "a", 0.3, "fails"),
+        ("C6", "a", 0.004, "holds"), ("C6", "a", 0.9, "fails"),  # two rows: the worst result wins
+        ("C0", "b", 0.5, "fails"), ("C2", "b", float("nan"), "not applicable"), ("C5", "b", float("nan"), "not applicable"),
+        ("C0", "c", 1.0, "holds"), ("C5", "c", 0.9, "holds"),
+    ], columns=["claim", "experiment", "value", "result"])
+    fig = figures.claims_map_figure(claims, measure, reinit, scales, reset_epoch=0, title="t")
+    grid, rho_ax = fig.axes[:2]
+
+    image = grid.get_images()[0]
+    codes = np.asarray(image.get_array())
+    assert codes.shape == (7, 3)
+    colour = {r: figures.RESULT_COLOURS[figures.RESULTS.index(r)] for r in figures.RESULTS}
+    cell_colour = lambda i, j: matplotlib.colors.to_hex(image.cmap(image.norm(codes[i, j])))  # noqa: E731
+    expected = {("C0", 0): "holds", ("C6", 0): "fails", ("C5", 0): "fails", ("C0", 1): "fails",
+                ("C2", 1): "not applicable", ("C5", 2): "holds", ("C3", 0): "not scored", ("C4", 2): "not scored"}
+    for (claim, j), result in expected.items():
+        assert cell_colour(figures.CLAIMS.index(claim), j) == colour[result], (claim, j)
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in grid.texts}
+    assert texts[(0, 0)] == "1" and texts[(2, 0)] == "0.75" and texts[(6, 0)] == "0.004\n0.9"
+    assert texts[(2, 1)] == "n/a" and texts[(3, 0)] == "–"
+
+    def c5(e, seeds=(0, 1)):
+        last = measure[(measure["experiment"] == e) & (measure["epoch"] == 2) & measure["seed"].isin(seeds)]
+        reset = reinit[(reinit["experiment"] == e) & (reinit["source"] == "0") & reinit["seed"].isin(seeds)]
+        bias = last.assign(bias=(last["n_l"] - 0.5).abs()).groupby("layer")["bias"].mean()
+        return spearmanr(bias, reset.groupby("layer")["drop"].mean())
+
+    for j, e in ((0, "a"), (2, "c")):  # b's C5 is not applicable: no statistic
+        rho, p = c5(e)
+        assert texts[(5, j)] == f"ρ = {rho:.2f}\np = {p:.2g}"
+    assert [t.get_text() for t in grid.get_xticklabels()] == [
+        "a\nwidth 1/8, 4 ep", "b\nwidth 1/4, 4 ep", "c\nwidth 1/8, 12 ep"]
+
+    lines = {line.get_label(): line.get_xydata() for line in rho_ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {"4 epochs", "12 epochs"}
+    assert np.allclose(lines["4 epochs"], [[0.125, c5("a")[0]], [0.25, c5("b")[0]]])
+    assert np.allclose(lines["12 epochs"], [[0.125, c5("c")[0]]])
+    dots = np.vstack([c.get_offsets() for c in rho_ax.collections if len(c.get_offsets()) == 2])
+    per_run = [(0.125, c5(e, [s])[0]) for e in "ac" for s in (0, 1)] + [(0.25, c5("b", [s])[0]) for s in (0, 1)]
+    assert np.allclose(sorted(map(tuple, dots)), sorted(per_run))
+    assert [t.get_text() for t in rho_ax.get_xticklabels()] == ["1/8", "1/4"]

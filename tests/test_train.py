@@ -485,6 +485,10 @@ def test_conv_snapshots_keep_what_stats_and_reinit_read_and_give_their_tables(da
     pd.testing.assert_frame_equal(filters, expected_filters)
     pd.testing.assert_frame_equal(reinit, expected_reinit)
     assert set(reinit["source"]) == {"rand", "0", "1", "2", "3", "4"}
+    # reinit_epochs: the sweep resets layers to those epochs (and rand) only, with the same accuracies
+    chosen = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / "conv", test, "e", device="cpu", epochs=[0, 3])
+    assert set(chosen["source"]) == {"rand", "0", "3"}
+    pd.testing.assert_frame_equal(chosen, reinit[reinit["source"].isin(["rand", "0", "3"])].reset_index(drop=True))
 
 
 def test_each_seed_trains_in_its_own_batch_order_and_the_same_seed_in_the_same(data, tmp_path, monkeypatch):

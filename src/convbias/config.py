@@ -51,9 +51,31 @@ def _check_input_size(name: str, exp, dataset) -> None:
                           f"dataset's pad{hint} or choose a smaller model") from None
 
 
+def _check_dataset(name: str, data) -> None:
+    """A subset smaller than the source and channels that can be made, found before any job runs."""
+    from .resources import SOURCES
+
+    if data.source == "imagenet":
+        for key in ("channels", "train_images", "test_images"):
+            if getattr(data, key) is not None:
+                raise ConfigError(f"datasets.{name}.{key} is not supported for an image folder (imagenet); leave it out")
+        return
+    s = data.synthetic
+    n_train, n_test, _, _, channels, _ = ((s.n_train, s.n_test, 0, 0, s.channels, 0) if s else SOURCES[data.source])
+    if data.channels == 1 and channels == 3:
+        raise ConfigError(f"datasets.{name}.channels is 1, but its source's images are in colour; only a grayscale "
+                          f"channel can be repeated (channels: 3): leave it out")
+    for key, n in (("train_images", n_train), ("test_images", n_test)):
+        if (getattr(data, key) or 0) > n:
+            raise ConfigError(f"datasets.{name}.{key} is {getattr(data, key)}, but its source has {n} "
+                              f"{key.removesuffix('_images')} images; lower it or leave it out")
+
+
 def check_references(study: Study) -> None:
-    """Every experiment names a known dataset and every figure known experiments and seeds."""
+    """Every dataset can be made, every experiment names a known dataset and every figure known
+    experiments and seeds."""
     for name, data in study.datasets.items():
+        _check_dataset(name, data)
         if data.training_order() == "quasi_random" and data.os_cache:
             raise ConfigError(f"datasets.{name}.os_cache is true, but its order is quasi_random, which reads "
                               f"through FFCV's own page cache; set os_cache to false or leave it out")
@@ -62,6 +84,13 @@ def check_references(study: Study) -> None:
             raise ConfigError(f"experiments.{name}.dataset is {exp.dataset!r}, which is not under datasets "
                               f"(known: {_known(study.datasets)})")
         _check_input_size(name, exp, study.datasets[exp.dataset])
+        for epoch in exp.reinit_epochs or ():
+            if epoch > exp.train.epochs:
+                raise ConfigError(f"experiments.{name}.reinit_epochs has {epoch}, but the experiment trains "
+                                  f"{exp.train.epochs} epochs; use saved epochs (0 to {exp.train.epochs})")
+        if exp.reinit_epochs is not None and study.claims.reset_epoch not in exp.reinit_epochs:
+            raise ConfigError(f"experiments.{name}.reinit_epochs leaves out epoch {study.claims.reset_epoch}, "
+                              f"whose re-initialization drop claim C5 reads (claims.reset_epoch); add it")
         if exp.gpus > 1 and exp.train.batch_size % exp.gpus:
             raise ConfigError(f"experiments.{name}.optimizer.batch_size {exp.train.batch_size} is not "
                               f"divisible by experiments.{name}.gpus {exp.gpus}; change one of them")
@@ -79,6 +108,10 @@ def check_references(study: Study) -> None:
             for seed in fig.seeds or ():
                 if seed not in study.experiments[exp].seeds:
                     raise ConfigError(f"figures.{name}.seeds has {seed}, which is not one of experiment {exp}'s seeds")
+        for exp in fig.experiments if fig.kind == "critical" else ():
+            if 0 not in (study.experiments[exp].reinit_epochs or (0,)):
+                raise ConfigError(f"figures.{name} draws each layer's drop when reset to epoch 0, but "
+                                  f"experiments.{exp}.reinit_epochs leaves epoch 0 out; add it")
         first = fig.experiments[0]
         if fig.seed is not None and fig.seed not in study.experiments[first].seeds:
             raise ConfigError(f"figures.{name}.seed {fig.seed} is not one of experiment {first}'s seeds")

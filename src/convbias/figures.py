@@ -191,6 +191,111 @@ def critical_figure(measure: pd.DataFrame, reinit: pd.DataFrame, title: str = ""
     return fig
 
 
+# claims_map: a cell per (claim, experiment), coloured by the scorecard's result
+CLAIMS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
+RESULTS = ("holds", "fails", "not applicable", "not run", "not scored")  # not scored: the claim has no row
+RESULT_COLOURS = ("#8fd18b", "#f08a7e", "#c8c8c8", "#ffffff", "#f2f2f2")
+CLAIM_NAMES = {"C0": "runs learned", "C1": "unbiased at init", "C2": "deep layers biased", "C3": "layer 1 unbiased",
+               "C4": "no learning, no bias", "C5": "biased = critical", "C6": "test ≈ validation"}
+
+
+def width_label(width: float) -> str:
+    """A width multiplier as people write it: 1/8, 1/4, 1, 3/2."""
+    from fractions import Fraction
+
+    w = Fraction(width).limit_denominator(64)
+    return str(w.numerator) if w.denominator == 1 else f"{w.numerator}/{w.denominator}"
+
+
+def _cell(rows: pd.DataFrame, claim: str, rho_p: tuple[float, float] | None) -> tuple[str, str]:
+    """(result, text) of one claim's rows for one experiment: the worst result of its rows, and its statistic."""
+    if rows.empty:
+        return "not scored", "–"
+    result = next(r for r in ("fails", "not applicable", "not run", "holds") if (rows["result"] == r).any())
+    if result in ("not applicable", "not run"):
+        return result, "n/a" if result == "not applicable" else "not run"
+    if claim == "C5" and rho_p is not None:
+        return result, f"ρ = {rho_p[0]:.2f}\np = {rho_p[1]:.2g}"
+    return result, "\n".join(f"{v:.2g}" for v in rows["value"])
+
+
+def per_seed_rho(measure: pd.DataFrame, reinit: pd.DataFrame, reset_epoch: int) -> pd.Series:
+    """C5's Spearman ρ of each run alone (indexed by seed): its spread over seeds."""
+    from .claims import bias_and_criticality, bias_critical_correlation
+
+    points = bias_and_criticality(measure, reinit, reset_epoch)
+    return pd.Series({int(s): bias_critical_correlation(p)[0] for s, p in points.groupby("seed")}, dtype=float)
+
+
+def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.DataFrame, scales: pd.DataFrame,
+                      reset_epoch: int = 0, title: str = "") -> plt.Figure:
+    """Where each claim holds: above, a cell per claim (rows C0–C6) and experiment (columns, in the
+    order of ``scales``: experiment, width, epochs), coloured by the scorecard's result and labelled
+    with its statistic (C5: ρ and p); below, C5's ρ of each experiment against its width, a line per
+    length (epochs), with each run's own ρ beside it (the spread over seeds)."""
+    from .claims import bias_and_criticality, bias_critical_correlation
+
+    experiments = list(scales["experiment"])
+    fig, (grid, rho_ax) = plt.subplots(2, 1, figsize=(max(6.0, 1.25 * len(experiments) + 2), 8.5),
+                                       gridspec_kw={"height_ratios": [len(CLAIMS), 4]})
+    codes = np.zeros((len(CLAIMS), len(experiments)))
+    for j, exp in enumerate(experiments):
+        m, r = measure[measure["experiment"] == exp], reinit[reinit["experiment"] == exp]
+        rho_p = bias_critical_correlation(bias_and_criticality(m, r, reset_epoch))[:2] if len(r) else None
+        for i, claim in enumerate(CLAIMS):
+            rows = claims[(claims["experiment"] == exp) & (claims["claim"] == claim)]
+            result, text = _cell(rows, claim, rho_p)
+            codes[i, j] = RESULTS.index(result)
+            grid.text(j, i, text, ha="center", va="center", fontsize="small")
+    cmap = matplotlib.colors.ListedColormap(RESULT_COLOURS)
+    grid.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(RESULTS) - 0.5, aspect="auto")
+    labels = [f"{exp}\nwidth {width_label(w)}, {e} ep" for exp, w, e in scales[["experiment", "width", "epochs"]].itertuples(index=False)]
+    grid.set_xticks(range(len(experiments)), labels, fontsize="x-small")
+    grid.set_yticks(range(len(CLAIMS)), [f"{c}  {CLAIM_NAMES[c]}" for c in CLAIMS])
+    grid.xaxis.tick_top()
+    grid.set_xticks(np.arange(len(experiments) + 1) - 0.5, minor=True)
+    grid.set_yticks(np.arange(len(CLAIMS) + 1) - 0.5, minor=True)
+    grid.grid(which="minor", color="white", linewidth=2)
+    grid.tick_params(which="minor", length=0)
+    handles = [matplotlib.patches.Patch(facecolor=c, edgecolor="grey", label=r) for r, c in zip(RESULTS, RESULT_COLOURS)]
+    grid.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(RESULTS), fontsize="x-small",
+                frameon=False)
+
+    lengths = sorted(scales["epochs"].unique())
+    colours, markers = plt.get_cmap("tab10"), "os^Dv<>p"
+    for k, epochs in enumerate(lengths):
+        rungs = scales[scales["epochs"] == epochs].sort_values("width")
+        xs, rhos = [], []
+        for exp, width in rungs[["experiment", "width"]].itertuples(index=False):
+            m, r = measure[measure["experiment"] == exp], reinit[reinit["experiment"] == exp]
+            if r.empty:
+                continue
+            seeds = per_seed_rho(m, r, reset_epoch)
+            rho = bias_critical_correlation(bias_and_criticality(m, r, reset_epoch))[0]
+            applicable = not (claims[(claims["experiment"] == exp) & (claims["claim"] == "C5")]["result"]
+                              == "not applicable").any()
+            rho_ax.scatter([width] * len(seeds), seeds, color=colours(k), s=12, alpha=0.5)
+            rho_ax.errorbar([width], [rho], yerr=[[seeds.std(ddof=0)]], color=colours(k), capsize=3, fmt="none")
+            rho_ax.scatter([width], [rho], s=60, edgecolors=colours(k), linewidths=1.5, marker=markers[k % len(markers)],
+                           facecolors=colours(k) if applicable else "none")
+            xs.append(width), rhos.append(rho)
+        rho_ax.plot(xs, rhos, color=colours(k), marker=markers[k % len(markers)], markersize=0, label=f"{epochs} epochs")
+    rho_ax.axhline(0, color="grey", linestyle=":", linewidth=1)
+    rho_ax.set_xscale("log", base=2)
+    widths = sorted(scales["width"].unique())
+    rho_ax.set_xticks(widths, [width_label(w) for w in widths])
+    rho_ax.minorticks_off()
+    rho_ax.set_xlabel("width (× the paper's filters per layer)")
+    rho_ax.set_ylabel(f"C5: Spearman ρ (reset to epoch {reset_epoch})")
+    rho_ax.set_ylim(-1.05, 1.05)
+    rho_ax.legend(fontsize="small", title="length (hollow: C5 not applicable)", title_fontsize="small",
+                  loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 @dataclass(frozen=True)
 class FigureKind:
     """A figure kind: the tables it reads and ``draw(tables, spec)``, ``spec`` its FigureSpec.
@@ -198,7 +303,9 @@ class FigureKind:
     Tables: ``measure`` (per-layer measure of each experiment), ``histories`` (training history
     of each run, with experiment and seed), ``filters`` (per-filter table of one run),
     ``reinit`` (re-initialization tables of the runs drawn), ``pretrained`` (per-filter table of
-    a network trained elsewhere).  ``workflow/rules/common.smk`` names their files."""
+    a network trained elsewhere), ``claims`` (the study's claims scorecard), ``scales`` (one row
+    per experiment of the figure: its ``width`` and ``epochs``, and the ``reset_epoch`` of claim
+    C5 — from the config, not a file).  ``workflow/rules/common.smk`` names their files."""
 
     tables: tuple[str, ...]
     draw: Callable[[Mapping[str, pd.DataFrame], FigureSpec], plt.Figure]
@@ -220,6 +327,9 @@ KINDS: dict[str, FigureKind] = {
     "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec.experiments))),
     "critical": FigureKind(("measure", "reinit"), lambda t, spec: critical_figure(
         t["measure"], t["reinit"], title=", ".join(spec.experiments))),
+    "claims_map": FigureKind(("claims", "measure", "reinit", "scales"), lambda t, spec: claims_map_figure(
+        t["claims"], t["measure"], t["reinit"], t["scales"], int(t["scales"]["reset_epoch"].iloc[0]),
+        title=f"Where the claims hold: study {spec.study}")),
     "pretrained": FigureKind(("pretrained",), lambda t, spec: histogram_figure(
         t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec.pretrained)),
 }

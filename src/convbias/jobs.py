@@ -198,8 +198,10 @@ def measure(filter_tables: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str | Path, test_file: str | Path,
-               experiment: str, device: str = "auto", threads: int = 1) -> pd.DataFrame:
-    """Re-initialization robustness of a finished run on the test set (see :mod:`convbias.reinit`)."""
+               experiment: str, device: str = "auto", threads: int = 1,
+               epochs: Sequence[int] | None = None) -> pd.DataFrame:
+    """Re-initialization robustness of a finished run on the test set (see :mod:`convbias.reinit`):
+    every conv layer reset to a fresh draw (``rand``) and to each of ``epochs`` (None: every saved epoch)."""
     import torch
 
     from .checkpoints import load_weights
@@ -219,7 +221,8 @@ def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str |
     # the epochs' files are read lazily, one layer of one source at a time: memory does not grow
     # with the number of epochs (and a conv-only snapshot has all the sweep reads)
     sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
-    sources.update({str(epoch): run.weights(epoch) for epoch in range(spec.epochs + 1)})
+    epochs = range(spec.epochs + 1) if epochs is None else epochs
+    sources.update({str(epoch): run.weights(epoch) for epoch in epochs})
     images, labels = load_split(test_file, meta=meta, workers=threads)
     # the test set stays on the device as bytes; each chunk is scaled there when its turn comes
     model = init_model(spec, meta, seed).to(device, memory_format=torch.channels_last)
@@ -254,18 +257,19 @@ def pretrained_filters(spec: PretrainedSpec, network: str) -> pd.DataFrame:
     return table
 
 
-def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: Sequence[tuple[str, int]] = ()):
+def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: Sequence[tuple[str, int]] = (),
+           scales: Sequence[Mapping] = ()):
     """Draw one figure of the config from its tables: ``inputs`` maps each table its kind reads
     (:data:`convbias.figures.KINDS`) to its files; ``runs`` names the (experiment, seed) of each
-    run folder of the ``histories`` table, in order."""
+    run folder of the ``histories`` table, in order; ``scales`` are the rows of the ``scales`` table."""
     from .figures import KINDS
 
-    tables = {}
+    tables = {"scales": pd.DataFrame(list(scales))} if "scales" in KINDS[spec.kind].tables else {}
     for name, paths in inputs.items():
         if name == "histories":
             frames = [verified_history(p).assign(experiment=e, seed=s) for p, (e, s) in zip(paths, runs, strict=True)]
         else:
-            frames = [pd.read_parquet(p) for p in paths]
+            frames = [pd.read_csv(p) if str(p).endswith(".csv") else pd.read_parquet(p) for p in paths]
         table = pd.concat(frames, ignore_index=True)
         if spec.seeds is not None and "seed" in table:  # the runs the figure draws (its ``seeds``)
             table = table[table["seed"].isin(spec.seeds)].reset_index(drop=True)

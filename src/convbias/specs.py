@@ -93,6 +93,9 @@ class DatasetSpec(_Entry):
     path: str | None = None  # every source but synthetic
     os_cache: bool | None = None  # read through the OS page cache; None (unset): decided by the job
     synthetic: SyntheticSpec | None = None  # source synthetic
+    channels: int | None = None  # 3 repeats a grayscale source's channel; None (unset): the source's
+    train_images: int | None = None  # a fixed random subset of the source's training set; None: all
+    test_images: int | None = None  # a fixed random subset of its test set; None: all
 
     @classmethod
     def from_config(cls, entry: dict) -> "DatasetSpec":
@@ -212,6 +215,7 @@ class ExperimentSpec:
     expect_learning: str  # generalize | memorize | none: what "learned" means for claim C0 (convbias.learning)
     stall_epochs: int  # warn after this many epochs at ln C (0: never); not part of the run's identity
     resume_every: float  # seconds between resume points (0: every epoch); not part of the run's identity
+    reinit_epochs: tuple[int, ...] | None = None  # the epochs the sweep resets layers to (None: every saved epoch)
 
     @classmethod
     def from_config(cls, entry: dict) -> "ExperimentSpec":
@@ -219,7 +223,13 @@ class ExperimentSpec:
         return cls(dataset=exp["dataset"], seeds=tuple(exp["seeds"]), train=TrainSpec.from_config(exp),
                    device=exp["device"], gpus=exp["gpus"], include_1x1=exp["include_1x1"],
                    expect_learning=exp["expect_learning"], stall_epochs=exp["stall_epochs"],
-                   resume_every=exp["resume_every"])
+                   resume_every=exp["resume_every"],
+                   reinit_epochs=tuple(exp["reinit_epochs"]) if "reinit_epochs" in exp else None)
+
+    def to_reinit(self) -> list[int] | None:
+        """The saved epochs the re-initialization sweep resets each conv layer to, besides ``rand``
+        (None: every saved epoch)."""
+        return None if self.reinit_epochs is None else list(self.reinit_epochs)
 
     def warn_after(self) -> int:
         """Epochs at ln C after which training says the run is not learning (0: never, as for a run meant not to)."""

@@ -190,19 +190,38 @@ def histogram_seed(fig):
     return seeds(fig.experiments[0])[0] if fig.seed is None else fig.seed
 
 
+def figure_scales(wildcards):
+    """The rows of a claims map's ``scales`` table: each experiment's width and epochs, and C5's reset epoch."""
+    fig = FIGURES[wildcards.figure]
+    if "scales" not in FIGURE_KINDS[fig.kind].tables:
+        return []
+    return [
+        {
+            "experiment": e,
+            "width": EXPERIMENTS[e].train.model.width,
+            "epochs": EXPERIMENTS[e].train.epochs,
+            "reset_epoch": STUDY.claims.reset_epoch,
+        }
+        for e in fig.experiments
+    ]
+
+
 FIGURE_TABLES = {
     "measure": lambda fig: [measure_file(e) for e in fig.experiments],
     "histories": lambda fig: [run_dir(e, s) for e, s in _runs(fig)],
     "filters": lambda fig: [filters_file(fig.experiments[0], histogram_seed(fig))],
     "reinit": lambda fig: [reinit_file(e, s) for e, s in _runs(fig)],
     "pretrained": lambda fig: [pretrained_filters_file(fig.pretrained)],
+    "claims": lambda fig: [claims_file(fig.study)],
 }
 
 
 def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
-    return {table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig.kind].tables}
+    return {
+        table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig.kind].tables if table in FIGURE_TABLES
+    }
 
 
 def claims_file(study):
@@ -215,7 +234,7 @@ def claims_experiments(study):
     re-initialization tables (those its reinit figures draw), the dataset's meta.json, and what
     learning means for it (expect_learning)."""
     figures = [f for f in FIGURES.values() if f.study == study and f.experiments]
-    swept = {(e, s) for f in figures if f.kind == "reinit" for e, s in _runs(f)}
+    swept = {(e, s) for f in figures if "reinit" in FIGURE_KINDS[f.kind].tables for e, s in _runs(f)}
     experiments = dict.fromkeys(e for f in figures for e in f.experiments)
     return {
         e: {

@@ -13,5 +13,6 @@ rule figure:
     params:
         spec=lambda wildcards: FIGURES[wildcards.figure].to_dict(),
         runs=figure_runs,
+        scales=figure_scales,
     script:
         "../scripts/figure.py"

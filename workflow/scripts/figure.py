@@ -7,4 +7,5 @@ log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 spec = FigureSpec.from_config(snakemake.params.spec)
 with stops_with_one_sentence():
-    figure(spec, dict(snakemake.input.items()), snakemake.params.runs).savefig(snakemake.output[0])
+    figure(spec, dict(snakemake.input.items()), snakemake.params.runs, snakemake.params.scales).savefig(
+        snakemake.output[0])

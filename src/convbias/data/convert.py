@@ -12,7 +12,7 @@ from .dataset import DatasetMeta, train_indices
 from .loaders import write_beton, write_samples
 from .downloads import folder_to_read
 from .sources import DatasetError, image_folders, load_source
-from .variants import channel_stats, noisy_labels, pad, shuffle_pixels
+from .variants import channel_stats, noisy_labels, pad, repeat_channels, shuffle_pixels, subset
 
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # torchvision's constants, in [0, 255] units
@@ -36,8 +36,9 @@ def convert_image_folder(name: str, spec: DatasetSpec, train_out, test_out, meta
     """An ImageNet-style folder → JPEG FFCV files (FFCV's ImageNet recipe), decoded at ``image_size``."""
     from ffcv.fields import RGBImageField
 
-    if spec.pixel_shuffle != "none":
-        raise DatasetError(f"datasets.{name}.pixel_shuffle is not supported for JPEG datasets; set it to none")
+    for key in ("pixel_shuffle", "channels", "train_images", "test_images"):
+        if getattr(spec, key) not in (None, "none"):
+            raise DatasetError(f"datasets.{name}.{key} is not supported for JPEG datasets; leave it out")
     train, val = image_folders(spec.path)
     labels = np.asarray(train.targets)
     fit = train_indices(len(labels), spec.val_fraction, spec.split_seed)
@@ -64,13 +65,25 @@ def convert(name: str, spec: DatasetSpec, train_out: str | Path, test_out: str |
         return convert_image_folder(name, spec, train_out, test_out, meta_out, workers)
     synthetic = asdict(spec.synthetic) if spec.synthetic else {}
     arrays = load_source(spec.source, folder_to_read(spec), **synthetic)
+    kept = {}
+    for split, keep in (("train", spec.train_images), ("test", spec.test_images)):
+        images = getattr(arrays, f"{split}_images")
+        if keep is not None and keep > len(images):
+            raise DatasetError(f"datasets.{name}.{split}_images is {keep}, but its source has {len(images)} {split} "
+                               f"images; lower it or leave it out")
+        kept[split] = subset(len(images), keep, spec.split_seed, split)
     seed = spec.variant_seed
     # per_image_train is applied to training batches, after augmentation: the files stay clean
     baked = "none" if spec.pixel_shuffle == "per_image_train" else spec.pixel_shuffle
-    train_images = pad(shuffle_pixels(arrays.train_images, baked, seed), spec.pad)
-    test_images = pad(shuffle_pixels(arrays.test_images, baked, seed), spec.pad)
+
+    def images(split):
+        subset_images = getattr(arrays, f"{split}_images")[kept[split]]
+        return repeat_channels(pad(shuffle_pixels(subset_images, baked, seed), spec.pad), spec.channels)
+
+    train_images, test_images = images("train"), images("test")
+    test_labels = arrays.test_labels[kept["test"]]
     fit = train_indices(len(train_images), spec.val_fraction, spec.split_seed)
-    train_labels = noisy_labels(arrays.train_labels, spec.label_noise, arrays.num_classes, fit, seed)
+    train_labels = noisy_labels(arrays.train_labels[kept["train"]], spec.label_noise, arrays.num_classes, fit, seed)
     mean, std = channel_stats(train_images[fit])
     meta = DatasetMeta(
         name=name, num_classes=arrays.num_classes, shape=tuple(int(s) for s in train_images.shape[1:]),
@@ -80,6 +93,6 @@ def convert(name: str, spec: DatasetSpec, train_out: str | Path, test_out: str |
         train_pixel_shuffle_seed=seed if spec.pixel_shuffle == "per_image_train" else None,
     )
     write_beton(train_out, train_images, train_labels, workers)
-    write_beton(test_out, test_images, arrays.test_labels, workers)
+    write_beton(test_out, test_images, test_labels, workers)
     meta.save(meta_out)
     return meta

@@ -12,6 +12,28 @@ def pad(images: np.ndarray, pixels: int) -> np.ndarray:
     return np.pad(images, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)))
 
 
+def subset(n: int, keep: int | None, seed: int, split: str) -> np.ndarray:
+    """Sorted indices of a fixed random subset of ``keep`` of ``n`` images (all of them for None),
+    drawn from ``seed`` and the ``split`` (train, test) alone."""
+    if keep is None:
+        return np.arange(n)
+    if not 0 < keep <= n:
+        raise ValueError(f"cannot keep {keep} of {n} {split} images")
+    rng = np.random.default_rng([seed, ("train", "test").index(split)])
+    return np.sort(rng.permutation(n)[:keep])
+
+
+def repeat_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+    """(N, H, W, 1) grayscale images with their channel repeated ``channels`` times (None or the
+    images' own count: unchanged)."""
+    if channels is None or channels == images.shape[-1]:
+        return images
+    if images.shape[-1] != 1:
+        raise ValueError(f"cannot make {images.shape[-1]}-channel images {channels}-channel: only a grayscale "
+                         f"channel can be repeated")
+    return np.repeat(images, channels, axis=-1)
+
+
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, in [0, 255] units."""
     flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
