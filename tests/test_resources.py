@@ -213,3 +213,57 @@ def test_gpu_hours_use_the_benchmarked_rate_of_the_image_size_and_precision():
             flops = 6 * model_size(e.train, data.channels, data.classes, data.height).macs * data.n_trained * e.train.epochs
             assert train_seconds(e, data) == pytest.approx(flops / (GPU_FLOPS[size][precision] * e.gpus))
     assert GPU_FLOPS["large"]["fp32"] > GPU_FLOPS["small"]["fp32"]  # a 32×32 step leaves the GPU waiting on the host
+
+
+def test_schedule_runs_each_job_when_a_core_is_free_and_what_it_waits_for_has_ended():
+    from convbias.plan import schedule
+
+    # three 10 s trainings on two cores: two together, the third after; each sweep (4 s) after its training
+    jobs = [("t0", 10.0, ()), ("t1", 10.0, ()), ("t2", 10.0, ()),
+            ("r0", 4.0, ("t0",)), ("r1", 4.0, ("t1",)), ("r2", 4.0, ("t2",))]
+    assert schedule(jobs, 2) == 24.0  # t2 and r0 at 10, r1 at 14 (r0 done), r2 at 20: ends at 24
+    assert schedule(jobs, 3) == 14.0 and schedule(jobs, 1) == 42.0
+    assert schedule([("a", 1.0, ()), ("b", 2.0, ("a",)), ("c", 3.0, ("b",))], 4) == 6.0  # a chain: no overlap
+    with pytest.raises(ValueError, match="not listed"):
+        schedule([("a", 1.0, ("missing",))], 2)
+
+
+def test_a_cpu_targets_wall_time_schedules_its_runs_sweeps_filters_and_figures_on_the_cores(capsys):
+    """`convbias plan ladder`: every run trains, then its sweep and filters table; each experiment's
+    measure table waits for its filters; figures and the scorecard for everything. A CPU training
+    job's seconds are its arithmetic at the calibrated rate, its SGD steps' pass over the
+    parameters, its evaluations at the forward rate and its start-up."""
+    from convbias.cli import main
+    from convbias.plan import cpu_jobs, plan, schedule, target_figures
+    from convbias.resources import (ASSUMED_CPU_FLOPS, CPU_FORWARD_FLOPS, CPU_SECONDS_PER_PARAMETER_STEP,
+                                    train_job_seconds)
+
+    s = study()
+    nowhere = ROOT / "nowhere"
+    table = plan(s, "ladder", runs=nowhere, benchmarks=nowhere)
+    exp = s.experiments["ladder_w8_e16"]
+    data = data_size(s.datasets[exp.dataset])
+    assert (data.n_trained, data.n_val, data.n_test, data.channels) == (10_800, 1_200, 5_000, 3)
+    model = model_size(exp.train, 3, 10, 32)
+    steps = math.ceil(10_800 / 128) * 16
+    expected = (6 * model.macs * 10_800 * 16 / ASSUMED_CPU_FLOPS + steps * model.params * CPU_SECONDS_PER_PARAMETER_STEP
+                + 2 * model.macs * (1_200 + 5_000) * 17 / CPU_FORWARD_FLOPS + JOB_SECONDS["cpu"])
+    assert train_job_seconds(exp, data) == pytest.approx(expected)
+    row = table.set_index("experiment").loc["ladder_w8_e16"]
+    # the sweep: the test set once, then from each conv layer on for rand and epochs 0 and 1
+    sweep = 5_000 * (model.macs + 3 * sum(model.macs_from_conv)) * 2 / CPU_FORWARD_FLOPS + JOB_SECONDS["cpu"]
+    assert row["sweep_min"] * 60 == pytest.approx(sweep) and row["job_min"] * 60 == pytest.approx(expected)
+    jobs = cpu_jobs(s, table, nowhere, target_figures(s, "ladder"))
+    names = [name for name, _, _ in jobs]
+    assert names[0] == "convert fashion_mnist_rgb32" and sum(n.startswith("train ") for n in names) == 12
+    assert names.index("train ladder_w8_e8 seed 2") < names.index("reinit ladder_w4_e16 seed 0")  # training first
+    assert dict((n, d) for n, _, d in jobs)["measure ladder_w8_e16"] == tuple(
+        f"filters ladder_w8_e16 seed {seed}" for seed in (0, 1, 2))
+    alone = schedule(cpu_jobs(s, table[table["experiment"] == "ladder_w8_e16"], nowhere, convert=False), 2)
+    # three runs on two cores: two at once, then the third beside the first two's sweeps and filters
+    assert alone == pytest.approx(2 * row["job_min"] * 60 + row["sweep_min"] * 60)
+    assert main(["plan", "ladder", "--runs", str(nowhere), "--benchmarks", str(nowhere), "--cores", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"ladder on 2 CPU cores \(snakemake --cores 2\): ≈ [\d.]+ (h|min); each experiment's jobs "
+                     r"alone: ladder_w4_e16 \d+ min, ladder_w8_e16 \d+ min", out)
+    assert f"ladder_w8_e16 {round(alone / 60)} min" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import pandas as pd
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--runs", default="results/runs", help="finished runs whose measured speed replaces the benchmarked one")
     plan.add_argument("--benchmarks", default="benchmarks",
                       help="Snakemake's benchmark files of the study's jobs, whose wall times replace estimates (default: %(default)s)")
+    plan.add_argument("--cores", type=int, default=os.cpu_count() or 1,
+                      help="the cores Snakemake is given (--cores): a CPU target's wall time on them (default: this machine's, %(default)s)")
     status = commands.add_parser("status", help="every run of a target: done, running (epoch, accuracy, time left), "
                                                "interrupted, damaged or not started")
     status.add_argument("target", nargs="?", default="all", help="all, quickstart, smoke, cifar or a figure (as for plan)")
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
     args = parser.parse_args(argv)
     if args.command == "plan":
-        return print_plan(args.target, args.config, args.runs, args.precision, args.benchmarks)
+        return print_plan(args.target, args.config, args.runs, args.precision, args.benchmarks, args.cores)
     if args.command == "verify":
         return verify_runs(args.runs)
     if args.command == "status":
@@ -151,8 +154,9 @@ def verify_runs(paths: list[str]) -> int:
     return 1 if damaged else 0
 
 
-def print_plan(target: str, config: str, runs: str, precision: str | None = None, benchmarks: str = "benchmarks") -> int:
-    from .plan import datasets_disk, plan, wall_time
+def print_plan(target: str, config: str, runs: str, precision: str | None = None, benchmarks: str = "benchmarks",
+               cores: int = 1) -> int:
+    from .plan import cpu_jobs, datasets_disk, plan, schedule, target_figures, wall_time
 
     result = target_table("plan", target, config, lambda study: plan(study, target, runs, benchmarks), precision)
     if isinstance(result, int):
@@ -173,6 +177,12 @@ def print_plan(target: str, config: str, runs: str, precision: str | None = None
         print(f"{target} {where}: ≈ {fmt_seconds(sum(parts.values()))} — converting "
               f"{fmt_seconds(parts['convert'])}, training {fmt_seconds(parts['train'])}, re-initialization sweeps "
               f"{fmt_seconds(parts['sweeps'])}, after the last run (filters, measure, figures) {fmt_seconds(parts['after'])}")
+    if len(cpu):
+        alone = {e: schedule(cpu_jobs(study, cpu[cpu["experiment"] == e], benchmarks, convert=False), cores)
+                 for e in cpu["experiment"]}
+        whole = schedule(cpu_jobs(study, cpu, benchmarks, target_figures(study, target)), cores)
+        print(f"{target} on {cores} CPU core{'s' * (cores > 1)} (snakemake --cores {cores}): ≈ {fmt_seconds(whole)}; "
+              f"each experiment's jobs alone: " + ", ".join(f"{e} {fmt_seconds(t)}" for e, t in alone.items()))
     print("rate: measured = from the study's finished runs; calibrated = the CPU rate the quickstart "
           "measured; benchmarked = one H200's rate in the GPU check (bench/gpu_check.py) for this "
           "image size and precision (see convbias.resources). times: measured = the median wall time of the "

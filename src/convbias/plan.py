@@ -164,6 +164,57 @@ def wall_time(study: Study, table: pd.DataFrame, target: str, benchmarks: str | 
             "after": float(gpu["filters_min"].max() * 60 if len(gpu) else 0.0) + measure + drawn}
 
 
+def schedule(jobs: list[tuple[str, float, tuple[str, ...]]], cores: int) -> float:
+    """Seconds until the last of ``jobs`` — (name, seconds, names of the jobs it waits for) — ends
+    on ``cores`` cores, one job per core: each job starts as soon as a core is free and every job it
+    waits for has ended, in the order given when several could (Snakemake starts training jobs
+    first: most jobs wait on them)."""
+    import heapq
+
+    ended, running, pending, now = {}, [], list(jobs), 0.0
+    while pending or running:
+        for job in [j for j in pending if all(d in ended for d in j[2])]:
+            if len(running) == cores:
+                break
+            heapq.heappush(running, (now + job[1], job[0]))
+            pending.remove(job)
+        if not running:
+            raise ValueError(f"jobs wait for jobs that are not listed: {sorted(set(pending[0][2]) - set(ended))}")
+        now, name = heapq.heappop(running)
+        ended[name] = now
+    return now
+
+
+def cpu_jobs(study: Study, table: pd.DataFrame, benchmarks: str | Path = "benchmarks",
+             figures: list[str] = (), convert: bool = True) -> list[tuple[str, float, tuple[str, ...]]]:
+    """The jobs of the CPU experiments of ``table`` (a :func:`plan`) for :func:`schedule`: each dataset's
+    conversion (if ``convert``), each run's training, re-initialization sweep and filters, each
+    experiment's measure table, then ``figures`` and the scorecard, which wait for all of them."""
+    benchmarks = Path(benchmarks)
+    rows = table[table["device"] == "cpu"]
+    jobs = []
+    datasets = sorted(set(rows["dataset"])) if convert else []
+    for d in datasets:
+        jobs.append((f"convert {d}", benchmarked([benchmarks / "convert" / f"{d}.tsv"]) or
+                     convert_seconds(study.datasets[d]), ()))
+    trains, later = [], []
+    for r in rows.itertuples():
+        seeds = study.experiments[r.experiment].seeds
+        needs = (f"convert {r.dataset}",) if convert else ()
+        for i, seed in enumerate(seeds):
+            run = f"{r.experiment} seed {seed}"
+            trains.append((f"train {run}", r.job_min * 60, needs))
+            if i < r.sweeps:
+                later.append((f"reinit {run}", r.sweep_min * 60, (f"train {run}",)))
+            later.append((f"filters {run}", r.filters_min * 60, (f"train {run}",)))
+        measure = benchmarked([benchmarks / "measure" / f"{r.experiment}.tsv"]) or TABLE_SECONDS
+        later.append((f"measure {r.experiment}", measure, tuple(f"filters {r.experiment} seed {s}" for s in seeds)))
+    tables = tuple(name for name, _, _ in trains + later)
+    drawn = [(f"figure {f}", benchmarked([benchmarks / "figure" / f"{f}.tsv"]) or TABLE_SECONDS, tables)
+             for f in figures]
+    return jobs + trains + later + drawn + ([("claims", TABLE_SECONDS, tables)] if figures else [])
+
+
 def datasets_disk(study: Study, experiments) -> float:
     """GB of the converted datasets ``experiments`` train on."""
     names = {study.experiments[e].dataset for e in experiments}

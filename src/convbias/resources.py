@@ -43,6 +43,13 @@ GPU_FLOPS = {"small": {"fp32": 25.7e12, "tf32": 39.9e12, "bf16": 31.1e12},  # �
              "large": {"fp32": 65.1e12, "tf32": 188e12, "bf16": 377e12}}  # 224², ImageNet-shaped
 SMALL_IMAGES = 64  # px: the largest side that takes the "small" rates
 ASSUMED_CPU_FLOPS = 100e9  # one core of the CI machine: the quickstart runs measured 99–105 GFLOP/s (6 × MACs × images/s)
+# One core, side by side with another job, beyond the training arithmetic (BENCHMARKS.md, "The ladder's
+# cost"): forward passes alone (evaluations, re-initialization sweeps) run faster — the VGG19s of the
+# ladder measured 135–150 GFLOP/s, a sweep 147 — and every SGD step (momentum, weight decay) reads and
+# writes each parameter, its gradient and momentum, which a model with a 4096-wide head feels: fitted
+# to the ladder's pilot steps of VGG19 at widths 1/8, 1/4 and 1/2 (30–73 M parameters) within 11 %.
+CPU_FORWARD_FLOPS = 140e9
+CPU_SECONDS_PER_PARAMETER_STEP = 5e-9
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ def data_size(spec: DatasetSpec) -> Data:
         return Data(n_train, n_test, h, w, c, classes, int(n_train * stored), int(n_test * stored),
                     spec.training_order(), spec.val_fraction)
     h, w = h + 2 * spec.pad, w + 2 * spec.pad
+    n_train, n_test = min(n_train, spec.train_images or n_train), min(n_test, spec.test_images or n_test)
+    c = spec.channels or c
     return Data(n_train, n_test, h, w, c, classes, beton_bytes(n_train, h * w * c), beton_bytes(n_test, h * w * c),
                 spec.training_order(), spec.val_fraction)
 
@@ -161,15 +170,29 @@ def model_of(exp: ExperimentSpec, data: Data) -> Model:
 
 
 def train_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
-    """Seconds of one training run's arithmetic (6 FLOPs per multiply-accumulate and image) at its rate."""
-    return 6 * model_of(exp, data).macs * data.n_trained * exp.train.epochs / flops_rate(exp, data, measured)[0]
+    """Seconds of one training run's arithmetic (6 FLOPs per multiply-accumulate and image) at its
+    rate; on the CPU at the calibrated rate, also its SGD steps' pass over the parameters."""
+    model = model_of(exp, data)
+    rate, source = flops_rate(exp, data, measured)
+    seconds = 6 * model.macs * data.n_trained * exp.train.epochs / rate
+    if source == "calibrated":
+        steps = math.ceil(data.n_trained / exp.train.batch_size) * exp.train.epochs
+        seconds += steps * model.params * CPU_SECONDS_PER_PARAMETER_STEP
+    return seconds
+
+
+def forward_rate(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
+    """FLOP/s of forward passes alone (evaluation, re-initialization): the training rate, but on the
+    CPU at the calibrated rate :data:`CPU_FORWARD_FLOPS`."""
+    rate, source = flops_rate(exp, data, measured)
+    return CPU_FORWARD_FLOPS if source == "calibrated" else rate
 
 
 def evaluation_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
     """Seconds of one run's evaluations: validation and test sets after every epoch and at epoch 0,
-    forward only (2 FLOPs per multiply-accumulate and image) at the training rate."""
+    forward only (2 FLOPs per multiply-accumulate and image) at :func:`forward_rate`."""
     images = (data.n_val + data.n_test) * (exp.train.epochs + 1)
-    return 2 * model_of(exp, data).macs * images / flops_rate(exp, data, measured)[0]
+    return 2 * model_of(exp, data).macs * images / forward_rate(exp, data, measured)
 
 
 # What a training job spends outside its epochs' arithmetic: start-up (Python, torch, FFCV, CUDA,
@@ -266,18 +289,25 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
                  seconds / 3600 * (exp.gpus if exp.device != "cpu" else 0))
 
 
+def reinit_sources(exp: ExperimentSpec) -> int:
+    """Sources a sweep evaluates for each conv layer: ``rand`` and each of its epochs but the final one
+    (whose weights are the final weights: its accuracy is known)."""
+    final = exp.train.epochs
+    return 1 + sum(e != final for e in (exp.reinit_epochs if exp.reinit_epochs is not None else range(final + 1)))
+
+
 def reinit_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:
     """Wall seconds of one re-initialization sweep (one seed, on one GPU or one core): the test set
-    through the model once, then from each conv layer on for each of its E + 2 sources, and
-    :data:`JOB_SECONDS`."""
+    through the model once, then from each conv layer on for each of its sources
+    (:func:`reinit_sources`), and :data:`JOB_SECONDS`."""
     model = model_of(exp, data)
-    forward = data.n_test * (model.macs + (exp.train.epochs + 2) * sum(model.macs_from_conv))
-    rate = flops_rate(exp, data, measured)[0] / max(1, exp.gpus)  # one GPU
+    forward = data.n_test * (model.macs + reinit_sources(exp) * sum(model.macs_from_conv))
+    rate = forward_rate(exp, data, measured) / max(1, exp.gpus)  # one GPU
     return JOB_SECONDS["gpu" if exp.device != "cpu" else "cpu"] + 2 * forward / rate  # forward only: 2 FLOPs per MAC
 
 
 def reinit_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) -> Needs:
-    """One re-initialization sweep (one seed): every conv layer reset to each of E + 2 sources."""
+    """One re-initialization sweep (one seed): every conv layer reset to each of its sources."""
     model = model_of(exp, data)
     test = data.n_test * data.image_bytes
     host = BASE_MB * MB + 3 * model.state_bytes + test + 2 * 4 * model.largest_conv
