@@ -44,6 +44,7 @@ onstart:
 localrules:
     all,
     quickstart,
+    ladder,
     smoke,
     cifar,
     download,
@@ -76,3 +77,10 @@ rule quickstart:
     input:
         figure_targets(study="quickstart"),
         claims_file("quickstart"),
+
+
+rule ladder:
+    """Rungs between the quickstart and the paper on two CPU cores: where each claim holds (results/ladder/)."""
+    input:
+        figure_targets(study="ladder"),
+        claims_file("ladder"),

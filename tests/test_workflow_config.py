@@ -136,8 +136,9 @@ def test_pretrained_histograms_from_a_weights_file_and_a_missing_torchvision_fil
     assert not (tmp_path / "torch_home" / "hub" / "checkpoints").exists()  # nothing was downloaded
 
 
-def test_paper_study_dry_runs(tmp_path):
-    """The shipped config: `all` is the whole study, `results/fig7.pdf` exactly its own chain."""
+def test_paper_study_and_ladder_dry_run(tmp_path):
+    """The shipped config: `all` is the whole study, `results/fig7.pdf` exactly its own chain;
+    `ladder` its rungs, their figures and the claims map, sweeping epochs 0 and 1 only."""
     import time
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -169,6 +170,14 @@ def test_paper_study_dry_runs(tmp_path):
     cifar = job_counts(snakemake(root, "-n", "cifar").stdout)
     assert cifar["figure"] == len(target_figures(study, "cifar")) and cifar["train"] == plan(study, "cifar")["runs"].sum()
     assert cifar["convert"] == len({study.experiments[e].dataset for e in plan(study, "cifar")["experiment"]})
+    ladder = snakemake(root, "-n", "ladder").stdout
+    rungs = [e for e in study.experiments if e.startswith("ladder_")]
+    assert len(rungs) == 4 and {len(study.experiments[e].seeds) for e in rungs} == {3}
+    assert job_counts(ladder) == {"convert": 1, "train": 12, "filters": 12, "reinit": 12, "measure": 4,
+                                  "figure": 3 * 4 + 1, "claims_ladder": 1, "ladder": 1}
+    assert study.figures["ladder/claims_map"].experiments == tuple(rungs)
+    assert {study.experiments[e].to_reinit() == [0, 1] for e in rungs} == {True}
+    assert {study.datasets[study.experiments[e].dataset].channels for e in rungs} == {3}
 
 
 def test_gpu_jobs_get_their_gpus_and_loader_threads_cpu_jobs_one_thread(tmp_path):
