@@ -130,3 +130,26 @@ def test_version_and_plain_text_help(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "``" not in out and ":func:" not in out and "stats" in out and "status" in out and "verify" in out
+
+
+def test_stats_with_init_adds_each_layers_relative_distance_and_refuses_another_network(tmp_path, capsys):
+    torch.manual_seed(1)
+    start = {"features.0.weight": torch.randn(8, 3, 3, 3), "features.2.weight": torch.randn(4, 8, 3, 3)}
+    moved = {"features.0.weight": start["features.0.weight"] * 1.5,  # moved by half its norm
+             "features.2.weight": start["features.2.weight"].clone()}  # not at all
+    moved["features.2.weight"][0] += 1.0
+    for name, state in (("w0", start), ("wt", moved)):
+        save_weights(tmp_path / f"{name}.safetensors", state)
+    assert main(["stats", str(tmp_path / "wt.safetensors"), "--init", str(tmp_path / "w0.safetensors"),
+                 "--output", str(tmp_path / "t.csv")]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    w0 = start["features.2.weight"].double()
+    # the weights are float32: the distances are exact to its precision
+    assert table["distance"].tolist() == pytest.approx([0.5, (1.0 * 8 * 9) ** 0.5 / w0.norm().item()], rel=1e-6)
+    other = {"features.0.weight": torch.randn(8, 1, 3, 3)}
+    save_weights(tmp_path / "other.safetensors", other)
+    capsys.readouterr()
+    assert main(["stats", str(tmp_path / "wt.safetensors"), "--init", str(tmp_path / "other.safetensors")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"convbias stats: --init {tmp_path / 'other.safetensors'} has it as (8, 1, 3, 3), not features.0.weight of "
+        "shape (8, 3, 3, 3): give the weights of the same network")

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     stats.add_argument("--output", help="write the table to this .csv or .parquet file")
     stats.add_argument("--histograms", metavar="PDF", help="draw the cosine histogram of every layer to this file")
     stats.add_argument("--download", action="store_true", help="torchvision:NAME: download missing weights")
+    stats.add_argument("--init", metavar="WEIGHTS", help="also each layer's relative distance ‖W − W₀‖/‖W₀‖ from "
+                                                          "these weights (e.g. the run's epoch 0): how far it moved")
     plan = commands.add_parser("plan", help="disk, memory and time per job, compute hours and wall time of a target, "
                                              "before it runs")
     plan.add_argument("target", nargs="?", default="all",
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         table = weights_measure_table(state, filters)
+        if args.init:
+            table["distance"] = distances_from(state, read_filters(args.init)[0], table["name"], args.init)
     except (WeightsError, NonFiniteWeights) as err:
         print(f"convbias stats: {args.weights}: {err}" if isinstance(err, NonFiniteWeights) else f"convbias stats: {err}",
               file=sys.stderr)
@@ -88,6 +92,22 @@ def main(argv: list[str] | None = None) -> int:
 
         cosine_histograms(filters, title=args.weights).savefig(args.histograms)
     return 0
+
+
+def distances_from(state, start, names, start_file: str) -> list[float]:
+    """Relative distance of each conv layer ``names``' weight in ``state`` from ``start`` (the weights of ``start_file``)."""
+    from .checkpoints import WeightsError
+    from .stats import relative_distance
+
+    distances = []
+    for name in names:
+        key = f"{name}.weight"
+        if key not in start or start[key].shape != state[key].shape:
+            found = "has no such layer" if key not in start else f"has it as {tuple(start[key].shape)}"
+            raise WeightsError(f"--init {start_file} {found}, not {key} of shape {tuple(state[key].shape)}: "
+                               f"give the weights of the same network")
+        distances.append(relative_distance(state[key], start[key]))
+    return distances
 
 
 def target_table(command: str, target: str, config: str, make, precision: str | None = None):

@@ -34,6 +34,14 @@ def filter_cosines(weight) -> np.ndarray:
     return cos
 
 
+def relative_distance(weight, start) -> float:
+    """How far a layer's ``weight`` moved from ``start`` (e.g. its initialization): ‖W − W₀‖ / ‖W₀‖, in float64."""
+    w, w0 = np.asarray(weight, dtype=np.float64), np.asarray(start, dtype=np.float64)
+    if w.shape != w0.shape:
+        raise ValueError(f"shapes differ: {w.shape} and {w0.shape}")
+    return float(np.linalg.norm(w - w0) / np.linalg.norm(w0))
+
+
 def binomial_pvalue(negatives: int, n: int) -> float:
     """Two-sided p-value of ``negatives`` out of ``n`` under Binomial(n, 1/2) (random init)."""
     from scipy.stats import binomtest  # here, not at the top: training jobs import this module, not scipy
