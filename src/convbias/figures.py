@@ -219,12 +219,15 @@ def _cell(rows: pd.DataFrame, claim: str, rho_p: tuple[float, float] | None) -> 
     return result, "\n".join(f"{v:.2g}" for v in rows["value"])
 
 
-def per_seed_rho(measure: pd.DataFrame, reinit: pd.DataFrame, reset_epoch: int) -> pd.Series:
-    """C5's Spearman ρ of each run alone (indexed by seed): its spread over seeds."""
+def c5_statistics(measure: pd.DataFrame, reinit: pd.DataFrame, reset_epoch: int) -> tuple[float, float, pd.Series]:
+    """Claim C5 of one experiment: Spearman (ρ, p) across layers of the runs' mean bias and mean drop
+    (as the scorecard computes it), and each run's own ρ (indexed by seed): its spread over seeds."""
     from .claims import bias_and_criticality, bias_critical_correlation
 
     points = bias_and_criticality(measure, reinit, reset_epoch)
-    return pd.Series({int(s): bias_critical_correlation(p)[0] for s, p in points.groupby("seed")}, dtype=float)
+    rho, p, _ = bias_critical_correlation(points)
+    per_seed = pd.Series({int(s): bias_critical_correlation(run)[0] for s, run in points.groupby("seed")}, dtype=float)
+    return rho, p, per_seed
 
 
 def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.DataFrame, scales: pd.DataFrame,
@@ -233,23 +236,22 @@ def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.Da
     order of ``scales``: experiment, width, epochs), coloured by the scorecard's result and labelled
     with its statistic (C5: ρ and p); below, C5's ρ of each experiment against its width, a line per
     length (epochs), with each run's own ρ beside it (the spread over seeds)."""
-    from .claims import bias_and_criticality, bias_critical_correlation
-
     experiments = list(scales["experiment"])
+    c5 = {e: c5_statistics(measure[measure["experiment"] == e], reinit[reinit["experiment"] == e], reset_epoch)
+          for e in experiments if (reinit["experiment"] == e).any()}
     fig, (grid, rho_ax) = plt.subplots(2, 1, figsize=(max(6.0, 1.25 * len(experiments) + 2), 8.5),
                                        gridspec_kw={"height_ratios": [len(CLAIMS), 4]})
     codes = np.zeros((len(CLAIMS), len(experiments)))
     for j, exp in enumerate(experiments):
-        m, r = measure[measure["experiment"] == exp], reinit[reinit["experiment"] == exp]
-        rho_p = bias_critical_correlation(bias_and_criticality(m, r, reset_epoch))[:2] if len(r) else None
         for i, claim in enumerate(CLAIMS):
             rows = claims[(claims["experiment"] == exp) & (claims["claim"] == claim)]
-            result, text = _cell(rows, claim, rho_p)
+            result, text = _cell(rows, claim, c5[exp][:2] if exp in c5 else None)
             codes[i, j] = RESULTS.index(result)
             grid.text(j, i, text, ha="center", va="center", fontsize="small")
-    cmap = matplotlib.colors.ListedColormap(RESULT_COLOURS)
-    grid.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(RESULTS) - 0.5, aspect="auto")
-    labels = [f"{exp}\nwidth {width_label(w)}, {e} ep" for exp, w, e in scales[["experiment", "width", "epochs"]].itertuples(index=False)]
+    grid.imshow(codes, cmap=matplotlib.colors.ListedColormap(RESULT_COLOURS), vmin=-0.5, vmax=len(RESULTS) - 0.5,
+                aspect="auto")
+    labels = [f"{exp}\nwidth {width_label(w)}, {e} ep"
+              for exp, w, e in scales[["experiment", "width", "epochs"]].itertuples(index=False)]
     grid.set_xticks(range(len(experiments)), labels, fontsize="x-small")
     grid.set_yticks(range(len(CLAIMS)), [f"{c}  {CLAIM_NAMES[c]}" for c in CLAIMS])
     grid.xaxis.tick_top()
@@ -261,25 +263,21 @@ def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.Da
     grid.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(RESULTS), fontsize="x-small",
                 frameon=False)
 
-    lengths = sorted(scales["epochs"].unique())
     colours, markers = plt.get_cmap("tab10"), "os^Dv<>p"
-    for k, epochs in enumerate(lengths):
-        rungs = scales[scales["epochs"] == epochs].sort_values("width")
-        xs, rhos = [], []
-        for exp, width in rungs[["experiment", "width"]].itertuples(index=False):
-            m, r = measure[measure["experiment"] == exp], reinit[reinit["experiment"] == exp]
-            if r.empty:
-                continue
-            seeds = per_seed_rho(m, r, reset_epoch)
-            rho = bias_critical_correlation(bias_and_criticality(m, r, reset_epoch))[0]
+    for k, epochs in enumerate(sorted(scales["epochs"].unique())):
+        rungs = [(e, w) for e, w in scales[scales["epochs"] == epochs].sort_values("width")[["experiment", "width"]]
+                 .itertuples(index=False) if e in c5]
+        marker = markers[k % len(markers)]
+        for exp, width in rungs:
+            rho, _, seeds = c5[exp]
             applicable = not (claims[(claims["experiment"] == exp) & (claims["claim"] == "C5")]["result"]
                               == "not applicable").any()
             rho_ax.scatter([width] * len(seeds), seeds, color=colours(k), s=12, alpha=0.5)
             rho_ax.errorbar([width], [rho], yerr=[[seeds.std(ddof=0)]], color=colours(k), capsize=3, fmt="none")
-            rho_ax.scatter([width], [rho], s=60, edgecolors=colours(k), linewidths=1.5, marker=markers[k % len(markers)],
+            rho_ax.scatter([width], [rho], s=60, edgecolors=colours(k), linewidths=1.5, marker=marker,
                            facecolors=colours(k) if applicable else "none")
-            xs.append(width), rhos.append(rho)
-        rho_ax.plot(xs, rhos, color=colours(k), marker=markers[k % len(markers)], markersize=0, label=f"{epochs} epochs")
+        rho_ax.plot([w for _, w in rungs], [c5[e][0] for e, _ in rungs], color=colours(k), marker=marker,
+                    markersize=0, label=f"{epochs} epochs")
     rho_ax.axhline(0, color="grey", linestyle=":", linewidth=1)
     rho_ax.set_xscale("log", base=2)
     widths = sorted(scales["width"].unique())
