@@ -252,10 +252,10 @@ def test_reinit_epochs_must_be_saved_epochs_and_hold_what_c5_and_critical_figure
             "experiments": {"e": {"dataset": "d", "model": {"arch": "lenet"}, "epochs": 4, "reinit_epochs": [0, 1]}},
             "figures": {"c": {"kind": "critical", "experiments": ["e"], "caption": "c"}}}
     study = load_config(copy.deepcopy(base))
-    assert study.experiments["e"].to_reinit() == [0, 1]
+    assert study.experiments["e"].swept_epochs() == [0, 1]
     unset = copy.deepcopy(base)
     del unset["experiments"]["e"]["reinit_epochs"]
-    assert load_config(unset).experiments["e"].to_reinit() is None  # every saved epoch
+    assert load_config(unset).experiments["e"].swept_epochs() == [0, 1, 2, 3, 4]  # every saved epoch
     for epochs, claims, message in (
             ([0, 5], {}, r"experiments\.e\.reinit_epochs has 5, but the experiment trains 4 epochs"),
             ([1], {"reset_epoch": 2}, r"experiments\.e\.reinit_epochs leaves out epoch 2, whose re-initialization drop "

@@ -479,14 +479,14 @@ def test_conv_snapshots_keep_what_stats_and_reinit_read_and_give_their_tables(da
         assert predicted <= written <= predicted + 5 * 2**14, run  # tensors, and a header per file
     for name in ("full", "conv"):
         filters = run_filters(tmp_path / name, 4, False, "e", 2)
-        reinit = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / name, test, "e", device="cpu")
+        reinit = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / name, test, "e", range(5), device="cpu")
         if name == "full":
             expected_filters, expected_reinit = filters, reinit
     pd.testing.assert_frame_equal(filters, expected_filters)
     pd.testing.assert_frame_equal(reinit, expected_reinit)
     assert set(reinit["source"]) == {"rand", "0", "1", "2", "3", "4"}
     # reinit_epochs: the sweep resets layers to those epochs (and rand) only, with the same accuracies
-    chosen = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / "conv", test, "e", device="cpu", epochs=[0, 3])
+    chosen = run_reinit(spec, 2, train.parent / "meta.json", tmp_path / "conv", test, "e", [0, 3], device="cpu")
     assert set(chosen["source"]) == {"rand", "0", "3"}
     pd.testing.assert_frame_equal(chosen, reinit[reinit["source"].isin(["rand", "0", "3"])].reset_index(drop=True))
 

@@ -176,7 +176,7 @@ def test_paper_study_and_ladder_dry_run(tmp_path):
     assert job_counts(ladder) == {"convert": 1, "train": 12, "filters": 12, "reinit": 12, "measure": 4,
                                   "figure": 3 * 4 + 1, "claims_ladder": 1, "ladder": 1}
     assert study.figures["ladder/claims_map"].experiments == tuple(rungs)
-    assert {study.experiments[e].to_reinit() == [0, 1] for e in rungs} == {True}
+    assert {study.experiments[e].swept_epochs() == [0, 1] for e in rungs} == {True}
     assert {study.datasets[study.experiments[e].dataset].channels for e in rungs} == {3}
 
 

@@ -53,15 +53,14 @@ def _check_input_size(name: str, exp, dataset) -> None:
 
 def _check_dataset(name: str, data) -> None:
     """A subset smaller than the source and channels that can be made, found before any job runs."""
-    from .resources import SOURCES
+    from .resources import source_size
 
     if data.source == "imagenet":
         for key in ("channels", "train_images", "test_images"):
             if getattr(data, key) is not None:
                 raise ConfigError(f"datasets.{name}.{key} is not supported for an image folder (imagenet); leave it out")
         return
-    s = data.synthetic
-    n_train, n_test, _, _, channels, _ = ((s.n_train, s.n_test, 0, 0, s.channels, 0) if s else SOURCES[data.source])
+    n_train, n_test, _, _, channels, _ = source_size(data)
     if data.channels == 1 and channels == 3:
         raise ConfigError(f"datasets.{name}.channels is 1, but its source's images are in colour; only a grayscale "
                           f"channel can be repeated (channels: 3): leave it out")

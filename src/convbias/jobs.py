@@ -198,10 +198,10 @@ def measure(filter_tables: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str | Path, test_file: str | Path,
-               experiment: str, device: str = "auto", threads: int = 1,
-               epochs: Sequence[int] | None = None) -> pd.DataFrame:
+               experiment: str, epochs: Sequence[int], device: str = "auto", threads: int = 1) -> pd.DataFrame:
     """Re-initialization robustness of a finished run on the test set (see :mod:`convbias.reinit`):
-    every conv layer reset to a fresh draw (``rand``) and to each of ``epochs`` (None: every saved epoch)."""
+    every conv layer reset to a fresh draw (``rand``) and to each of the saved ``epochs``
+    (``ExperimentSpec.swept_epochs``)."""
     import torch
 
     from .checkpoints import load_weights
@@ -221,7 +221,6 @@ def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str |
     # the epochs' files are read lazily, one layer of one source at a time: memory does not grow
     # with the number of epochs (and a conv-only snapshot has all the sweep reads)
     sources = {"rand": init_model(spec, meta, seed + RAND_SEED_OFFSET).state_dict()}
-    epochs = range(spec.epochs + 1) if epochs is None else epochs
     sources.update({str(epoch): run.weights(epoch) for epoch in epochs})
     images, labels = load_split(test_file, meta=meta, workers=threads)
     # the test set stays on the device as bytes; each chunk is scaled there when its turn comes

@@ -81,13 +81,17 @@ class Data:
         return self.n_train - self.n_val
 
 
-def data_size(spec: DatasetSpec) -> Data:
-    """Sizes of ``spec`` once converted: images after padding, files as FFCV writes them."""
+def source_size(spec: DatasetSpec) -> tuple[int, int, int, int, int, int]:
+    """(n_train, n_test, height, width, channels, classes) of ``spec``'s source, before any variant."""
     if spec.source == "synthetic":
         s = spec.synthetic
-        n_train, n_test, h, w, c, classes = s.n_train, s.n_test, s.size, s.size, s.channels, s.num_classes
-    else:
-        n_train, n_test, h, w, c, classes = SOURCES[spec.source]
+        return s.n_train, s.n_test, s.size, s.size, s.channels, s.num_classes
+    return SOURCES[spec.source]
+
+
+def data_size(spec: DatasetSpec) -> Data:
+    """Sizes of ``spec`` once converted: images after padding, subsets and channels, files as FFCV writes them."""
+    n_train, n_test, h, w, c, classes = source_size(spec)
     if spec.source == "imagenet":
         area = IMAGENET_AREA_AT_500 * min(1.0, spec.max_resolution / 500) ** 2
         stored = area * 3 * (spec.compress_probability * JPEG_RATIO + 1 - spec.compress_probability)
@@ -95,8 +99,7 @@ def data_size(spec: DatasetSpec) -> Data:
         return Data(n_train, n_test, h, w, c, classes, int(n_train * stored), int(n_test * stored),
                     spec.training_order(), spec.val_fraction)
     h, w = h + 2 * spec.pad, w + 2 * spec.pad
-    n_train, n_test = min(n_train, spec.train_images or n_train), min(n_test, spec.test_images or n_test)
-    c = spec.channels or c
+    n_train, n_test, c = spec.train_images or n_train, spec.test_images or n_test, spec.channels or c
     return Data(n_train, n_test, h, w, c, classes, beton_bytes(n_train, h * w * c), beton_bytes(n_test, h * w * c),
                 spec.training_order(), spec.val_fraction)
 
@@ -292,8 +295,7 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
 def reinit_sources(exp: ExperimentSpec) -> int:
     """Sources a sweep evaluates for each conv layer: ``rand`` and each of its epochs but the final one
     (whose weights are the final weights: its accuracy is known)."""
-    final = exp.train.epochs
-    return 1 + sum(e != final for e in (exp.reinit_epochs if exp.reinit_epochs is not None else range(final + 1)))
+    return 1 + sum(e != exp.train.epochs for e in exp.swept_epochs())
 
 
 def reinit_seconds(exp: ExperimentSpec, data: Data, measured: float | None = None) -> float:

@@ -226,10 +226,10 @@ class ExperimentSpec:
                    resume_every=exp["resume_every"],
                    reinit_epochs=tuple(exp["reinit_epochs"]) if "reinit_epochs" in exp else None)
 
-    def to_reinit(self) -> list[int] | None:
-        """The saved epochs the re-initialization sweep resets each conv layer to, besides ``rand``
-        (None: every saved epoch)."""
-        return None if self.reinit_epochs is None else list(self.reinit_epochs)
+    def swept_epochs(self) -> list[int]:
+        """The saved epochs the re-initialization sweep resets each conv layer to, besides ``rand``:
+        ``reinit_epochs``, or every saved epoch (0 to ``epochs``) when unset."""
+        return list(range(self.train.epochs + 1) if self.reinit_epochs is None else self.reinit_epochs)
 
     def warn_after(self) -> int:
         """Epochs at ln C after which training says the run is not learning (0: never, as for a run meant not to)."""

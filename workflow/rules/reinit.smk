@@ -20,7 +20,6 @@ rule reinit:
         cpus_per_gpu=CPUS_PER_GPU,
     params:
         spec=train_spec_params,
-        # the epochs it resets layers to: its reinit_epochs, or None (every saved epoch)
-        epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].to_reinit(),
+        epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].swept_epochs(),
     script:
         "../scripts/reinit.py"

@@ -12,9 +12,9 @@ device = ExperimentSpec.from_config(snakemake.config["experiments"][snakemake.wi
 inputs, spec, seed = snakemake.input, snakemake.params.spec, int(snakemake.wildcards.seed)
 made_from = {"run": run_made_from(inputs.run), "data": DatasetMeta.load(inputs.meta).fingerprint, "spec": spec,
              "experiment": snakemake.wildcards.experiment, "seed": seed,
-             "epochs": snakemake.params.epochs or "every saved epoch"}  # (a None would mean: unknown, recompute)
+             "epochs": snakemake.params.epochs}
 with job_gpus(device, shares=snakemake.config["runs_per_gpu"]), stops_with_one_sentence():  # job_gpus before anything starts CUDA (the loaders do)
     write_unless_kept(snakemake.output[0], made_from,  # kept when only file times changed: no GPU sweep
                       lambda: run_reinit(TrainSpec.from_dict(spec), seed, inputs.meta, inputs.run, inputs.test,
-                                         snakemake.wildcards.experiment, device=device,
-                                         threads=job_threads(snakemake.threads), epochs=snakemake.params.epochs))
+                                         snakemake.wildcards.experiment, snakemake.params.epochs, device=device,
+                                         threads=job_threads(snakemake.threads)))
