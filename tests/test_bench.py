@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +130,52 @@ def test_e2e_bench_times_every_rule_of_fig7_and_extrapolates(tmp_path):
     assert "fig7 on one GPU, one job at a time: ≈" in out.stdout and result["plan_s"] > 0
     assert re.search(r"plan / extrapolation: [\d.]+x", out.stdout), out.stdout
     assert result["modelled_s"] > 0 and "the model at the measured size" in out.stdout
+
+
+def test_layer_table_means_each_layers_statistics_over_runs_and_measures_how_far_it_moved(tmp_path, capsys):
+    """tools/layer_table.py (the README's ladder numbers): per layer the runs' mean final n_l, the
+    fraction of runs with p < 0.01, the mean drop per source, and ‖W_T − W_0‖/‖W_0‖ averaged over
+    runs, computed here by hand; then C5's ρ over the mean bias and drop, and each run's ρ."""
+    import pandas as pd
+    import torch
+    from scipy.stats import spearmanr
+
+    from convbias.checkpoints import save_weights
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from layer_table import main
+
+    rng = torch.Generator().manual_seed(0)
+    names, runs, moved = ["features.0", "features.2", "features.4"], [], {}
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        run.mkdir()
+        start = {f"{n}.weight": torch.randn(4, 2, 3, 3, generator=rng) for n in names}
+        end = {k: v * (1 + 0.1 * (i + 1) * (seed + 1)) for i, (k, v) in enumerate(start.items())}  # layer i moves 0.1(i+1)(s+1)
+        save_weights(run / "epoch000.safetensors", start, conv_layers=names)
+        save_weights(run / "epoch002.safetensors", end, conv_layers=names)
+        pd.DataFrame({"epoch": [0, 1, 2]}).to_parquet(run / "history.parquet")
+        runs.append(str(run))
+    measure = pd.DataFrame([{"seed": s, "epoch": e, "layer": layer, "n_l": 0.5 + 0.1 * layer * e / 2 + 0.05 * s,
+                             "p_value": 0.001 if (layer, s) in {(3, 0), (3, 1), (2, 1)} else 0.5}
+                            for s in (0, 1) for e in (0, 2) for layer in (1, 2, 3)])
+    drops = {(s, layer): 0.1 * layer + 0.02 * s for s in (0, 1) for layer in (1, 2, 3)}
+    reinit = pd.DataFrame([{"seed": s, "source": src, "layer": layer, "drop": d + (src == "rand"), "final_accuracy": 0.8}
+                           for (s, layer), d in drops.items() for src in ("rand", "0")])
+    measure.to_parquet(tmp_path / "m.parquet")
+    files = []
+    for s in (0, 1):
+        reinit[reinit["seed"] == s].to_parquet(tmp_path / f"r{s}.parquet")
+        files.append(str(tmp_path / f"r{s}.parquet"))
+    assert main(["--measure", str(tmp_path / "m.parquet"), "--reinit", *files, "--runs", *runs]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]] for line in lines[2:5]}
+    assert lines[0].split() == ["n_l", "biased", "bias", "drop_0", "drop_rand", "distance"]
+    for layer in (1, 2, 3):
+        n_l = [0.5 + 0.1 * layer + 0.05 * s for s in (0, 1)]
+        expected = [np.mean(n_l), {1: 0.0, 2: 0.5, 3: 1.0}[layer], np.mean([abs(v - 0.5) for v in n_l]),
+                    0.1 * layer + 0.01, 0.1 * layer + 1.01, np.mean([0.1 * layer * (s + 1) for s in (0, 1)])]
+        assert rows[layer] == pytest.approx(expected, abs=1e-3), layer
+    rho = spearmanr([np.mean([0.1 * layer + 0.05 * s for s in (0, 1)]) for layer in (1, 2, 3)],
+                    [0.1 * layer + 0.01 for layer in (1, 2, 3)])[0]
+    assert lines[-1].startswith(f"C5 (reset to epoch 0): rho {rho:.3f}") and "0: 1.00, 0.800, 1: 1.00, 0.800" in lines[-1]
