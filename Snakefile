@@ -39,6 +39,24 @@ onstart:
         hold_results_lock(Path("results"))
     except ResultsBusy as err:
         raise WorkflowError(str(err)) from None
+    forget_published_runs()
+
+
+# A published run's work folder (results/resume/…) stays until the workflow has seen its job end:
+# a job killed while publishing is one whose outputs Snakemake deletes, and the next attempt
+# publishes the run again from that folder instead of training it again (convbias.runs.WorkFolder.publish).
+def forget_published_runs():
+    from convbias.runs import forget_published
+
+    forget_published(Path("results"))
+
+
+onsuccess:
+    forget_published_runs()
+
+
+onerror:
+    forget_published_runs()
 
 
 localrules:

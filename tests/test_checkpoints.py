@@ -118,3 +118,20 @@ def test_tensors_read_from_bytes_in_memory_are_the_files_and_errors_name_the_fil
         weights_from_bytes(data[:40], None, "run/epoch001.safetensors")
     with pytest.raises(WeightsError, match=r"^<bytes> is not a readable safetensors file"):  # no file named
         weights_from_bytes(data[:40])
+
+
+def test_the_same_tensors_and_metadata_give_the_same_bytes_in_every_process(tmp_path):
+    """Files are byte-identical for identical content: a rewrite of the same state matches the
+    checksum its commit recorded (safetensors alone writes metadata keys in a per-process order)."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, sys, torch; from convbias.checkpoints import weights_bytes; "
+            "print(hashlib.sha256(weights_bytes({'b': torch.arange(6.).reshape(2, 3), 'a': torch.ones(2)}, "
+            "epoch=3, seed=1, contents='full', conv_layers=['features.0', 'features.3'])).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+               for _ in range(4)}
+    assert len(digests) == 1, digests
+    path = tmp_path / "w.safetensors"
+    save_weights(path, {"a": torch.ones(2)}, epoch=3, conv_layers=["x"])
+    assert read_metadata(path) == {"epoch": 3, "conv_layers": ["x"]}

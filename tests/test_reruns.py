@@ -49,6 +49,75 @@ def start_and_wait_for_epoch(root, target, log):
     return proc
 
 
+def lock_free(lock) -> bool:
+    """Whether no process holds run lock ``lock`` (its file may stay: a published run's work
+    folder stays until the workflow ends)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+KILL_AFTER_PUBLISHING = """
+import os, signal
+
+# test_reruns: the training job SIGKILLs itself once, after publishing its run, before it exits
+if os.environ.get("CONVBIAS_TEST_KILL_MARK") and not os.path.exists(os.environ["CONVBIAS_TEST_KILL_MARK"]):
+    from convbias import runs
+
+    publish = runs.WorkFolder.publish
+
+    def published_then_killed(*args):
+        publish(*args)
+        open(os.environ["CONVBIAS_TEST_KILL_MARK"], "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    runs.WorkFolder.publish = published_then_killed
+"""
+
+
+def test_a_job_killed_after_publishing_its_run_loses_no_epoch(tmp_path, data):
+    """The training job is SIGKILLed after its run is published, before it exits (a Slurm
+    preemption at the wrong second): Snakemake deletes the outputs of the failed job.  The same
+    command again publishes the run again from its work folder — no epoch trained again — and the
+    workflow's end drops the work folder."""
+    root = checkout(tmp_path / "project", one_run(data, 2))
+    target = "results/runs/tiny_lenet/seed0"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(KILL_AFTER_PUBLISHING)
+    mark = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])),
+           "CONVBIAS_TEST_KILL_MARK": str(mark)}
+    job_log = root / "logs" / "train" / "tiny_lenet" / "seed0.log"
+
+    def run():
+        return subprocess.run([SNAKEMAKE, "--cores", "1", target], cwd=root, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    first = run()
+    out = first.stdout + first.stderr
+    assert first.returncode != 0 and mark.exists(), out[-3000:]
+    assert "Removing output files of failed job train" in out and not (root / target).exists(), out[-3000:]
+    trained = job_log.read_text().count("tiny_lenet seed 0 epoch ")
+    assert trained == 2, job_log.read_text()[-3000:]
+    second = run()
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    log = job_log.read_text()
+    assert "resuming from epoch 2" in log and log.count("tiny_lenet seed 0 epoch ") == trained, log[-3000:]
+    assert len(RunFolder(root / target).verify()["files"]) == 4
+    assert list((root / "results" / "resume").iterdir()) == []
+
+
 def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path, data):
     """SIGKILL Snakemake (not its job): the training job runs on as an orphan. `--unlock` and the
     same command again, as Snakemake's message says: the new job waits for the orphan's run lock
@@ -103,9 +172,8 @@ def test_a_run_an_orphaned_job_published_survives_unlock_rerun_and_forcerun(tmp_
         first.send_signal(signal.SIGKILL)  # Snakemake only: its job trains on as an orphan
         first.wait()
     deadline = time.time() + 120
-    while time.time() < deadline and (work.exists() or not (run / "manifest.json").exists()):
-        time.sleep(0.1)  # the orphan publishes, then drops its work folder
-    time.sleep(0.5)
+    while time.time() < deadline and not ((run / "manifest.json").exists() and lock_free(lock_file(work))):
+        time.sleep(0.1)  # the orphan publishes, then ends
 
     def files():  # the run's own files (not Snakemake's .snakemake_timestamp)
         return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in run.iterdir() if not p.name.startswith(".")}

@@ -21,7 +21,7 @@ import torch
 from convbias.checkpoints import file_sha256, load_weights, read_metadata
 from convbias.data.dataset import DatasetMeta
 from convbias.jobs import run_filters, run_made_from, stops_with_one_sentence, verified_history, write_unless_kept
-from convbias.runs import RunDamaged, RunFolder, WorkFolder, lock_file, run_lock
+from convbias.runs import RunDamaged, RunFolder, WorkFolder, forget_published, lock_file, run_lock
 from convbias.specs import ModelSpec, TrainSpec
 from convbias.train import train_run
 
@@ -72,6 +72,10 @@ def test_a_finished_run_carries_a_manifest_of_its_files_and_provenance(reference
     assert len(computed["seconds_per_epoch"]) == 3 and all(s > 0 for s in computed["seconds_per_epoch"])
     assert "git_commit" in computed
     assert RunFolder(reference).verify() == manifest
+    # the work folder stays until the workflow has seen its job end, saying where it was published
+    work = WorkFolder(reference.parent / "resume" / "exp" / "seed5", manifest["fingerprint"])
+    assert work.published_run().path.resolve() == reference.resolve()
+    assert forget_published(reference.parent) == [work.path]
     # no lock file, no empty folder left in the resume folder
     assert list((reference.parent / "resume").iterdir()) == []
 
@@ -136,6 +140,7 @@ def test_a_damaged_work_folder_starts_over_saying_so_and_ends_identical(data, re
     assert "optimizer002.safetensors is damaged" in err and "starting this run over from epoch 0" in err
     assert "resuming" not in err
     same_run(reference, tmp_path / "run")
+    forget_published(tmp_path)
     assert list((tmp_path / "resume").iterdir()) == []
     # a progress file cut short, and a folder of another spec: each starts over saying why
     other = TrainSpec.from_dict(SPEC.to_dict() | {"lr": 2 * SPEC.lr})
@@ -338,12 +343,15 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.parametrize("rewritten", [False, True])
 def test_a_run_stopped_after_snapshot_only_epochs_trains_them_again_from_its_resume_point(data, reference, tmp_path,
-                                                                                          monkeypatch, capsys):
+                                                                                          monkeypatch, capsys, rewritten):
     """resume_every longer than the run: only epoch 0 and the last are resume points.  Stopped
     once epoch 2 is committed, the folder holds epochs 1 and 2 as conv snapshots, no momentum, and
     records epoch 0 as where to resume; run again, it says so, trains 1 and 2 again and ends
-    bit-identical to the uninterrupted run."""
+    bit-identical to the uninterrupted run — also when epoch 2's file is not the one committed
+    (``rewritten``: an attempt that trained it again, other bytes on a GPU, killed before its
+    commit): the intact resume point is used, nothing is called damaged."""
     meta, train, test = data
     out, work = tmp_path / "run", tmp_path / "resume" / "exp" / "seed5"
     commit_state = WorkFolder.commit_state
@@ -361,12 +369,16 @@ def test_a_run_stopped_after_snapshot_only_epochs_trains_them_again_from_its_res
     assert (progress["epoch"], progress["resume"]) == (2, 0) and [r["epoch"] for r in progress["history"]] == [0, 1, 2]
     assert sorted(p.name for p in work.glob("*.safetensors")) == [f"epoch{e:03d}.safetensors" for e in range(3)]
     assert [read_metadata(work / f"epoch{e:03d}.safetensors")["contents"] for e in range(3)] == ["full", "conv", "conv"]
+    if rewritten:
+        raw = bytearray((work / "epoch002.safetensors").read_bytes())
+        raw[-1] ^= 1
+        (work / "epoch002.safetensors").write_bytes(bytes(raw))
     capsys.readouterr()
     train_run(SPEC, 5, meta, train, test, out, work, resume_every=1e9)
     err = capsys.readouterr().err
     assert (f"resuming from epoch 0 saved in {work} (epochs 1–2 were committed without their full state: they "
             f"train again)") in err
-    assert "epoch 1/3" in err and "epoch 3/3" in err
+    assert "epoch 1/3" in err and "epoch 3/3" in err and "damaged" not in err
     same_run(reference, out)
 
 
@@ -484,15 +496,20 @@ def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str
         runs.write_bytes = dies_at(runs.write_bytes)
     elif point == "publish":  # publishing: before the count-th file is linked into the run folder
         os.link = dies_at(os.link)
+    elif point == "published":  # after publishing, before the process exits
+        publish = runs.WorkFolder.publish
+        runs.WorkFolder.publish = lambda *args: (publish(*args), os.kill(os.getpid(), signal.SIGKILL))
     train_run(TrainSpec.from_dict(spec), 5, DatasetMeta.load(meta), train, test, out, work, resume_every=resume_every)
 
 
 @pytest.mark.subprocess
 def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference, tmp_path):
-    """Seeded trials: SIGKILL mid-epoch, during a commit's writes or during publishing (and
-    sometimes damage a file of the work folder, or change the spec before the rerun; some runs save
-    their full state at epochs 0 and 3 only, resume_every longer than the run); then rerun as a user would.  Each time the run completes, equal to an uninterrupted run of its spec, and
-    no rerun is stuck."""
+    """Seeded trials: SIGKILL mid-epoch, during a commit's writes, during publishing or after it
+    (and sometimes damage a file of the work folder, or change the spec before the rerun; some runs
+    save their full state at epochs 0 and 3 only, resume_every longer than the run); then, as
+    Snakemake does after a failed job, delete the run's folder, and rerun as a user would.  Each
+    time the run completes, equal to an uninterrupted run of its spec, no rerun is stuck, a kill
+    while or after publishing trains nothing again, and the workflow's end drops the work folder."""
     import multiprocessing
 
     meta, train, test = data
@@ -503,11 +520,13 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
     train_run(other, 5, meta, train, test, other_reference, tmp_path / "w-other")
     rng = random.Random(20261128)
     plans = []
+    points = ["step", "write", "publish", "published"]
+    twists = ["none", "damage", "none", "none", "other spec", "none", "damage", "other spec", "damage", "none"]
     for trial in range(10):
-        point = ["step", "write", "publish"][trial % 3]
+        point = points[trial % 4]
         count = {"step": rng.randint(1, steps), "write": rng.randint(1, 3 * (SPEC.epochs + 1)),
-                 "publish": rng.randint(1, SPEC.epochs + 2)}[point]
-        plans.append((trial, point, count, ["none", "damage", "other spec", "damage"][trial % 4], rng.random()))
+                 "publish": rng.randint(1, SPEC.epochs + 2), "published": 1}[point]
+        plans.append((trial, point, count, twists[trial], rng.random()))
     # 20 children, each a fork of one server that imported torch and convbias once: a fresh
     # interpreter would spend seconds of CPU on those imports, child after child (the server is
     # started without this folder on its path: the children import this module themselves)
@@ -516,8 +535,9 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
 
     def trial_run(plan):
         trial, point, count, twist, pick = plan
-        budget = 1e9 if trial in (0, 5, 8) else 0  # a step, a publish (damaged), a publish: not writes (counted for full commits)
-        out, work = tmp_path / f"run{trial}", tmp_path / "resume" / f"exp{trial}" / "seed5"
+        budget = 1e9 if trial in (0, 6, 7) else 0  # a step, a publish (damaged), after one: not writes (counted for full commits)
+        results = tmp_path / f"results{trial}"  # each trial's own: forget_published below sees it alone
+        out, work = results / "runs" / "exp" / "seed5", results / "resume" / "exp" / "seed5"
 
         def child(spec, point="none", count=0):
             log = tmp_path / f"trial{trial}-{point}.log"
@@ -532,6 +552,7 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
 
         code, said = child(SPEC, point, count)
         assert code == -signal.SIGKILL, (point, count, said[-2000:])
+        shutil.rmtree(out, ignore_errors=True)  # Snakemake: "Removing output files of failed job train"
         files = sorted(p for p in work.iterdir() if p.suffix == ".safetensors") if work.exists() else []
         if twist == "damage" and files:
             victim = files[int(pick * len(files))]
@@ -543,17 +564,22 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
         assert code == 0, (point, count, twist, said[-3000:])
         same_run(expected, out)
         assert RunFolder(out).verify()["spec"] == spec.to_dict()
+        assert forget_published(results) == [work]  # the workflow's end (Snakefile onsuccess)
         assert not work.exists() and not work.parent.exists()  # no work folder, lock file or empty folder left
         said = [line.split(": ", 1)[-1] if "starting" in line else line.split(" saved")[0]
                 for line in said.splitlines() if "resuming" in line or "starting this run over" in line]
-        return point, count, twist, budget, said[0] if said else "trained from epoch 0"
+        said = said[0] if said else "trained from epoch 0"
+        if point in ("publish", "published") and twist == "none":  # a finished run is never trained again
+            assert said == f"resuming from epoch {SPEC.epochs}", (point, count, said)
+        return point, count, twist, budget, said
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:  # two trials at a time (two cores)
         outcomes = list(pool.map(trial_run, plans))
     print("\n".join(map(str, outcomes)))
-    assert {o[0] for o in outcomes} == {"step", "write", "publish"}
+    assert {o[0] for o in outcomes} == set(points)
+    assert {(o[0], o[2]) for o in outcomes} >= {("publish", "none"), ("published", "none")}
 
 
 def test_a_table_is_kept_when_only_file_times_changed_and_recomputed_when_its_inputs_or_code_did(reference, tmp_path,

@@ -27,12 +27,18 @@ def atomic_write(path: str | Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+METADATA_KEY = "convbias"  # the one safetensors metadata key our files use
+
+
 def weights_bytes(state: dict[str, torch.Tensor], **metadata) -> bytes:
-    """The safetensors file of a state dict, in memory; ``metadata`` values are stored as JSON strings."""
+    """The safetensors file of a state dict, in memory: the same bytes for the same tensors and
+    ``metadata`` in every process.  ``metadata`` is stored as one JSON object with sorted keys under
+    the one key ``convbias`` (safetensors writes its metadata keys in a per-process random order:
+    several keys would give one state several checksums)."""
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    return save(tensors, metadata={k: json.dumps(v) for k, v in metadata.items()})
+    return save(tensors, metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None)
 
 
 def save_weights(path: str | Path, state: dict[str, torch.Tensor], **metadata) -> str:
@@ -53,9 +59,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The JSON metadata stored by :func:`save_weights`."""
+    """The metadata stored by :func:`save_weights` (also that of files written before it kept them
+    under one key: one JSON value per key)."""
     with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        stored = dict(f.metadata() or {})
+    ours = json.loads(stored.pop(METADATA_KEY, "{}"))
+    return {**{k: json.loads(v) for k, v in stored.items()}, **ours}
 
 
 class WeightsError(Exception):

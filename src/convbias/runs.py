@@ -172,6 +172,12 @@ def training_state(model, optimizer, layers: Iterable[str] | None = None, moment
     return weights, buffers
 
 
+def epoch_of(name: str) -> int | None:
+    """The epoch of a run's weights file name (``epoch007.safetensors`` → 7), else None."""
+    stem = name.removesuffix(".safetensors")
+    return int(stem[5:]) if stem.startswith("epoch") and stem[5:].isdigit() else None
+
+
 def layer_of(key: str) -> str:
     """The module a state-dict key belongs to (``features.0.weight`` → ``features.0``)."""
     return key.rsplit(".", 1)[0]
@@ -218,10 +224,10 @@ class WorkFolder(RunFolder):
         elif self.path.exists() and any(self.path.iterdir()):
             why = "it has files but no progress file"
         if state is not None and state.get("fingerprint") == self.fingerprint:
-            why = self._damaged(state.get("files"))
+            resume = int(state.get("resume", state["epoch"]))  # every epoch, before resume points
+            why = self._damaged(state.get("files"), resume)
             if why is None:
-                self.committed = int(state["epoch"])
-                self.resume_point = int(state.get("resume", state["epoch"]))  # every epoch, before resume points
+                self.committed, self.resume_point = int(state["epoch"]), resume
                 return self.resume_point
         if why is not None and say is not None:
             say(f"{self.path}: {why}; starting this run over from epoch 0")
@@ -230,18 +236,22 @@ class WorkFolder(RunFolder):
         self.files, self.resume_point, self.committed = {}, None, None
         return None
 
-    def _damaged(self, files: dict | None) -> str | None:
-        """Why the committed files are not intact, or None (and ``self.files`` = their checksums)."""
+    def _damaged(self, files: dict | None, resume: int) -> str | None:
+        """Why the files that resume point ``resume`` needs are not intact, or None (and
+        ``self.files`` = their checksums).  A file of an epoch after it may differ from the one
+        committed — rewritten by an attempt that trained that epoch again (the same bytes on a CPU,
+        not always on a GPU) and was killed before committing it —: that epoch trains again anyway."""
         if not files:
             return "its progress file records no checksums (written before they were kept)"
         actual = {}
         for name, digests in files.items():
             path = self.path / name
-            if not path.is_file():
-                return f"{name} is missing"
-            digest = file_sha256(path)
+            digest = file_sha256(path) if path.is_file() else None
             if digest not in digests:
-                return f"{name} is damaged (its checksum differs from the one its commit recorded)"
+                if (epoch_of(name) or 0) > resume:
+                    continue
+                return (f"{name} is missing" if digest is None else
+                        f"{name} is damaged (its checksum differs from the one its commit recorded)")
             actual[name] = [digest]
         self.files = actual
         return None
@@ -323,10 +333,17 @@ class WorkFolder(RunFolder):
         rows = json.loads(self.progress_file.read_text())["history"]
         return [row for row in rows if row["epoch"] <= epoch]
 
+    PUBLISHED = "published.json"
+
     def publish(self, out_dir: Path, epochs: int, about: dict) -> None:
-        """Hard-link the finished run into ``out_dir``, write its manifest (the files' sizes and
-        checksums, and ``about``: what the run is and where it was computed) last, then drop the
-        work folder.  Only a run whose manifest is written counts as published."""
+        """Hard-link the finished run into ``out_dir`` and write its manifest (the files' sizes and
+        checksums, and ``about``: what the run is and where it was computed) last.  Only a run
+        whose manifest is written counts as published.
+
+        The work folder stays, saying where it was published (``published.json``): a job killed
+        at any moment until it has exited is one Snakemake deletes the outputs of, and the run is
+        then published again from it, not trained again.  :func:`forget_published` drops it once
+        the workflow has seen the job end (a hard link: it costs no disk meanwhile)."""
         if out_dir.exists():  # what was there is not this run (see replaced_because): none of its files stays
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
@@ -342,8 +359,51 @@ class WorkFolder(RunFolder):
                 shutil.copy2(self.path / name, target)
             files[name] = {"bytes": target.stat().st_size, "sha256": self.files[name][-1]}
         manifest = json.dumps({"format": 1, "files": files, **about}, indent=1)
+        where = json.dumps({"run": os.path.relpath(out_dir, self.path)})
+        atomic_write(self.path / self.PUBLISHED, lambda tmp: tmp.write_text(where))
         atomic_write(out_dir / self.MANIFEST, lambda tmp: tmp.write_text(manifest + "\n"))
-        shutil.rmtree(self.path)
+
+    def published_run(self) -> RunFolder | None:
+        """The run this work folder was published as, if it is there, intact (its files at their
+        manifest's sizes) and made of this folder's files (the checksums its commits recorded); else None."""
+        try:
+            run = RunFolder(self.path / json.loads((self.path / self.PUBLISHED).read_text())["run"])
+            progress = json.loads(self.progress_file.read_text())
+            manifest = run.verify(checksums=False)
+        except (OSError, ValueError, KeyError, TypeError, RunDamaged):
+            return None
+        if manifest.get("fingerprint") != progress.get("fingerprint"):
+            return None
+        recorded = progress.get("files", {})
+        same = all(entry["sha256"] in recorded.get(name, [entry["sha256"]]) for name, entry in manifest["files"].items())
+        return run if same else None
+
+
+def forget_published(results: Path) -> list[Path]:
+    """Drop the work folders under ``results/resume`` whose run is published and intact (see
+    :meth:`WorkFolder.publish`) and that no process works on; returns them.  Called by the
+    workflow when it starts and ends (``Snakefile``), when no job of it is running: after a job
+    was killed, Snakemake has deleted its outputs by then, and such a folder is kept to publish again."""
+    dropped = []
+    for marker in sorted((Path(results) / "resume").glob(f"*/*/{WorkFolder.PUBLISHED}")):
+        work = WorkFolder(marker.parent, fingerprint="")
+        lock = lock_file(work.path)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a job (an orphan of a killed Snakemake) works on it
+            os.close(fd)
+            continue
+        try:
+            if work.published_run() is not None:
+                shutil.rmtree(work.path)
+                lock.unlink(missing_ok=True)
+                dropped.append(work.path)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            work.path.parent.rmdir()  # the experiment's folder of work folders, once empty
+    return dropped
 
 
 def lock_file(work_dir: Path) -> Path:
