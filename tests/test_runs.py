@@ -433,7 +433,7 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
     traceback — and, space freed, the same job resumes from epoch 1 and ends identical."""
     from convbias import runs
     from convbias.resources import model_size, run_bytes
-    from convbias.runs import DiskFull
+    from convbias.runs import DiskFull, amount
 
     meta, train, test = data
     out, work = tmp_path / "run", tmp_path / "resume" / "exp" / "seed5"
@@ -459,13 +459,32 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
             setattr(runs, name, fn)
     message = str(stop.value.code)
     model = model_size(SPEC, 1, 10, 28)
-    needed = (run_bytes(SPEC, model) + model.state_bytes) / 1e6
-    assert message.startswith(f"error: no space left on the disk of {work}: this run needs about {needed:,.0f} MB")
+    needed = run_bytes(SPEC, model) + model.state_bytes
+    assert message.startswith(f"error: no space left on the disk of {work}: this run needs about {amount(needed)}")
     assert "resumes from the last epoch whose full state was saved" in message and "\n" not in message
     assert isinstance(DiskFull(None, 1, [work]), OSError)
     assert json.loads((work / "progress.json").read_text())["epoch"] == 1
     train_run(SPEC, 5, meta, train, test, out, work)
     same_run(reference, out)
+
+
+def test_a_full_disk_error_naming_no_file_names_the_fuller_disk_and_sizes_a_small_run_in_kb(tmp_path, monkeypatch):
+    """A write that fails naming no file (the kernel's copy while publishing to another disk): the
+    sentence names the folder whose disk is full, not the other; small sizes are not "0 MB"."""
+    from convbias.runs import DiskFull, amount
+
+    work, out = tmp_path / "resume" / "exp" / "seed0", tmp_path / "runs" / "exp" / "seed0"
+    work.mkdir(parents=True)
+    out.mkdir(parents=True)  # publishing made it, then its first copy filled the disk
+    (work / "epoch000.safetensors").write_bytes(b"x" * 3000)
+    statvfs = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda p: type("S", (), {"f_bavail": 0 if "runs" in str(p) else 10**6,
+                                                                "f_frsize": 4096})() if str(tmp_path) in str(p)
+                        else statvfs(p))
+    message = str(DiskFull(None, 420_000, [work, out]))
+    assert message.startswith(f"no space left on the disk of {out}: this run needs about 420 kB there "
+                              f"in all and has 3 kB of it written"), message
+    assert (amount(2.5e9), amount(3.2e8), amount(999)) == ("2.5 GB", "320 MB", "1 kB")
 
 
 def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str, spec: dict, point: str, count: int,
@@ -712,28 +731,33 @@ def stopped_once_logged(command: list[str], log: Path, text: str) -> int:
 
 
 def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_path):
-    """Snakemake deletes a rule's log before each rerun: a training job's log is a link to a file
-    beside its work folder, so every attempt's lines stay until the run is done. An attempt
-    stopped by SIGTERM (Slurm's time limit) says so in the log and still ends by that signal."""
-    log, keep = tmp_path / "logs" / "seed0.log", tmp_path / "resume" / "exp" / "seed0.log"
+    """Snakemake deletes a rule's log before each rerun: a training job's log is a link to a hidden
+    file beside it (one file system), so every attempt's lines stay — also after a later attempt
+    that found nothing to train. An attempt stopped by SIGTERM (Slurm's time limit) says so in the
+    log and still ends by that signal."""
+    from convbias.jobs import attempts_file
+
+    log = tmp_path / "logs" / "seed0.log"
     child = ("import sys, time\nfrom convbias.jobs import log_to\n"
-             f"log_to([{str(log)!r}], keep={str(keep)!r})\nprint('attempt', sys.argv[1], flush=True)\n"
+             f"log_to([{str(log)!r}], keep_attempts=True)\nprint('attempt', sys.argv[1], flush=True)\n"
              "if sys.argv[1] == '2':\n    time.sleep(60)\n")
     assert subprocess.run([sys.executable, "-c", child, "1"], timeout=60).returncode == 0
     log.unlink()  # as Snakemake does before the job runs again
     assert stopped_once_logged([sys.executable, "-c", child, "2"], log, "attempt 2") == -signal.SIGTERM
     lines = log.read_text().splitlines()
     assert lines[:2] == ["attempt 1", "attempt 2"] and lines[2].startswith("stopped by SIGTERM"), lines
-    from convbias.jobs import forget_attempts
+    log.unlink()
+    assert subprocess.run([sys.executable, "-c", child, "3"], timeout=60).returncode == 0  # e.g. nothing to train
+    assert log.read_text().splitlines() == lines + ["attempt 3"]
+    assert attempts_file(log).parent == log.parent and attempts_file(log).samefile(log)
 
-    forget_attempts(keep)
-    assert not keep.parent.exists() and log.read_text().splitlines() == lines
 
-
-def test_sigterm_lets_the_epoch_commit_in_flight_finish_first(tmp_path):
+@pytest.mark.parametrize("in_flight", [True, False])
+def test_sigterm_lets_the_epoch_commit_in_flight_finish_first(tmp_path, in_flight):
     """Commits are written in the background (convbias.train.BackgroundCommits): a job stopped by
     SIGTERM while one is in flight (here a commit slowed to 2 s) waits for it, says so, then ends by
-    that signal; the folder holds that epoch, committed."""
+    that signal; the folder holds that epoch, committed.  With none in flight (the commit long
+    done) it says nothing about commits."""
     log, work = tmp_path / "job.log", tmp_path / "resume" / "exp" / "seed0"
     child = f"""
 import time, torch
@@ -743,18 +767,22 @@ from convbias.train import BackgroundCommits
 log_to([{str(log)!r}])
 commit_state = WorkFolder.commit_state
 def slow(self, *args, **kwargs):
-    time.sleep(2)
+    time.sleep(2 if {in_flight} else 0)
     return commit_state(self, *args, **kwargs)
 WorkFolder.commit_state = slow
 model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 with BackgroundCommits() as commits:
     commits.submit(WorkFolder({str(work)!r}, "fingerprint"), 0, model, optimizer, [], {{"seed": 0, "conv_layers": ["0"]}}, "full")
+    while not {in_flight} and not WorkFolder({str(work)!r}, "fingerprint").progress_file.exists():
+        time.sleep(0.01)
+    time.sleep(0 if {in_flight} else 0.2)
     print("submitted", flush=True)
     time.sleep(60)
 """
     assert stopped_once_logged([sys.executable, "-c", child], log, "submitted") == -signal.SIGTERM
     lines = log.read_text().splitlines()
-    assert lines[:2] == ["submitted", "the epochs being committed were committed first"], lines
-    assert len(lines) == 3 and lines[2].startswith("stopped by SIGTERM"), lines
+    said = ["the epochs being committed were committed first"] if in_flight else []
+    assert lines[:1 + len(said)] == ["submitted", *said], lines
+    assert len(lines) == 2 + len(said) and lines[-1].startswith("stopped by SIGTERM"), lines
     assert WorkFolder(work, "fingerprint").last_epoch(clear=False) == 0

@@ -18,14 +18,15 @@ from .runs import DataParallelFailed, DiskFull, RunDamaged, RunFolder
 from .specs import ClaimsSpec, FigureSpec, ModelSpec, PretrainedSpec, TrainSpec, digest
 
 
-def log_to(log: Sequence[str], keep: str | Path | None = None) -> None:
+def log_to(log: Sequence[str], keep_attempts: bool = False) -> None:
     """Send everything this job prints — and its child processes (torchrun's, FFCV's) — to its
     rule's log file (``snakemake.log``), appending, and say there if a signal stops the job.
 
-    ``keep``: a file that keeps every attempt of the job until :func:`forget_attempts` — Snakemake
-    deletes a rule's log before each rerun, so a resumed training job's log would lose the lines of
-    the attempts before it.  The log is a hard link to ``keep`` (on another file system: a copy of
-    the earlier attempts, and this attempt's lines in the log only)."""
+    ``keep_attempts``: the log keeps the lines of every attempt of the job — Snakemake deletes a
+    rule's log before each rerun, so a resumed training job's log would lose the attempts before
+    it, and a rerun that finds its run published would replace the log of the run that trained.
+    The log is a hard link to :func:`attempts_file`, beside it (on a file system without hard
+    links: a copy of the earlier attempts, and this attempt's lines in the log only)."""
     import os
     import shutil
 
@@ -36,9 +37,8 @@ def log_to(log: Sequence[str], keep: str | Path | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    if keep is not None:
-        keep = Path(keep)
-        keep.parent.mkdir(parents=True, exist_ok=True)
+    if keep_attempts:
+        keep = attempts_file(path)
         os.close(os.open(keep, flags, 0o644))
         path.unlink(missing_ok=True)
         try:
@@ -52,12 +52,11 @@ def log_to(log: Sequence[str], keep: str | Path | None = None) -> None:
     _say_when_stopped()
 
 
-def forget_attempts(keep: str | Path) -> None:
-    """The job is done: drop its ``keep`` file (the log keeps every line), and its folder if empty."""
-    keep = Path(keep)
-    keep.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        keep.parent.rmdir()
+def attempts_file(log: str | Path) -> Path:
+    """The file that keeps every attempt of the job whose log is ``log`` (:func:`log_to`): hidden
+    beside it, on its file system."""
+    log = Path(log)
+    return log.with_name(f".{log.name}.attempts")
 
 
 COMMIT_GRACE = 20  # s a stopped job gives an epoch's commit in flight (Slurm's default KillWait is 30 s)

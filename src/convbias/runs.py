@@ -411,27 +411,39 @@ def lock_file(work_dir: Path) -> Path:
     return work_dir.with_name(work_dir.name + ".lock")
 
 
-def attempts_file(work_dir: Path) -> Path:
-    """The log of every attempt of the training job of the run whose work folder is ``work_dir``,
-    kept beside it until the run is published (:func:`convbias.jobs.log_to`)."""
-    return work_dir.with_name(work_dir.name + ".log")
-
-
 class DiskFull(OSError):
     """A training run's disk filled up: one sentence naming the folder, the space the run needs
-    and the fix.  What was committed stays intact (the commit protocol of :class:`WorkFolder`)."""
+    and the fix.  What was committed stays intact (the commit protocol of :class:`WorkFolder`).
+
+    ``filename``: the file whose write failed, if the error named one; else the full folder is the
+    one of ``folders`` (the work folder, the run's folder) whose disk has the least space left."""
 
     def __init__(self, filename: str | None, needed: int, folders: list[Path]):
-        folder = Path(filename).parent if filename else folders[0]
+        folder = Path(filename).parent if filename else min(folders, key=_space_left)
         files = {p.stat().st_ino: p.stat().st_size for f in folders if f.is_dir() for p in f.iterdir() if p.is_file()}
         written = sum(files.values())  # once each: a publishing run's files are in both folders
         super().__init__(errno.ENOSPC, f"no space left on the disk of {folder}: this run needs about "
-                         f"{needed / 1e6:,.0f} MB there in all and has {written / 1e6:,.0f} MB of it written; free "
+                         f"{amount(needed)} there in all and has {amount(written)} of it written; free "
                          f"at least the difference there (or put results/ on a bigger disk) and run snakemake "
                          f"again: it resumes from the last epoch whose full state was saved")
 
     def __str__(self) -> str:
         return self.strerror
+
+
+def amount(size: float) -> str:
+    """``size`` bytes for a person: ``1.2 GB``, ``312 MB``, ``84 kB``."""
+    if size >= 1e9:
+        return f"{size / 1e9:,.1f} GB"
+    return f"{size / 1e6:,.0f} MB" if size >= 1e6 else f"{size / 1e3:,.0f} kB"
+
+
+def _space_left(folder: Path) -> int:
+    """Bytes free on the disk of ``folder`` (or of its nearest existing parent)."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
 
 
 class DataParallelFailed(RuntimeError):

@@ -193,7 +193,7 @@ class BackgroundCommits:
     @classmethod
     def finish_in_flight(cls, timeout: float) -> str | None:
         """Wait up to ``timeout`` seconds for the commits in flight in this process, if any; one line on how it ended."""
-        pending = [future for c in list(cls._open) for future, _ in c._pending]
+        pending = [future for c in list(cls._open) for future, _ in c._pending if not future.done()]
         if not pending:
             return None
         done, late = wait_for_futures(pending, timeout=timeout)

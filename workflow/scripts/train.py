@@ -1,19 +1,16 @@
 """Rule train: one seed of one experiment, resumable; several GPUs → DDP processes via torchrun."""
 
 import os
-from pathlib import Path
 
 from convbias.specs import DatasetSpec, ExperimentSpec, TrainSpec
 from convbias.data.loaders import use_os_cache
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_memory, job_threads
 from convbias.train import launch, train_run
-from convbias.jobs import forget_attempts, log_to, stops_with_one_sentence
-from convbias.runs import attempts_file
+from convbias.jobs import log_to, stops_with_one_sentence
 
-# this job's output goes to its rule's log file, which keeps the attempts before it (until the run is published)
-attempts = attempts_file(Path(snakemake.params.work))
-log_to(snakemake.log, keep=attempts)
+# this job's output goes to its rule's log file, which keeps the attempts before it
+log_to(snakemake.log, keep_attempts=True)
 
 seed, spec, inputs = int(snakemake.wildcards.seed), snakemake.params.spec, snakemake.input
 # device and os_cache say where and how fast a run is computed, not what it is: read from the
@@ -35,4 +32,3 @@ with job_gpus(experiment.device, processes, shares=snakemake.config["runs_per_gp
     else:
         train_run(TrainSpec.from_dict(spec), seed, DatasetMeta.load(inputs.meta), inputs.train, inputs.test,
                   threads=threads, **options)
-forget_attempts(attempts)
