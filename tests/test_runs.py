@@ -427,6 +427,32 @@ def test_background_commits_keep_two_in_flight_one_resume_state_at_most_and_stop
         assert submit(0, True) == [] and submit(1, True, opens=0) == [0]
 
 
+def test_background_commits_are_made_one_at_a_time_in_epoch_order():
+    """A commit never starts before the one before it returned (two at once would race on the
+    progress file).  Deterministic: the first commit holds until the second starts, or 2 s
+    pass — a second writer thread would start it at once."""
+    import convbias.train as training
+
+    class Work:
+        def __init__(self):
+            self.started, self.events = {e: threading.Event() for e in range(3)}, []
+
+        def commit_state(self, epoch, *args):
+            self.events.append(("start", epoch))
+            self.started[epoch].set()
+            if epoch == 0:
+                self.started[1].wait(2)  # returns at once if epoch 1's commit has started meanwhile
+            self.events.append(("end", epoch))
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    work = Work()
+    with training.BackgroundCommits() as commits:
+        for epoch, resume in ((0, True), (1, False), (2, False)):
+            commits.submit(work, epoch, model, optimizer, [], {"conv_layers": ["0"]}, "conv", resume=resume)
+    assert work.events == [(what, e) for e in range(3) for what in ("start", "end")]
+
+
 def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_there_is_space(data, reference, tmp_path):
     """The disk fills during the commit of epoch 2 (every later write fails, as on a full disk):
     the job stops with one sentence naming the folder, the space the run needs and the fix — no
