@@ -21,7 +21,8 @@ import torch
 from convbias.checkpoints import file_sha256, load_weights, read_metadata
 from convbias.data.dataset import DatasetMeta
 from convbias.jobs import run_filters, run_made_from, stops_with_one_sentence, verified_history, write_unless_kept
-from convbias.runs import RunDamaged, RunFolder, WorkFolder, forget_published, lock_file, run_lock
+from convbias.commits import WorkFolder, forget_published
+from convbias.runs import RunDamaged, RunFolder, lock_file, run_lock
 from convbias.specs import ModelSpec, TrainSpec
 from convbias.train import train_run
 
@@ -170,7 +171,7 @@ def test_a_killed_cut_leaves_a_folder_that_resumes(data, reference, tmp_path):
     before = (work.path / "epoch001.safetensors").read_bytes()
     original = work.files["epoch002.safetensors"]
     # the state a commit of epoch 3 killed right after its progress file leaves behind
-    import convbias.runs as runs
+    import convbias.commits as runs
 
     calls = []
     real = runs.write_bytes
@@ -272,12 +273,12 @@ def test_epochs_are_committed_while_the_next_one_trains_and_the_files_are_those_
     but the last waits until an SGD step has run meanwhile — it would wait forever if commits
     blocked training); the run is bit-identical to one whose commits are made in line, so what
     is written is the state as it was at the end of its epoch, not the state training moved on to."""
-    import convbias.train as training
+    import convbias.commits as commits_module
 
     meta, train, test = data
     inline = tmp_path / "inline"
     with monkeypatch.context() as m:  # the commit made in the training thread, at once
-        m.setattr(training.BackgroundCommits, "submit", lambda self, work, *args, **kwargs: work.commit(*args, **kwargs))
+        m.setattr(commits_module.BackgroundCommits, "submit", lambda self, work, *args, **kwargs: work.commit(*args, **kwargs))
         train_run(SPEC, 5, meta, train, test, inline, tmp_path / "w-inline")
 
     steps, overlapped = [0], {}
@@ -386,7 +387,7 @@ def test_background_commits_keep_two_in_flight_one_resume_state_at_most_and_stop
     """Submits return at once while fewer than two commits are in flight; a third, or a second
     resume state, waits for the oldest.  A failed commit makes the ones queued behind it not
     run, and the first error is the one raised."""
-    import convbias.train as training
+    import convbias.commits as commits_module
 
     class Work:  # commit_state waits until the test lets epoch ``e`` through
         def __init__(self):
@@ -411,7 +412,7 @@ def test_background_commits_keep_two_in_flight_one_resume_state_at_most_and_stop
         return [made[0] for made in work.made]
 
     with pytest.raises(OSError, match="full"):
-        with training.BackgroundCommits() as commits:
+        with commits_module.BackgroundCommits() as commits:
             assert submit(0, True) == [] and submit(1, False) == []  # two in flight, neither made
             assert submit(2, False, opens=0) == [0]  # a third waits for the oldest
             assert submit(3, True, opens=1) == [0, 1]  # a resume state beside a snapshot: waits for two in flight only
@@ -422,7 +423,7 @@ def test_background_commits_keep_two_in_flight_one_resume_state_at_most_and_stop
     conv, everything = ["0.bias", "0.weight"], ["0.bias", "0.weight", "2.bias", "2.weight"]
     assert work.made == [(0, True, everything, everything), (1, False, conv, []), (2, False, conv, [])]
     work = Work()
-    with training.BackgroundCommits() as commits:  # a second resume state waits for the one in flight
+    with commits_module.BackgroundCommits() as commits:  # a second resume state waits for the one in flight
         work.gates[1].set()
         assert submit(0, True) == [] and submit(1, True, opens=0) == [0]
 
@@ -431,7 +432,7 @@ def test_background_commits_are_made_one_at_a_time_in_epoch_order():
     """A commit never starts before the one before it returned (two at once would race on the
     progress file).  Deterministic: the first commit holds until the second starts, or 2 s
     pass — a second writer thread would start it at once."""
-    import convbias.train as training
+    import convbias.commits as commits_module
 
     class Work:
         def __init__(self):
@@ -447,7 +448,7 @@ def test_background_commits_are_made_one_at_a_time_in_epoch_order():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     work = Work()
-    with training.BackgroundCommits() as commits:
+    with commits_module.BackgroundCommits() as commits:
         for epoch, resume in ((0, True), (1, False), (2, False)):
             commits.submit(work, epoch, model, optimizer, [], {"conv_layers": ["0"]}, "conv", resume=resume)
     assert work.events == [(what, e) for e in range(3) for what in ("start", "end")]
@@ -457,7 +458,7 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
     """The disk fills during the commit of epoch 2 (every later write fails, as on a full disk):
     the job stops with one sentence naming the folder, the space the run needs and the fix — no
     traceback — and, space freed, the same job resumes from epoch 1 and ends identical."""
-    from convbias import runs
+    from convbias import commits as runs
     from convbias.resources import model_size, run_bytes
     from convbias.runs import DiskFull, amount
 
@@ -521,7 +522,7 @@ def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    from convbias import runs
+    from convbias import commits as runs
 
     calls = [0]
 
@@ -576,7 +577,7 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
     # interpreter would spend seconds of CPU on those imports, child after child (the server is
     # started without this folder on its path: the children import this module themselves)
     children = multiprocessing.get_context("forkserver")
-    children.set_forkserver_preload(["convbias.train", "convbias.runs", "pandas", "pytest"])
+    children.set_forkserver_preload(["convbias.train", "convbias.commits", "pandas", "pytest"])
 
     def trial_run(plan):
         trial, point, count, twist, pick = plan
@@ -735,7 +736,7 @@ def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):
     """Checked against the manifest as it is read: no separate hashing pass over the run."""
     from pathlib import Path
 
-    import convbias.runs as runs
+    import convbias.commits as runs
 
     reads, real = [], Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
@@ -780,7 +781,7 @@ def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_
 
 @pytest.mark.parametrize("in_flight", [True, False])
 def test_sigterm_lets_the_epoch_commit_in_flight_finish_first(tmp_path, in_flight):
-    """Commits are written in the background (convbias.train.BackgroundCommits): a job stopped by
+    """Commits are written in the background (convbias.commits.BackgroundCommits): a job stopped by
     SIGTERM while one is in flight (here a commit slowed to 2 s) waits for it, says so, then ends by
     that signal; the folder holds that epoch, committed.  With none in flight (the commit long
     done) it says nothing about commits."""
@@ -788,8 +789,7 @@ def test_sigterm_lets_the_epoch_commit_in_flight_finish_first(tmp_path, in_fligh
     child = f"""
 import time, torch
 from convbias.jobs import log_to
-from convbias.runs import WorkFolder
-from convbias.train import BackgroundCommits
+from convbias.commits import BackgroundCommits, WorkFolder
 log_to([{str(log)!r}])
 commit_state = WorkFolder.commit_state
 def slow(self, *args, **kwargs):

@@ -220,7 +220,7 @@ def _one_and_two_processes(tmp_path, meta, train, test, spec, seed=4):
            "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(tmp_path / "w2"),
            "device": "cpu", "threads": 1, "order": "random", "os_cache": True}
     launch(job, 2)
-    assert not (tmp_path / "w2").exists()
+    assert (tmp_path / "w2" / "published.json").exists()  # published (the work folder stays until the workflow ends)
     return single, pd.read_parquet(tmp_path / "two" / "history.parquet")
 
 
@@ -261,7 +261,7 @@ def test_two_process_ddp_learns_like_one_process(tmp_path):
 
 def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
     """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
-    from convbias.runs import WorkFolder
+    from convbias.commits import WorkFolder
 
     meta, train, test = data
     train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
@@ -470,7 +470,7 @@ def test_conv_snapshots_keep_what_stats_and_reinit_read_and_give_their_tables(da
         assert read_metadata(tmp_path / "conv" / f"epoch{epoch:03d}.safetensors")["contents"] == ("full" if whole else "conv")
         cut = load_weights(tmp_path / "conv" / f"epoch{epoch:03d}.safetensors")
         assert all(torch.equal(cut[k], full[k]) for k in kept), epoch  # resumed after epoch 2: bit-identical
-    assert not (tmp_path / "w2").exists()
+    assert (tmp_path / "w2" / "published.json").exists()
     from convbias.resources import model_size, run_bytes  # what `convbias plan` predicts for both runs' files
 
     for run, policy in (("full", spec), ("conv", conv)):
@@ -533,10 +533,10 @@ def test_a_full_disk_in_a_data_parallel_run_ends_the_job_with_the_processs_one_s
     (hooks / "sitecustomize.py").write_text(f"""
 import errno, os
 if os.environ.get("LOCAL_RANK") is not None:  # torchrun's processes only
-    import convbias.runs
+    import convbias.commits
     def full(path, *args, **kwargs):
         raise OSError({errno.ENOSPC}, "No space left on device", str(path))
-    convbias.runs.save_weights = full
+    convbias.commits.save_weights = full
 """)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
     spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 1})

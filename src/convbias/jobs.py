@@ -73,8 +73,8 @@ def _say_when_stopped() -> None:
         return
 
     def stopped(signum, frame):
-        training = sys.modules.get("convbias.train")  # an epoch's commit in flight is finished first
-        commit = training.BackgroundCommits.finish_in_flight(COMMIT_GRACE) if training is not None else None
+        commits = sys.modules.get("convbias.commits")  # an epoch's commit in flight is finished first
+        commit = commits.BackgroundCommits.finish_in_flight(COMMIT_GRACE) if commits is not None else None
         if commit is not None:
             print(commit, file=sys.stderr, flush=True)
         print(f"stopped by {signal.Signals(signum).name} (a time limit, scancel or Snakemake stopping): what it "

@@ -1,12 +1,14 @@
 """The training loop: SGD with the paper's schedules, a checkpoint every epoch, resume after a kill.
 
-A run writes into a work folder (:class:`~convbias.runs.WorkFolder`) as it goes — the weights of
+A run writes into a work folder (:class:`~convbias.commits.WorkFolder`) as it goes — the weights of
 every epoch (epoch 0 is the initialization), the optimizer's momentum of its resume point (the
 last epoch whose full state was saved: every epoch, or every ``resume_every`` seconds), the
 history and, written last, the progress file, which commits an epoch (written by a thread while
-the next epoch trains: :class:`BackgroundCommits`).  Started again with the same spec, a run
-continues after its resume point; with another spec it starts over.  When the last epoch is committed the files are hard-linked into the output folder and the
-work folder is removed, so Snakemake deleting a failed job's outputs never loses finished epochs.
+the next epoch trains: :class:`~convbias.commits.BackgroundCommits`).  Started again with the
+same spec, a run continues after its resume point; with another spec it starts over.  When the
+last epoch is committed the files are hard-linked into the output folder; the work folder stays
+until the workflow has seen the job end, so Snakemake deleting a failed job's outputs never loses
+finished epochs (:mod:`convbias.commits`).
 
 Several GPUs: :func:`launch` starts one process per GPU with ``torchrun``; each trains a
 ``DistributedDataParallel`` replica on its part of every global batch (the batch size stays the
@@ -23,8 +25,6 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for_futures
 from pathlib import Path
 from time import monotonic
 
@@ -41,8 +41,8 @@ from .devices import autocast, resolve_device, set_precision, sum_over_processes
 from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, WorkFolder, commit_copies,
-                   replaced_because, run_lock, seconds_left)
+from .commits import BackgroundCommits, WorkFolder
+from .runs import HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, replaced_because, run_lock, seconds_left
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -146,7 +146,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     learning (0: never; :func:`convbias.learning.stall_message`) — it trains on; ``resume_every``:
     seconds between the epochs whose full state (weights and momentum) is written, the run's
     resume points (0: every epoch; the others write their snapshot only — see
-    :mod:`convbias.runs`).  The initialization, the final epoch and ``stop_after`` always are.
+    :mod:`convbias.commits`).  The initialization, the final epoch and ``stop_after`` always are.
 
     One process at a time trains a run: this one holds the run's lock (:func:`convbias.runs.run_lock`)
     — a second waits and then continues from what the first left, or finds the run published and
@@ -165,89 +165,6 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
             if err.errno != errno.ENOSPC:
                 raise
             raise DiskFull(err.filename, disk_needed(spec, meta), [Path(work_dir), Path(out_dir)]) from None
-
-
-class BackgroundCommits:
-    """Epoch commits written by one background thread while the next epochs train.
-
-    :meth:`submit` copies what the commit writes to the host at once
-    (:func:`~convbias.runs.commit_copies`) and leaves writing, hashing and committing it
-    (:meth:`~convbias.runs.WorkFolder.commit_state`) to the thread, so a GPU does not wait for a
-    VGG19's 1.1 GB of files.  Commits are made one at a time, in epoch order; at most two are in
-    flight (the second waits in the thread's queue: an epoch's snapshot does not wait for the
-    resume state written before it), at most one of them a resume state (a full state in memory
-    is twice the model's).  A submit beyond that, the publication and the end of the ``with``
-    block first wait and raise the error of a failed commit (a full disk).  A process killed
-    meanwhile loses only those commits: the folder still resumes from its resume point, as after
-    a kill in the middle of a commit; one stopped by SIGTERM (Slurm's time limit) first lets
-    them finish (:meth:`finish_in_flight`, called by the job's handler)."""
-
-    _open: set[BackgroundCommits] = set()  # of this process, for finish_in_flight
-    IN_FLIGHT = 2
-
-    def __init__(self):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-        self._pending: list[tuple[Future, bool]] = []  # (commit, whether it writes a resume state), oldest first
-        self._failed = False  # a commit failed: the ones queued behind it are not made
-
-    @classmethod
-    def finish_in_flight(cls, timeout: float) -> str | None:
-        """Wait up to ``timeout`` seconds for the commits in flight in this process, if any; one line on how it ended."""
-        pending = [future for c in list(cls._open) for future, _ in c._pending if not future.done()]
-        if not pending:
-            return None
-        done, late = wait_for_futures(pending, timeout=timeout)
-        if late:
-            why = f"still writing after {timeout:g} s"
-        elif any(f.exception() is not None for f in done):
-            why = "a commit failed"
-        else:
-            return "the epochs being committed were committed first"
-        return f"the epochs being committed were not all committed ({why}): the run resumes from its last resume point"
-
-    def submit(self, work: WorkFolder, epoch: int, model, optimizer, history: list[dict], meta: dict,
-               snapshots: str, resume: bool = True, momentum: bool = True) -> None:
-        """Commit epoch ``epoch``: a resume point (``resume``: every tensor, and the momentum if
-        ``momentum``), else the epoch's snapshot under policy ``snapshots``."""
-        while len(self._pending) >= self.IN_FLIGHT or (resume and any(full for _, full in self._pending)):
-            self._wait_oldest()
-        weights, buffers = commit_copies(model, optimizer, meta, snapshots, resume, momentum)
-        future = self._pool.submit(self._commit, work, epoch, weights, buffers, list(history), meta, snapshots, resume)
-        self._pending.append((future, resume))
-
-    def _commit(self, work: WorkFolder, *args) -> None:  # in the thread
-        if self._failed:
-            raise RuntimeError("not committed: the commit before it failed")
-        try:
-            work.commit_state(*args)
-        except BaseException:
-            self._failed = True
-            raise
-
-    def _wait_oldest(self) -> None:
-        future, _ = self._pending.pop(0)
-        future.result()
-
-    def wait(self) -> None:
-        """Return once no commit is in flight; raise the error of the first that failed."""
-        while self._pending:
-            self._wait_oldest()
-
-    def __enter__(self):
-        BackgroundCommits._open.add(self)
-        return self
-
-    def __exit__(self, *exc):
-        BackgroundCommits._open.discard(self)
-        try:
-            if exc[0] is None:
-                self.wait()
-            else:  # already failing: let the commits in flight finish, keep the first error
-                while self._pending:
-                    with contextlib.suppress(Exception):
-                        self._wait_oldest()
-        finally:
-            self._pool.shutdown()
 
 
 def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
