@@ -552,3 +552,46 @@ if os.environ.get("LOCAL_RANK") is not None:  # torchrun's processes only
     assert "\n" not in message and "resumes from the last epoch whose full state was saved" in message
     assert not list(tmp_path.glob(".w2-job-*"))  # the job file and its error file are gone
     assert issubclass(DataParallelFailed, RuntimeError)  # as launch raised before
+
+
+@pytest.fixture(scope="module")
+def jpegs(tmp_path_factory):
+    """A tiny ImageNet-style JPEG dataset (2 classes of 48² images, cropped to 32²), converted."""
+    from conftest import make_image_folder
+
+    root = tmp_path_factory.mktemp("jpegs")
+    folder = make_image_folder(root / "imagenet", classes=2, per_class={"train": 40, "val": 8}, size=48)
+    spec = {"source": "imagenet", "path": str(folder), "val_fraction": 0.1, "split_seed": 0, "hflip": True,
+            "max_resolution": 48, "jpeg_quality": 90, "compress_probability": 0.0, "image_size": 32}
+    meta = convert("imagenet", DatasetSpec.from_config(spec), root / "train.beton", root / "test.beton",
+                   root / "meta.json")
+    return meta, root / "train.beton", root / "test.beton"
+
+
+def test_random_resized_crops_are_drawn_from_the_seed_and_epoch_alone(jpegs):
+    """FFCV's random resized crop (the 224² path) drew from numba's OS-seeded generators: two
+    loaders of one seed — as two invocations of a run — cropped differently.  Now the same seed
+    and epoch give the same images, in two decoding threads as in one; another epoch or seed other ones."""
+    meta, train, _ = jpegs
+
+    def epoch_images(seed, epoch, workers):
+        loader = make_loader(train, 16, meta=meta, indices=meta.train_indices(), train=True, seed=seed, workers=workers)
+        loader.next_epoch = epoch
+        return torch.cat([x.clone() for x, _ in loader])
+
+    first = epoch_images(3, 1, 2)
+    assert torch.equal(first, epoch_images(3, 1, 2)) and torch.equal(first, epoch_images(3, 1, 1))
+    assert not torch.equal(first, epoch_images(3, 2, 2)) and not torch.equal(first, epoch_images(4, 1, 2))
+
+
+def test_a_resumed_run_on_jpegs_equals_an_uninterrupted_one(jpegs, tmp_path):
+    """The bit-identical resume of test_resume_is_bit_identical on the JPEG path (random resized crops)."""
+    meta, train, test = jpegs
+    spec = TrainSpec(model=ModelSpec("lenet", width=0.5, hidden=16, dropout=0.0), epochs=2, batch_size=16, lr=0.01)
+    train_run(spec, 1, meta, train, test, tmp_path / "full", tmp_path / "w1", threads=2)
+    train_run(spec, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", threads=2, stop_after=1)
+    train_run(spec, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", threads=2)
+    for e in range(3):
+        a = load_weights(tmp_path / "full" / f"epoch{e:03d}.safetensors")
+        b = load_weights(tmp_path / "part" / f"epoch{e:03d}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), e

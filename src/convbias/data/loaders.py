@@ -121,6 +121,54 @@ def _sharded_order(base):
     return Sharded
 
 
+def _seeded_random_resized_crop():
+    """FFCV's random resized crop decoder (scale 0.08–1, aspect ratio 3/4–4/3), except that each
+    image's crop is drawn from (the loader's ``seed``, the epoch, the image's index in the file)
+    alone.  FFCV draws crops from numba's per-thread generators, seeded from the OS: two runs of
+    one seed, or a run resumed after a kill, saw other crops.  The epoch is the one the loader is
+    iterating (its ``next_epoch`` as the epoch starts); the loader recompiles its code each
+    epoch (``recompile=True``: the epoch's seed is a constant of the compiled code)."""
+    from ffcv.fields.rgb_image import (IMAGE_MODES, RandomResizedCropRGBImageDecoder, get_random_crop, imdecode,
+                                       resize_crop)
+    from ffcv.pipeline.compiler import Compiler
+
+    class SeededRandomResizedCrop(RandomResizedCropRGBImageDecoder):
+        def __init__(self, output_size, seed: int):
+            super().__init__(output_size)
+            self.seed, self.loader = seed, None
+
+        def generate_code(self):  # FFCV's decode loop, with each image's generator seeded before its crop
+            jpg, mem_read, images = IMAGE_MODES["jpg"], self.memory_read, Compiler.get_iterator()
+            imdecode_c, resize_crop_c = Compiler.compile(imdecode), Compiler.compile(resize_crop)
+            get_crop_c = Compiler.compile(get_random_crop)
+            scale, ratio = np.array(self.scale), np.array(self.ratio)
+            epoch = 0 if self.loader is None else self.loader.next_epoch - 1
+            base = np.int64(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+
+            def decode(batch_indices, my_storage, metadata, storage_state):
+                destination, temp_storage = my_storage
+                for dst_ix in images(len(batch_indices)):
+                    source_ix = batch_indices[dst_ix]
+                    field = metadata[source_ix]
+                    image_data = mem_read(field["data_ptr"], storage_state)
+                    height, width = np.uint32(field["height"]), np.uint32(field["width"])
+                    if field["mode"] == jpg:
+                        decoded = temp_storage[dst_ix]
+                        imdecode_c(image_data, decoded, height, width, height, width, 0, 0, 1, 1, False, False)
+                        decoded = decoded.reshape(-1)[:3 * height * width].reshape(height, width, 3)
+                    else:
+                        decoded = image_data.reshape(height, width, 3)
+                    np.random.seed((base + np.int64(source_ix) * 1_000_003) % 4_294_967_296)  # this thread's generator
+                    i, j, h, w = get_crop_c(height, width, scale, ratio)
+                    resize_crop_c(decoded, i, i + h, j, j + w, destination[dst_ix])
+                return destination[:len(batch_indices)]
+
+            decode.is_parallel = True
+            return decode
+
+    return SeededRandomResizedCrop
+
+
 def use_os_cache(os_cache: bool | None, order: str, file_bytes: int, memory_bytes: int) -> bool:
     """Whether a loader reads through the OS page cache (FFCV's ``os_cache``).
 
@@ -143,22 +191,23 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
     """An FFCV Loader yielding (uint8 NHWC images, labels) on ``device``.
 
     ``train`` gives a random ``order`` (:func:`_traversal`) fixed by ``seed`` and the epoch (and,
-    for JPEG datasets, FFCV's random resized crop); otherwise the order is sequential (and JPEGs
+    for JPEG datasets, FFCV's random resized crop, drawn from them too:
+    :func:`_seeded_random_resized_crop`); otherwise the order is sequential (and JPEGs
     are centre-cropped, 224 of 256).  ``os_cache``: read through the OS page cache (see
     :func:`use_os_cache`).
     ``distributed`` (``torch.distributed`` initialized, rank r of W): a training loader yields
     rank r's part of every global batch of ``batch_size`` (see :func:`_sharded_order`); an
     evaluation loader yields the r-th contiguous part of the indices.
     """
-    from ffcv.fields.decoders import (CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder,
-                                      RandomResizedCropRGBImageDecoder)
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, NDArrayDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToDevice, ToTensor
 
     device = torch.device(device)
+    jpeg_crops = train and meta is not None and meta.encoding == "jpeg"
     if meta is not None and meta.encoding == "jpeg":
         size = meta.shape[:2]
-        decoder = RandomResizedCropRGBImageDecoder(size) if train else CenterCropRGBImageDecoder(size, 224 / 256)
+        decoder = _seeded_random_resized_crop()(size, seed) if train else CenterCropRGBImageDecoder(size, 224 / 256)
     else:
         decoder = NDArrayDecoder()
     image = [decoder, ToTensor()]
@@ -184,8 +233,10 @@ def make_loader(path: str | Path, batch_size: int, *, meta: DatasetMeta | None =
         str(path), batch_size=per_rank, num_workers=max(1, workers),
         order=named[order] if train else OrderOption.SEQUENTIAL, seed=seed, os_cache=os_cache,
         indices=None if indices is None else np.asarray(indices), drop_last=drop_last,
-        pipelines={"image": image, "label": label},
+        pipelines={"image": image, "label": label}, recompile=jpeg_crops,  # each epoch's crops: its own code
     )
+    if jpeg_crops:
+        decoder.loader = loader
     # FFCV takes only its own orders by name: swap ours in (and draw the first epoch's again)
     if distributed and train:  # pragma: no mutate (data-parallel only)
         loader.traversal_order = _sharded_order(traversal)(loader, batch_size, rank, world)  # pragma: no mutate
