@@ -349,3 +349,16 @@ def test_claims_map_cells_colours_and_statistics_come_from_the_scorecard_and_c5_
     per_run = [(0.125, c5(e, [s])[0]) for e in "ac" for s in (0, 1)] + [(0.25, c5("b", [s])[0]) for s in (0, 1)]
     assert np.allclose(sorted(map(tuple, dots)), sorted(per_run))
     assert [t.get_text() for t in rho_ax.get_xticklabels()] == ["1/8", "1/4"]
+
+
+def test_reinit_and_critical_figures_of_an_experiment_whose_every_run_diverged_say_so():
+    """A diverged run's sweep has no rows (convbias.reinit.no_sweep): an experiment of only such
+    runs still gets its figures, the heatmap saying why it is empty."""
+    from convbias.figures import critical_figure, reinit_figure
+    from convbias.reinit import no_sweep
+
+    fig = reinit_figure(no_sweep(), title="e")
+    assert "every run stopped" in " ".join(t.get_text() for t in fig.axes[0].texts)
+    measure = pd.DataFrame({"experiment": "e", "seed": 0, "epoch": [0], "layer": [1], "name": ["c"], "n_l": [0.5],
+                            "p_value": [1.0]})
+    critical_figure(measure, no_sweep(), title="e")

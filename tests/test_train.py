@@ -595,3 +595,40 @@ def test_a_resumed_run_on_jpegs_equals_an_uninterrupted_one(jpegs, tmp_path):
         a = load_weights(tmp_path / "full" / f"epoch{e:03d}.safetensors")
         b = load_weights(tmp_path / "part" / f"epoch{e:03d}.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), e
+
+
+def test_a_run_that_diverges_stops_with_one_sentence_and_is_read_up_to_its_stop(data, tmp_path, capsys):
+    """Learning rate 10⁴: the train loss is NaN after the first epoch.  The run stops there with one
+    sentence (not 4 epochs of NaN), is published with its epochs so far and says so in its manifest;
+    run again it trains nothing; the statistics read its epochs with finite weights, its sweep has no
+    rows, `convbias status` names the stop, and claim C0 counts it as a run that did not learn."""
+    import math
+
+    from convbias.claims import Evidence, learned_runs
+    from convbias.jobs import run_filters, run_reinit
+    from convbias.specs import ClaimsSpec
+    from convbias.status import run_status
+
+    meta, train, test = data
+    spec = TrainSpec(**{**SPEC.__dict__, "lr": 1e4, "epochs": 4})
+    out = tmp_path / "runs" / "exp" / "seed0"
+    history = train_run(spec, 0, meta, train, test, out, tmp_path / "resume" / "exp" / "seed0")
+    said = [line for line in capsys.readouterr().err.splitlines() if "stopped at epoch" in line]
+    assert len(said) == 1 and said[0].startswith("exp seed 0 stopped at epoch 1 of 4: its train loss is "), said
+    assert said[0].split("its train loss is ")[1].split(" ")[0] in ("nan", "inf"), said
+    assert list(history["epoch"]) == [0, 1] and math.isnan(history["train_loss"].iloc[-1])
+    run = RunFolder(out)
+    assert run.stopped()["epoch"] == 1 and sorted(run.verify()["files"]) == [
+        "epoch000.safetensors", "epoch001.safetensors", "history.parquet"]
+    train_run(spec, 0, meta, train, test, out, tmp_path / "resume" / "exp" / "seed0")
+    assert "nothing left to train" in capsys.readouterr().err
+    filters = run_filters(out, spec.epochs, False, "exp", 0)
+    assert set(filters["epoch"]) == {0}  # epoch 1's weights are NaN: no directions
+    sweep = run_reinit(spec, 0, str(train.with_name("meta.json")), out, test, "exp", [0, 1], device="cpu")
+    assert sweep.empty and list(sweep.columns) == ["experiment", "seed", "source", "layer", "name", "accuracy", "drop",
+                                                   "final_accuracy"]
+    status = run_status("exp", 0, 4, tmp_path / "runs", tmp_path / "resume", num_classes=10, stall_epochs=3)
+    assert status["state"] == "done" and status["note"].startswith("stopped at epoch 1: its train loss is ")
+    evidence = Evidence(experiment="exp", measure=pd.DataFrame(), history=history.assign(seed=0), reinit=sweep,
+                        num_classes=10, channels=1)
+    assert not learned_runs(evidence, ClaimsSpec.from_config({})).any()

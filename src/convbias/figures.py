@@ -156,6 +156,12 @@ def cosine_histograms(filters: pd.DataFrame, title: str = "") -> plt.Figure:
 def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
     """Heatmaps of the relative test-accuracy drop: rows = source epoch (``rand`` first), columns = layer, a panel per seed."""
     seeds = sorted(reinit["seed"].unique())
+    if not seeds:  # every run diverged (convbias.train.diverged): no final weights, no sweep
+        fig, ax = plt.subplots(figsize=(4.6, 4))
+        ax.text(0.5, 0.5, "no sweep: every run stopped\nbefore its last epoch (diverged)", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize="medium")
+        return fig
     fig, axes = plt.subplots(1, len(seeds), figsize=(3.6 * len(seeds) + 1, 4), squeeze=False)
     image = None
     for ax, seed in zip(axes[0], seeds):

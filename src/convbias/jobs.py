@@ -174,11 +174,14 @@ def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment:
     run.verify(checksums=False)  # a manifest, every file there at its size; checksums as each is read
     order = run.conv_layers()  # the same layers in every epoch of a run
     keys = None if order is None else [f"{name}.weight" for name in order]
+    stopped = run.stopped()  # a diverged run: its epochs end at the stop, the last ones NaN
     frames = []
-    for epoch in range(epochs + 1):
+    for epoch in range(epochs + 1 if stopped is None else stopped["epoch"] + 1):
         try:  # each file read once, and checked against the run's manifest as it is read
             table = checkpoint_filters(run.read_weights(epoch, keys), order, include_1x1=include_1x1)
         except NonFiniteWeights as err:
+            if stopped is not None:
+                break  # its epochs from here on have no directions
             raise NonFiniteWeights(f"{run.weights(epoch)}: {err}") from None
         table.insert(0, "epoch", epoch)
         frames.append(table)
@@ -209,10 +212,12 @@ def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str |
     from .data.transform import BatchTransform
     from .devices import resolve_device, set_precision, use_device
     from .models import init_model
-    from .reinit import RAND_SEED_OFFSET, reinit_sweep
+    from .reinit import RAND_SEED_OFFSET, no_sweep, reinit_sweep
 
     meta, run = DatasetMeta.load(meta_file), RunFolder(run_dir)
     run.verify()  # every epoch's file, against the run's manifest
+    if run.stopped() is not None:
+        return no_sweep()
     torch.set_num_threads(threads)
     device = resolve_device(device)
     use_device(device)

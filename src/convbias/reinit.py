@@ -33,6 +33,14 @@ def _accuracy(layers: Sequence[nn.Module], inputs: torch.Tensor, labels: torch.T
         return int(_count(layers, inputs, labels, batch)) / len(labels)
 
 
+def no_sweep() -> pd.DataFrame:
+    """The table of a run with nothing to sweep (it diverged: no final weights to reset layers
+    of): a sweep's columns and dtypes, no rows."""
+    types = {"experiment": "object", "seed": "int64", "source": "object", "layer": "int64", "name": "object",
+             "accuracy": "float64", "drop": "float64", "final_accuracy": "float64"}
+    return pd.DataFrame({column: pd.Series(dtype=kind) for column, kind in types.items()})
+
+
 def _table(rows: list[tuple], base: float) -> pd.DataFrame:
     """(source, layer, name, accuracy) rows with the relative drop from the final accuracy ``base``."""
     frame = pd.DataFrame(rows, columns=["source", "layer", "name", "accuracy"])

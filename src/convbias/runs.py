@@ -87,6 +87,11 @@ class RunFolder:
         except (OSError, ValueError):
             return None
 
+    def stopped(self) -> dict | None:
+        """``{"epoch": e, "why": …}`` for a finished run that stopped before its last epoch (it
+        diverged: :func:`convbias.train.diverged`; its files end at epoch e), else None."""
+        return (self.manifest() or {}).get("stopped")
+
     def verify(self, names: Iterable[str] | None = None, checksums: bool = True) -> dict:
         """Check files ``names`` (default: all) of a finished run against its manifest — sizes,
         then (``checksums``) SHA-256 — and return the manifest; a damaged run raises :class:`RunDamaged`."""
@@ -289,3 +294,33 @@ def run_lock(work_dir: Path, say=None):
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def provenance(device: torch.device, precision: str, processes: int, seconds: list[float]) -> dict:
+    """Where and how a run was computed, for its manifest: the workflow's git commit, library
+    versions, the device, precision, number of processes and the wall time of each epoch."""
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    import torch
+
+    def version(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())  # pragma: no mutate
+    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+            "versions": {p: version(p) for p in ("convbias", "torch", "torchvision", "ffcv", "numpy")},
+            "python": platform.python_version(), "host": platform.node(), "device": f"{device.type}: {name}",
+            "precision": precision, "processes": processes, "seconds_per_epoch": seconds[1:]}

@@ -55,10 +55,11 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
             finished.verify(checksums=False)
         except RunDamaged as err:
             return {**row, "state": "damaged", "note": str(err)}
-        history = finished.history()
+        history, stopped = finished.history(), finished.stopped()
+        said = f"stopped at epoch {stopped['epoch']}: {stopped['why']}" if stopped else note(history.to_dict("records"))
         return {**row, "state": "done", "epoch": int(history["epoch"].max()),
                 "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),
-                "hours_left": 0.0, "note": note(history.to_dict("records"))}
+                "hours_left": 0.0, "note": said}
     work = RunFolder(resume / experiment / f"seed{seed}")
     lock = lock_file(work.path)
     try:

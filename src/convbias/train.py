@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import sys
@@ -42,7 +43,8 @@ from .devices import world as world_of_process
 from .learning import stall_message
 from .models import conv_layers, init_model
 from .commits import BackgroundCommits, WorkFolder
-from .runs import HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, replaced_because, run_lock, seconds_left
+from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, provenance, replaced_because, run_lock,
+                   seconds_left)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -232,17 +234,19 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
 
     resumable_at = [monotonic()]  # when the last resume point was committed
 
-    def commit(epoch):
+    def commit(epoch, last=False):
         """Commit ``epoch`` (while the next epoch trains: BackgroundCommits): a resume point at the
-        start and the end, when stopping, and once ``resume_every`` seconds have passed."""
+        start and the end (``last``: the run stops here), when stopping, and once ``resume_every``
+        seconds have passed."""
         if rank == 0:
             now = monotonic()
-            resume = (epoch in (0, spec.epochs) or (stop_after is not None and epoch >= stop_after)
+            last = last or epoch == spec.epochs
+            resume = (last or epoch == 0 or (stop_after is not None and epoch >= stop_after)
                       or resume_every <= 0 or now - resumable_at[0] >= resume_every)
             if resume:
                 resumable_at[0] = now
             commits.submit(work, epoch, model, optimizer, history, ckpt_meta, spec.snapshots, resume=resume,
-                           momentum=epoch < spec.epochs)
+                           momentum=not last)
         if world > 1:
             torch.distributed.barrier()
 
@@ -263,7 +267,8 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
                      f"again)" if work.committed > last else "")
             tqdm.write(f"resuming from epoch {last} saved in {work.path}{again}", file=sys.stderr)
 
-    epochs = range(last + 1, spec.epochs + 1)
+    stopped = diverged(history)  # committed, not yet published, when the job was killed
+    epochs = range(last + 1, spec.epochs + 1) if stopped is None else range(0)
     if spec.compile and len(epochs):  # so that no epoch's time includes compiling
         sizes = [shard_sizes(m, world)[rank] for m in sorted(set(steps))]  # as many in every process
         seconds = compile_warmup(forward, optimizer, transform, meta, sizes, spec.precision)
@@ -288,9 +293,12 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
         seconds = time.perf_counter() - start
         loss_sum, correct, seen = sum_over_processes(loss_sum, correct, seen, device=dev)
         history.append(history_row(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
-        commit(epoch)
+        stopped = diverged(history)
+        commit(epoch, last=stopped is not None)
         if rank == 0:
             say(epoch_line(label, history, spec.epochs, stall_message(history, meta.num_classes, stall_epochs)))
+        if stopped is not None:
+            break
         if stop_after is not None and epoch >= stop_after:
             commits.wait()
             return pd.DataFrame(history, columns=HISTORY_COLUMNS)
@@ -299,8 +307,23 @@ def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path
         about = {"fingerprint": work.fingerprint, "seed": seed, "spec": spec.to_dict(),
                  "dataset": {"name": meta.name, "fingerprint": meta.fingerprint, "order": order},
                  "computed": provenance(dev, spec.precision, world, [row["seconds"] for row in history])}
-        work.publish(Path(out_dir), spec.epochs, about)
+        if stopped is not None:
+            about["stopped"] = {"epoch": history[-1]["epoch"], "why": stopped}
+            say(f"{label} stopped at epoch {history[-1]['epoch']} of {spec.epochs}: {stopped}; it is published "
+                f"with its epochs so far, claim C0 counts it as a run that did not learn, and the statistics and "
+                f"sweeps read its epochs with finite weights only")
+        work.publish(Path(out_dir), history[-1]["epoch"], about)
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def diverged(history: list[dict]) -> str | None:
+    """Why a run whose ``history`` ends so stops now — its last epoch's train loss is not a number
+    or infinite (a diverged run: SGD on NaN weights keeps them NaN, so no later epoch can learn) —, or None."""
+    row = history[-1]
+    loss = float(row["train_loss"])
+    if row["epoch"] > 0 and not math.isfinite(loss):
+        return f"its train loss is {loss} (the run diverged; no step of SGD brings NaN weights back)"
+    return None
 
 
 def epoch_line(label: str, history: list[dict], epochs: int, warning: str | None = None) -> str:
@@ -311,34 +334,6 @@ def epoch_line(label: str, history: list[dict], epochs: int, warning: str | None
     return (f"{label} epoch {row['epoch']}/{epochs}: lr {row['lr']:.3g}, train loss {row['train_loss']:.4f} "
             f"acc {row['train_acc']:.4f}, val acc {row['val_acc']:.4f}, {row['images_per_second']:.0f} img/s, "
             f"{row['seconds']:.1f} s; {hours} h {minutes:02d} min left" + (f"; {warning}" if warning else ""))
-
-
-def provenance(device: torch.device, precision: str, processes: int, seconds: list[float]) -> dict:
-    """Where and how a run was computed, for its manifest: the workflow's git commit, library
-    versions, the device, precision, number of processes and the wall time of each epoch."""
-    import importlib.metadata
-    import platform
-    import subprocess
-
-    def version(package):
-        try:
-            return importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    def git(*args):
-        try:
-            out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())  # pragma: no mutate
-    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
-            "versions": {p: version(p) for p in ("convbias", "torch", "torchvision", "ffcv", "numpy")},
-            "python": platform.python_version(), "host": platform.node(), "device": f"{device.type}: {name}",
-            "precision": precision, "processes": processes, "seconds_per_epoch": seconds[1:]}
 
 
 def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs in child processes)
