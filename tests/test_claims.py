@@ -143,3 +143,29 @@ def test_c1_and_c2_look_at_every_seed_not_only_the_first():
     assert results(table)["C1"] == "fails" and table.set_index("claim").loc["C1", "detail"] == "layers outside the band: 3"
     first_only = pd.concat([measure({0: UNBIASED, 2: TRAINED}, seeds=(0,)), measure({0: UNBIASED, 2: UNBIASED}, seeds=(1, 2))])
     assert results(scorecard([Evidence("e", first_only, history(0.9), None, 10, 3)], SPEC))["C2"] == "fails"
+
+
+def test_c0_judges_each_run_on_its_final_epoch_not_on_its_best_one():
+    """Seed 1 learned by epoch 2 and was back at chance at its last epoch (3); seeds 3 and 4 end
+    with only one of the two at chance (validation accuracy, train loss); seed 2 stayed at chance
+    until its last epoch learned: seeds 1, 3 and 4 did not learn, seed 2 did (maxima of the
+    validation accuracy, or minima of the train loss, over the epochs would say all learned)."""
+    from convbias.claims import learned_runs
+
+    nan = float("nan")
+    curves = {0: [(0.1, nan), (0.5, 1.5), (0.8, 0.6), (0.9, 0.4)],  # learned, and stayed so
+              1: [(0.1, nan), (0.5, 1.5), (0.9, 0.3), (0.1, 2.30)],  # learned, then fell back to chance
+              2: [(0.1, nan), (0.1, 2.30), (0.1, 2.30), (0.8, 0.5)],  # learned only at the end
+              3: [(0.1, nan), (0.9, 0.3), (0.1, 0.3)],  # validation accuracy back at chance
+              4: [(0.1, nan), (0.9, 0.3), (0.9, 2.30)]}  # train loss back at ln 10
+    rows = [{"seed": s, "epoch": e, "val_acc": acc, "train_acc": acc, "test_acc": acc, "train_loss": loss}
+            for s, curve in curves.items() for e, (acc, loss) in reversed(list(enumerate(curve)))]
+    ev = Evidence("e", measure({0: UNBIASED, 3: TRAINED}), pd.DataFrame(rows), None, 10, 3)
+    assert learned_runs(ev, SPEC).to_dict() == {0: True, 1: False, 2: True, 3: False, 4: False}
+    row = scorecard([ev], SPEC).set_index("claim")
+    assert row.loc["C0", "result"] == "fails" and row.loc["C0", "value"] == pytest.approx(2 / 5)
+    assert row.loc["C0", "detail"].startswith("did not learn: 1, 3, 4;") and "1: 2.3, 2: 0.5" in row.loc["C0", "detail"]
+    assert row.loc["C2", "result"] == "not applicable" and row.loc["C2", "detail"] == "did not learn: runs 1, 3, 4"
+    # a control meant not to learn, whose run 1 learned in the middle and ended at chance: none learned
+    control = Evidence("e", ev.measure, ev.history[ev.history["seed"] == 1], None, 10, 3, expect_learning="none")
+    assert results(scorecard([control], SPEC))["C0"] == "holds"

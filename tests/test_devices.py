@@ -1,5 +1,6 @@
 """Devices without a GPU: the CUDA calls a GPU job makes, its precision, and the local GPU allocator."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,69 @@ import torch
 
 from convbias.specs import ModelSpec, TrainSpec
 from convbias.devices import claim_gpus, gpu_pool, job_gpus, precision, resolve_device, set_precision, use_device
+
+# Bounds on every wait for another process or a lock, so that a deadlock fails a test with a message
+# instead of hanging it (never a measure of speed): a child's line (its start imports torch, on a
+# loaded machine), and a claim of a GPU that is free
+LINE_WITHIN = 30
+CLAIM_WITHIN = 10
+
+
+def line_within(stream, what: str, seconds: float = LINE_WITHIN) -> str:
+    """The next line of a child's pipe ``stream``, read in a thread: a child that never writes it
+    fails the test after ``seconds``, saying ``what`` was awaited."""
+    import threading
+
+    got = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert got, f"no line from the child process in {seconds} s: {what}"
+    return got[0]
+
+
+def claimed_within(n: int, pool: list[str], folder, what: str, seconds: float = CLAIM_WITHIN) -> list[str]:
+    """The GPUs claim_gpus(n, pool, folder) gets (given back at once), claimed in a thread: a claim
+    still waiting after ``seconds`` fails the test, saying ``what`` was expected."""
+    import threading
+
+    got = []
+
+    def claim():
+        with claim_gpus(n, pool, folder, poll=0.05) as gpus:
+            got.append(gpus)
+
+    threading.Thread(target=claim, daemon=True).start()
+    deadline = time.monotonic() + seconds
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got, f"no {n} GPU(s) of {pool} claimed in {seconds} s: {what}"
+    return got[0]
+
+
+def ended_within(proc: subprocess.Popen, what: str, line: str | None = None, seconds: float = LINE_WITHIN) -> str:
+    """What child ``proc`` wrote to its stdout until it ended, given ``line`` on its stdin: a child
+    still running after ``seconds`` fails the test, saying ``what`` was expected."""
+    try:
+        return proc.communicate(line, timeout=seconds)[0]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the child process still runs after {seconds} s: {what}")
+
+
+@pytest.fixture
+def children():
+    """A list to put child processes in: each is killed (if still running) after the test, so that a
+    failed test leaves none behind holding GPU locks or waiting on a pipe."""
+    started = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    pipe.close()
 
 
 @pytest.fixture
@@ -70,7 +134,7 @@ def test_gpu_pool_follows_cuda_visible_devices(monkeypatch):
     assert gpu_pool() == []
 
 
-def test_claims_never_share_a_gpu_and_wait_for_a_free_one(tmp_path):
+def test_claims_never_share_a_gpu_and_wait_for_a_free_one(tmp_path, children):
     pool = ["0", "1", "2"]
     with claim_gpus(2, pool, tmp_path) as first:
         assert first == ["0", "1"]
@@ -82,43 +146,47 @@ def test_claims_never_share_a_gpu_and_wait_for_a_free_one(tmp_path):
                 with claim_gpus(1, {pool!r}, Path({str(tmp_path)!r}), poll=0.05) as got:
                     print(got[0], flush=True)
                 """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            assert "waiting for 1 free GPU" in waited.stderr.readline()  # all three are held: it waits
+            children.append(waited)
+            said = line_within(waited.stderr, "a claim of 1 GPU of 3 held says it waits")
+            assert "waiting for 1 free GPU" in said  # all three are held: it waits
             time.sleep(0.3)
             assert waited.poll() is None
-        out, _ = waited.communicate(timeout=60)  # "2" was given back
+        out = ended_within(waited, "the waiting claim gets GPU 2 once it is given back")
         assert out.strip() == "2"
     with pytest.raises(RuntimeError, match="needs 4 GPUs"):
         with claim_gpus(4, pool, tmp_path):
             pass
 
 
-def test_a_claim_that_waits_holds_no_gpu_meanwhile_and_two_racing_claims_both_get_through(tmp_path):
+def test_a_claim_that_waits_holds_no_gpu_meanwhile_and_two_racing_claims_both_get_through(tmp_path, children):
     """Pool of 3, GPU 0 held here: a job that needs 2 takes 1 and 2 and runs; a second job that needs 2
     waits — holding nothing (GPU 0, given back here, can be taken by anyone) — and gets 2 GPUs once
-    the first is done. A waiting claim that kept what it took would block the others and itself."""
+    the first is done. A waiting claim that kept what it took would block the others and itself:
+    every wait here is bounded, so that fails the test in seconds instead of hanging it."""
     pool = ["0", "1", "2"]
 
     def job():  # holds its GPUs until a line arrives on its stdin (no timing: a loaded machine starts it late)
-        return subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        children.append(subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
             import sys
             from pathlib import Path
             from convbias.devices import claim_gpus
             with claim_gpus(2, {pool!r}, Path({str(tmp_path)!r}), poll=0.05) as got:
                 print(",".join(got), flush=True)
                 sys.stdin.readline()
-            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return children[-1]
 
     with claim_gpus(1, pool, tmp_path) as mine:
         assert mine == ["0"]
         first = job()
-        assert first.stdout.readline().strip() == "1,2"
+        assert line_within(first.stdout, "the first job's 2 GPUs of 3, 1 held here").strip() == "1,2"
         second = job()
-        assert "waiting for 2 free GPU" in second.stderr.readline()
+        assert "waiting for 2 free GPU" in line_within(second.stderr, "the second job says it waits for 2 GPUs")
     time.sleep(0.5)  # the waiting job tries again every 0.05 s: it takes GPU 0 each time, and must give it back
-    with claim_gpus(1, ["0"], tmp_path, poll=0.05) as again:
-        assert again == ["0"] and first.poll() is None and second.poll() is None  # while both still run
-    first.communicate("\n", timeout=60)  # the first job ends: the second gets two GPUs
-    out, _ = second.communicate("\n", timeout=60)
+    again = claimed_within(1, ["0"], tmp_path, "GPU 0 is free, unless the waiting job kept it when it took it")
+    assert again == ["0"] and first.poll() is None and second.poll() is None  # while both still run
+    ended_within(first, "the first job ends once given its line", "\n")  # the second gets two GPUs
+    out = ended_within(second, "the waiting job gets 2 GPUs once the first gave its back, and ends", "\n")
     assert out.strip() in {"0,1", "0,2", "1,2"} and first.returncode == 0 and second.returncode == 0
 
 
@@ -126,7 +194,6 @@ def test_shared_claims_spread_over_the_gpus_k_per_gpu_and_never_beside_a_whole_c
     """runs_per_gpu 2 on two GPUs: four one-GPU jobs take GPU 0, 1, 0, 1 (spread before doubling
     up); a fifth waits until one ends, then takes its place.  A job holding a GPU whole (runs_per_gpu
     1, or data-parallel) keeps shared jobs off it, and waits while any shares the GPU it wants."""
-    import contextlib
     import threading
 
     pool = ["0", "1"]
@@ -168,7 +235,7 @@ def test_shared_claims_spread_over_the_gpus_k_per_gpu_and_never_beside_a_whole_c
             pass
 
 
-def test_a_killed_jobs_gpu_is_free_again(tmp_path):
+def test_a_killed_jobs_gpu_is_free_again(tmp_path, children):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from pathlib import Path
@@ -177,11 +244,11 @@ def test_a_killed_jobs_gpu_is_free_again(tmp_path):
             print("held", flush=True)
             time.sleep(600)
         """)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    children.append(holder)
+    assert line_within(holder.stdout, "the holder says it holds GPU 0").strip() == "held"
     holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    with claim_gpus(1, ["0"], tmp_path, poll=0.05) as got:
-        assert got == ["0"]
+    holder.wait(timeout=LINE_WITHIN)
+    assert claimed_within(1, ["0"], tmp_path, "a killed job's lock goes with its process") == ["0"]
 
 
 def test_job_gpus_hides_gpus_from_cpu_jobs_and_gives_gpu_jobs_their_own(monkeypatch, tmp_path):

@@ -267,3 +267,87 @@ def test_a_cpu_targets_wall_time_schedules_its_runs_sweeps_filters_and_figures_o
     assert re.search(r"ladder on 2 CPU cores \(snakemake --cores 2\): ≈ [\d.]+ (h|min); each experiment's jobs "
                      r"alone: ladder_w4_e16 \d+ min, ladder_w8_e16 \d+ min", out)
     assert f"ladder_w8_e16 {round(alone / 60)} min" in out
+
+
+def test_a_training_jobs_host_memory_counts_every_model_state_it_holds():
+    """The host memory of a training job grows by six model states per model, counted from what
+    training holds: the model's weights and SGD's momentum; the commits in flight while the next
+    epochs train (convbias.commits.BackgroundCommits: at most IN_FLIGHT, at most one of them a resume
+    state — every tensor and the momentum — the others an epoch's snapshot, at most every tensor);
+    and the file being written (a state's bytes)."""
+    from dataclasses import replace
+
+    from convbias.checkpoints import weights_bytes
+    from convbias.commits import BackgroundCommits, commit_copies
+    from convbias.resources import MB
+
+    def nbytes(tensors: dict) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
+    spec = TrainSpec(model=ModelSpec("lenet", head="lenet"), epochs=1)
+    model = build_model(spec.model, 1, 10, 28)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model(torch.randn(4, 1, 28, 28)).sum().backward()
+    optimizer.step()  # SGD has its momentum buffers from here on
+    state = model_size(spec, 1, 10, 28).state_bytes
+    assert nbytes(model.state_dict()) == state  # the model's tensors: its parameters, 4 bytes each
+    momentum = {name: optimizer.state[p]["momentum_buffer"] for name, p in model.named_parameters()}
+    resume_weights, resume_momentum = commit_copies(model, optimizer, {}, "full", resume=True)
+    snapshot, _ = commit_copies(model, optimizer, {}, "full", resume=False)
+    held = (nbytes(model.state_dict()) + nbytes(momentum)  # training
+            + nbytes(resume_weights) + nbytes(resume_momentum)  # the resume state in flight
+            + (BackgroundCommits.IN_FLIGHT - 1) * nbytes(snapshot)  # the snapshots in flight beside it
+            + len(weights_bytes(resume_weights)))  # the largest file being written
+    states = held / state
+    assert states == pytest.approx(6, rel=0.01)
+    # two widths of the ladder's VGG19 (30 and 73 M parameters), all else alike: their jobs' host memory
+    # (MARGIN more than the arithmetic, in whole MB) differs by that many states of the difference
+    s = study()
+    exp = s.experiments["ladder_w8_e16"]
+    data = data_size(s.datasets[exp.dataset])
+    narrow, wide = (replace(exp, train=replace(exp.train, model=replace(exp.train.model, width=width)))
+                    for width in (0.125, 0.5))
+    grown = model_size(wide.train, 3, 10, 32).state_bytes - model_size(narrow.train, 3, 10, 32).state_bytes
+    assert grown > 100 * MB
+    more = train_needs(wide, data).mem_mb - train_needs(narrow, data).mem_mb
+    assert more == pytest.approx(round(states) * grown * MARGIN / MB, abs=1)
+
+
+def test_a_data_parallel_jobs_gpu_hours_are_its_wall_hours_on_each_of_its_gpus(tmp_path, capsys):
+    """`convbias plan`'s hours of a GPU experiment: every job's wall time once per GPU it holds. Two
+    experiments alike but for gpus (4 and 1), whose jobs took the same wall time by their benchmark
+    files: the 4-GPU one costs 4 times the GPU-hours; estimated, each costs its jobs' wall hours × gpus."""
+    from convbias.cli import main
+    from convbias.plan import plan
+    from convbias.resources import train_job_seconds
+
+    config = {"datasets": {"d": {"source": "synthetic",
+                                 "synthetic": {"n_train": 2000, "n_test": 500, "size": 32, "channels": 3}}},
+              "experiments": {name: {"dataset": "d", "model": {"arch": "vgg11", "width": 0.125}, "epochs": 2,
+                                     "seeds": [0, 1, 2], "device": "cuda", "gpus": gpus}
+                              for name, gpus in (("one", 1), ("four", 4))},
+              "figures": {"f": {"kind": "measure", "study": "gpus", "experiments": ["one", "four"], "caption": "c"}}}
+    s = load_config(config)
+    runs, bench = tmp_path / "results" / "runs", tmp_path / "benchmarks"
+    data = data_size(s.datasets["d"])
+    estimated = plan(s, "f", runs=runs, benchmarks=bench).set_index("experiment")
+    for name, gpus in (("one", 1), ("four", 4)):
+        job = train_job_seconds(s.experiments[name], data)
+        assert estimated.loc[name, "job_min"] * 60 == pytest.approx(job)
+        assert estimated.loc[name, "hours"] == pytest.approx(3 * job * gpus / 3600)
+        assert estimated.loc[name, "hours"] == pytest.approx(3 * train_needs(s.experiments[name], data).hours)
+    for name in ("one", "four"):  # every job 600 s: 3 runs × 600 s on 1 GPU, and on 4
+        for seed in (0, 1, 2):
+            finished(runs, name, seed, s.experiments[name].train, {"seconds": [0.0, 100.0, 100.0],
+                                                                  "images_per_second": [0.0, 1e4, 1e4]})
+            path = bench / "train" / name / f"seed{seed}.tsv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("s\th:m:s\tmax_rss\n600.0\t0:10:00\t1.0\n")
+    measured = plan(s, "f", runs=runs, benchmarks=bench).set_index("experiment")
+    assert list(measured["times"]) == ["measured", "measured"] and list(measured["job_min"]) == [10.0, 10.0]
+    assert measured.loc["one", "hours"] == pytest.approx(3 * 600 / 3600)
+    assert measured.loc["four", "hours"] == pytest.approx(4 * 3 * 600 / 3600)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    assert main(["plan", "f", "--config", str(config_file), "--runs", str(runs), "--benchmarks", str(bench)]) == 0
+    assert "; 2.5 GPU-hours" in capsys.readouterr().out  # 0.5 of the one-GPU experiment, 2 of the four-GPU one

@@ -155,3 +155,60 @@ def test_measure_table_sorts_groups_and_names_its_columns():
     out = measure_table(table, ["epoch"])
     assert list(out["epoch"]) == [0, 1, 2] and list(out["n_l"]) == [1.0, 0.0, 0.5]
     assert list(out.columns) == ["epoch", "filters", "zero_norm", "negatives", "n_l", "mean_cosine", "p_value"]
+
+
+def finished_run(folder, states: list[dict], conv_layers: list[str]):
+    """A finished run in ``folder`` as the filters job reads it: epoch files 0…E of ``states`` and a manifest
+    of their sizes and checksums."""
+    import json
+
+    from convbias.checkpoints import save_weights
+    from convbias.runs import RunFolder
+
+    run, files = RunFolder(folder), {}
+    folder.mkdir(parents=True)
+    for epoch, state in enumerate(states):
+        sha256 = save_weights(run.weights(epoch), state, epoch=epoch, contents="full", conv_layers=conv_layers)
+        files[run.weights(epoch).name] = {"bytes": run.weights(epoch).stat().st_size, "sha256": sha256}
+    run.manifest_file.write_text(json.dumps({"format": 1, "files": files}))
+    return folder
+
+
+def test_the_filters_job_computes_its_table_again_when_include_1x1_changes(tmp_path, capfd):
+    """workflow/scripts/filters.py as Snakemake runs it, on a run with a 3x3 and a 1x1 conv layer.
+    The job keeps a table made from the same run, parameters and code (only file times changed);
+    include_1x1 is one of those parameters: switching it (Snakemake reruns the job, its params
+    changed) computes the table again — with the 1x1 layer, then without it — never keeps the old one."""
+    import runpy
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    states = [{"features.0.weight": torch.randn(8, 1, 3, 3, generator=g), "features.0.bias": torch.zeros(8),
+               "features.2.weight": torch.randn(6, 8, 1, 1, generator=g), "features.2.bias": torch.zeros(6)}
+              for _ in range(2)]
+    run = finished_run(tmp_path / "runs" / "e" / "seed3", states, ["features.0", "features.2"])
+    table = tmp_path / "filters" / "e" / "seed3.parquet"
+    table.parent.mkdir(parents=True)
+    script = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "filters.py"
+
+    def job(include_1x1: bool) -> tuple[dict, str]:
+        """The filters job of the run: {layer: name} of its table, and what it said."""
+        snakemake = SimpleNamespace(input=SimpleNamespace(run=str(run)), output=[str(table)], log=[],
+                                    params=SimpleNamespace(epochs=1, include_1x1=include_1x1),
+                                    wildcards=SimpleNamespace(experiment="e", seed="3"))
+        capfd.readouterr()
+        runpy.run_path(str(script), init_globals={"snakemake": snakemake}, run_name="__main__")
+        filters = pd.read_parquet(table)
+        assert sorted(filters["epoch"].unique()) == [0, 1] and set(filters["seed"]) == {3}
+        return dict(zip(filters["layer"], filters["name"])), capfd.readouterr().err
+
+    assert job(False)[0] == {1: "features.0"}  # 1x1 convs are left out unless asked for
+    kept = job(False)
+    assert kept[0] == {1: "features.0"} and "kept, nothing recomputed" in kept[1]  # the same inputs: kept
+    with_1x1 = job(True)
+    assert with_1x1[0] == {1: "features.0", 2: "features.2"}, "include_1x1 switched on: the old table was kept"
+    assert "kept" not in with_1x1[1]
+    without = job(False)
+    assert without[0] == {1: "features.0"}, "include_1x1 switched off: the old table was kept"
+    assert "kept" not in without[1]

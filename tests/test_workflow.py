@@ -79,17 +79,23 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, data) -> Path:
-    return checkout(tmp_path_factory.mktemp("project"), tiny_config(data))
+    """A checkout of the tiny study run to the end (``snakemake --cores 2 quickstart``), once per module:
+    each test that looks at the finished study, or at what a change to it reruns, passes alone,
+    whichever tests ran before it."""
+    root = checkout(tmp_path_factory.mktemp("project"), tiny_config(data))
+    snakemake(root, "--cores", "2", "quickstart")
+    return root
 
 
-def test_dry_run_shows_the_whole_dag(project):
-    counts = job_counts(snakemake(project, "-n", "quickstart").stdout)
+def test_dry_run_shows_the_whole_dag(data, tmp_path):
+    fresh = checkout(tmp_path / "project", tiny_config(data))  # nothing run yet, whatever ran before
+    counts = job_counts(snakemake(fresh, "-n", "quickstart").stdout)
     assert counts == {"convert": 1, "train": 4, "filters": 4, "measure": 2, "reinit": 4, "figure": 8,
                       "claims_quickstart": 1, "quickstart": 1}
 
 
 def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
-    snakemake(project, "--cores", "2", "quickstart")
+    """What `snakemake --cores 2 quickstart` (run by the fixture ``project``) made, and that it is done."""
     for exp in EXPERIMENTS:
         for kind in ("measure", "histograms", "reinit", "critical"):
             pdf = project / "results" / "quickstart" / f"{exp}_{kind}.pdf"
