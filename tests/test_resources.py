@@ -1,6 +1,8 @@
 """The resource model and `convbias plan`: sizes against real models and files, targets, totals."""
 
+import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -351,3 +353,19 @@ def test_a_data_parallel_jobs_gpu_hours_are_its_wall_hours_on_each_of_its_gpus(t
     config_file.write_text(yaml.safe_dump(config))
     assert main(["plan", "f", "--config", str(config_file), "--runs", str(runs), "--benchmarks", str(bench)]) == 0
     assert "; 2.5 GPU-hours" in capsys.readouterr().out  # 0.5 of the one-GPU experiment, 2 of the four-GPU one
+
+
+def test_model_sizes_are_remembered_on_disk_so_a_snakemake_start_needs_no_torch(tmp_path):
+    """Every Snakemake start checks the config and sizes every job (resources.model_size): measured
+    once (torch imported), then read from $XDG_CACHE_HOME/convbias in a new process without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from convbias.resources import model_size; from convbias.specs import ModelSpec, TrainSpec; "
+            "m = model_size(TrainSpec(model=ModelSpec('vgg11', width=0.125), epochs=1), 3, 10, 32); "
+            "print(json.dumps([m.params, list(m.macs_from_conv), 'torch' in sys.modules]))")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                      check=True).stdout) for _ in range(2)]
+    assert runs[0][:2] == runs[1][:2] and (runs[0][2], runs[1][2]) == (True, False)
+    assert len(list((tmp_path / "convbias").glob("model-sizes-*.json"))) == 1

@@ -13,9 +13,11 @@ torch, FFCV and numba loaded); every estimate is rounded up by ``MARGIN``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .specs import DatasetSpec, ExperimentSpec, TrainSpec
 
@@ -138,7 +140,48 @@ class Model:
 
 @functools.lru_cache(maxsize=None)
 def model_size(train: TrainSpec, channels: int, classes: int, size: int) -> Model:
-    """:class:`Model` of ``train.model`` for ``channels`` × ``size``² inputs, measured on shapes only."""
+    """:class:`Model` of ``train.model`` for ``channels`` × ``size``² inputs, measured on shapes only.
+
+    Remembered on disk (:func:`_remembered_sizes`): every Snakemake start checks the config and
+    sizes every job with it, and measuring needs torch and torchvision, ~3.5 s of importing."""
+    import dataclasses
+    import json
+
+    key = json.dumps([dataclasses.asdict(train.model), channels, classes, size], sort_keys=True)
+    path, sizes = _remembered_sizes()
+    if key in sizes:
+        return Model(**{**sizes[key], "macs_from_conv": tuple(sizes[key]["macs_from_conv"])})
+    model = _measured_size(train, channels, classes, size)
+    if path is not None:
+        from .checkpoints import atomic_write
+
+        entries = json.dumps({**_remembered_sizes()[1], key: dataclasses.asdict(model)})
+        with contextlib.suppress(OSError):  # a cache: a read-only home costs the measuring only
+            atomic_write(path, lambda tmp: tmp.write_text(entries))
+    return model
+
+
+def _remembered_sizes() -> tuple[Path | None, dict]:
+    """(the cache file of :func:`model_size`, its entries): under ``$XDG_CACHE_HOME/convbias``
+    (``~/.cache``), named by the text of the code that builds and measures models, so that a
+    change to it measures again."""
+    import hashlib
+    import json
+    import os
+
+    code = hashlib.sha256()
+    for module in ("models.py", "resources.py"):
+        code.update((Path(__file__).parent / module).read_bytes())
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(home) / "convbias" / f"model-sizes-{code.hexdigest()[:16]}.json"
+    try:
+        return path, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return path, {}
+
+
+def _measured_size(train: TrainSpec, channels: int, classes: int, size: int) -> Model:
+    """:func:`model_size`, measured: the model built on PyTorch's ``meta`` device, one image through it."""
     import torch
 
     from .models import build_model, conv_layers, sequential_layers
