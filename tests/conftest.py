@@ -214,8 +214,8 @@ def _module_files(root: Path, module: str) -> list[Path]:
 # --dist loadfile, with --no-loadscope-reorder, else xdist orders files by their number of tests):
 # the two Slurm files — mostly waiting on the cluster's status checks — start at once beside the two
 # longest CPU-bound ones, and the rest are shared out as processes free up.
-FIRST = ("test_slurm.py", "test_slurm_smoke.py", "test_workflow.py", "test_runs.py", "test_train.py",
-         "test_reruns.py", "test_workflow_config.py", "test_bench.py", "test_trainability.py")
+FIRST = ("test_slurm.py", "test_slurm_smoke.py", "test_train.py", "test_bench.py", "test_workflow.py",
+         "test_reruns.py", "test_runs.py", "test_workflow_config.py", "test_trainability.py")
 
 
 def pytest_collection_modifyitems(config, items):
