@@ -54,6 +54,7 @@ def test_stats_of_torchvision_weights_from_torch_home(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     path, url = weights_file("alexnet")
     assert str(path.parent) in err and path.name in err and url in err and "\n" not in err.strip()
+    assert "convbias stats --download" in err  # the fix names the flag
     # the file, made here with torchvision's own AlexNet (random weights) in the published format
     torch.manual_seed(0)
     path.parent.mkdir(parents=True)
@@ -153,3 +154,29 @@ def test_stats_with_init_adds_each_layers_relative_distance_and_refuses_another_
     assert capsys.readouterr().err.strip() == (
         f"convbias stats: --init {tmp_path / 'other.safetensors'} has it as (8, 1, 3, 3), not features.0.weight of "
         "shape (8, 3, 3, 3): give the weights of the same network")
+
+
+def test_verify_of_a_mistyped_path_says_it_is_not_a_folder_not_that_a_run_is_damaged(tmp_path, capsys):
+    assert main(["verify", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"convbias verify: {tmp_path / 'nope'} is not a folder: give run folders") and "DAMAGED" not in err
+
+
+def test_plan_and_status_name_the_fix_for_an_unknown_target_and_a_missing_config(capsys):
+    """fig99: the figure names a user types (fig1 … fig24) and the close ones; a config that is not
+    there: one sentence, not a raw [Errno 2]."""
+    assert main(["plan", "fig99"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'fig99': did you mean fig9" in err and "fig1, fig2, fig4 … fig24 (the paper's, 23 in all)" in err, err
+    assert main(["status", "--config", "nope.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("convbias status: cannot read the config nope.yaml (No such file or directory): run it from "
+                           "the repository's root, or give the study's config with --config FILE")
+
+
+def test_plan_of_the_quickstart_says_its_wall_time_and_what_each_column_means(capsys):
+    assert main(["plan", "quickstart", "--runs", "nowhere", "--benchmarks", "nowhere", "--cores", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart on 2 CPU cores (snakemake --cores 2): ≈ " in out
+    for column in ("job_min", "sweep_min", "filters_min", "train_gpu_gb", "disk_gb", "hours"):
+        assert f"{column} = " in out or f", {column} = " in out or f"{column}, " in out, column

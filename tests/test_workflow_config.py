@@ -51,7 +51,7 @@ def test_missing_dataset_fails_at_job_time_with_one_sentence(tmp_path, data):
     assert proc.returncode != 0
     output = proc.stdout + proc.stderr
     assert "nowhere/train-images-idx3-ubyte.gz does not exist" in output
-    assert "datasets.tiny.path" in output
+    assert "datasets.tiny.path" in output and "or set datasets.tiny.download: true to fetch them" in output
     assert "Traceback" not in output
 
 

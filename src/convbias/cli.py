@@ -119,7 +119,13 @@ def target_table(command: str, target: str, config: str, make, precision: str | 
     from .config import ConfigError, load_config
 
     try:
-        entries = yaml.safe_load(open(config))
+        with open(config) as f:
+            entries = yaml.safe_load(f)
+    except OSError as err:
+        print(f"convbias {command}: cannot read the config {config} ({err.strerror}): run it from the repository's "
+              f"root, or give the study's config with --config FILE", file=sys.stderr)
+        return 2
+    try:
         if precision:
             entries["precision"] = precision
         study = load_config(entries)
@@ -160,6 +166,11 @@ def verify_runs(paths: list[str]) -> int:
     runs = [Path(p) for p in paths] or sorted(Path("results/runs").glob("*/seed*"))
     if not runs:
         print("convbias verify: no runs under results/runs (give run folders as arguments)", file=sys.stderr)
+        return 2
+    missing = [path for path in runs if not path.is_dir()]
+    if missing:
+        print(f"convbias verify: {missing[0]} is not a folder{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}: "
+              f"give run folders (results/runs/<experiment>/seed<s>), or nothing to check every run", file=sys.stderr)
         return 2
     damaged = 0
     for path in runs:
@@ -203,6 +214,10 @@ def print_plan(target: str, config: str, runs: str, precision: str | None = None
         whole = schedule(cpu_jobs(study, cpu, benchmarks, target_figures(study, target)), cores)
         print(f"{target} on {cores} CPU core{'s' * (cores > 1)} (snakemake --cores {cores}): ≈ {fmt_seconds(whole)}; "
               f"each experiment's jobs alone: " + ", ".join(f"{e} {fmt_seconds(t)}" for e, t in alone.items()))
+    print("columns: runs = seeds; sweeps = runs with a re-initialization sweep; disk_gb = the experiment's runs on disk; "
+          "train_mem_gb, reinit_mem_gb = host memory of one training job, one sweep job; train_gpu_gb = GPU memory of "
+          "one training job; job_min, sweep_min, filters_min = minutes of one training job, one sweep, one filters "
+          "job; hours = GPU-hours (device gpu: × its GPUs) or CPU core-hours of all its jobs")
     print("rate: measured = from the study's finished runs; calibrated = the CPU rate the quickstart "
           "measured; benchmarked = one H200's rate in the GPU check (bench/gpu_check.py) for this "
           "image size and precision (see convbias.resources). times: measured = the median wall time of the "

@@ -17,6 +17,7 @@ whether the jobs were measured).
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -48,8 +49,16 @@ def target_figures(study: Study, target: str) -> list[str]:
     drawn = target.removeprefix("./").removeprefix("results/").removesuffix(".pdf")  # a figure's file, as Snakemake's target
     if target.endswith(".pdf") and drawn in study.figures:
         return [drawn]
-    raise ValueError(f"unknown target {target!r}: use all, quickstart, smoke, cifar or a figure name "
-                     f"({', '.join(sorted(study.figures)[:5])}, …)")
+    import difflib
+
+    studies = sorted({f.study for f in study.figures.values()} - {"paper"})
+    paper_figures = sorted((n for n in paper if re.fullmatch(r"fig\d+", n)), key=lambda n: int(n[3:]))
+    targets = ["all", *studies, "cifar", *study.figures]
+    close = difflib.get_close_matches(drawn, targets, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ValueError(f"unknown target {target!r}: {hint}use all, {', '.join(studies)}, cifar or a figure: "
+                     f"{', '.join(paper_figures[:3])} … {paper_figures[-1] if paper_figures else ''} (the paper's, "
+                     f"{len(paper_figures)} in all), or another figure name of the config (its figures section)")
 
 
 def finished_runs(study: Study, experiment: str, runs: Path) -> list[Path]:

@@ -37,7 +37,8 @@ def torchvision_weights(name: str, allow_download: bool = False) -> dict[str, to
         if not allow_download:
             raise WeightsError(f"the weights of torchvision:{name} are not in {path.parent}: put {path.name} "
                                f"(from {url}) there, set TORCH_HOME to the folder that holds hub/checkpoints/, "
-                               f"or allow the download")
+                               f"or let convbias download it (convbias stats --download; in the workflow: "
+                               f"pretrained.<name>.download: true)")
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), progress=True)
     return load_weights(path)

@@ -3,7 +3,8 @@
 import sys
 
 from convbias.data.convert import convert
-from convbias.data.sources import DatasetError
+from convbias.data.downloads import DOWNLOADABLE
+from convbias.data.sources import DatasetError, MissingDataset
 from convbias.specs import DatasetSpec
 from convbias.jobs import log_to
 
@@ -15,4 +16,6 @@ try:
     convert(name, spec, snakemake.output.train, snakemake.output.test, snakemake.output.meta,
             workers=snakemake.threads)
 except DatasetError as err:
-    sys.exit(f"dataset {name!r}: {err}. Put the files there, or set datasets.{name}.path in the config.")
+    fetch = isinstance(err, MissingDataset) and spec.source in DOWNLOADABLE and not spec.download
+    sys.exit(f"dataset {name!r}: {err}. Put the files there, or set datasets.{name}.path in the config"
+             + (f", or set datasets.{name}.download: true to fetch them (rule download)." if fetch else "."))
