@@ -8,6 +8,8 @@ VENV   := .venv
 PYTHON ?= python3
 # what a bare Debian lacks to build FFCV and the venv, and Fashion-MNIST (downloaded when absent)
 APT    := build-essential python3-dev python3-venv libopencv-dev libturbojpeg0-dev pkg-config dataset-fashion-mnist
+# what the tests need beside it: a real browser opens the report (tests/test_workflow.py)
+TEST_APT := chromium
 SUDO   := $(if $(filter 0,$(shell id -u 2>/dev/null)),,sudo)
 
 .PHONY: setup system-packages quickstart test mutation report clean-results
@@ -23,6 +25,7 @@ quickstart: setup
 # keeps that order (xdist would otherwise start with the files that have the most tests).
 TEST_PROCESSES ?= 4
 test: setup
+	@$(MAKE) --no-print-directory system-packages APT="$(TEST_APT)"
 	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # Mutants of the core modules against their fast tests (config: [tool.mutmut] in pyproject.toml,

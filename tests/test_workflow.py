@@ -279,3 +279,32 @@ def test_file_times_alone_retrain_nothing(project, data, tmp_path):
         assert "Nothing to be done" in snakemake(root, "-n", *(str(p.relative_to(root)) for p in tables)).stdout
         snakemake(root, "--touch", "quickstart")
         nothing_to_do(root)
+
+
+def browser_dom(url: str) -> str:
+    """The DOM of ``url`` after a headless Chromium (Debian's package; `make test` installs it) ran its scripts."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is not installed: `make test` installs it (Debian package chromium)"
+    out = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                          "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_the_report_opens_on_what_was_studied_with_the_scorecard_runs_and_figures(project):
+    """`make report` on a finished study: in a real browser the report's landing page says what
+    was studied and how to read it, lists the study's pages (scorecard, runs, figures by label),
+    and no caption became a docutils error; the scorecard and runs pages it embeds show their rows."""
+    report = project / "results" / "quickstart" / "report.html"
+    snakemake(project, "--report", str(report.relative_to(project)), "quickstart")
+    dom = browser_dom(report.as_uri())
+    assert "What this report shows" in dom and "claims scorecard" in dom, dom[-3000:]
+    assert "Study quickstart" in dom and "System Message" not in dom and "Undefined substitution" not in dom
+    embedded = report.read_text()
+    for page in ("scorecard", "runs"):
+        assert f"report/quickstart/{page}.html" in embedded, page
+    scorecard = browser_dom((project / "results" / "report" / "quickstart" / "scorecard.html").as_uri())
+    table = pd.read_csv(project / "results" / "quickstart" / "claims.csv")
+    assert "Claims scorecard of study quickstart" in scorecard and scorecard.count("<tr>") == len(table) + 1
+    runs = browser_dom((project / "results" / "report" / "quickstart" / "runs.html").as_uri())
+    assert runs.count("<tr>") == 1 + 2 * len(EXPERIMENTS), runs[-2000:]  # the header, two seeds per experiment

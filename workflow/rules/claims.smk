@@ -8,13 +8,28 @@ for _study in sorted({fig.study for fig in FIGURES.values()}):
         input:
             claims_inputs(_study),
         output:
-            report(claims_file(_study), caption="../report/claims.rst", category="Claims"),
+            scorecard=claims_file(_study),
+            scorecard_page=report(
+                report_file(_study, "scorecard"),
+                caption="../report/claims.rst",
+                category=report_category(_study),
+                subcategory="Claims and runs",
+                labels={"page": "claims scorecard"},
+            ),
+            runs_page=report(
+                report_file(_study, "runs"),
+                caption="../report/runs.rst",
+                category=report_category(_study),
+                subcategory="Claims and runs",
+                labels={"page": "runs"},
+            ),
         log:
             f"logs/claims/{_study}.log",
         localrule: True
         conda:
             ENV
         params:
+            study=_study,
             spec=STUDY.claims.to_dict(),
             experiments=claims_experiments(_study),
         script:

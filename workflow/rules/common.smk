@@ -229,6 +229,30 @@ def claims_file(study):
     return "results/claims.csv" if study == "paper" else f"results/{study}/claims.csv"
 
 
+def report_file(study, page):
+    """A page of the study's report beside its scorecard: the scorecard itself, or its runs (convbias.report)."""
+    return f"results/report/{study}/{page}.html"
+
+
+def report_category(study):
+    return "The paper's study" if study == "paper" else f"Study {study}"
+
+
+def figure_report(wildcards):
+    """Where the report lists a figure: its study, then the figure (by its paper number for fig1…fig24)."""
+    fig = FIGURES[wildcards.figure]
+    number = re.fullmatch(r"fig(\d+)", wildcards.figure)
+    return {
+        "category": report_category(fig.study),
+        "subcategory": f"Figure {number.group(1)} of the paper" if number else "Figures",
+        "labels": {
+            "figure": wildcards.figure,
+            "kind": fig.kind,
+            "experiments": ", ".join(fig.experiments or [fig.pretrained or ""]),
+        },
+    }
+
+
 def claims_experiments(study):
     """What the scorecard of ``study`` reads, per experiment of its figures: measure table, runs,
     re-initialization tables (those its reinit figures draw), the dataset's meta.json, and what

@@ -3,7 +3,13 @@ rule figure:
     input:
         unpack(figure_inputs),
     output:
-        report(figure_file("{figure}"), caption="../report/figure.rst", category="Figures"),
+        report(
+            figure_file("{figure}"),
+            caption="../report/figure.rst",
+            category=lambda wildcards: figure_report(wildcards)["category"],
+            subcategory=lambda wildcards: figure_report(wildcards)["subcategory"],
+            labels=lambda wildcards: figure_report(wildcards)["labels"],
+        ),
     log:
         "logs/figure/{figure}.log",
     benchmark:

@@ -1,0 +1,116 @@
+"""What ``snakemake --report`` shows beside the figures: the claims scorecard and the runs of a
+study as HTML tables (the report shows an HTML result in its viewer; a CSV it only offers to
+download), and the escaping that keeps captions from being read as reStructuredText markup."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import RunFolder
+
+RESULT_COLOURS = {"holds": "#8fd18b", "fails": "#f08a7e", "not applicable": "#d9d9d9", "not run": "#ffffff"}
+STYLE = ("<style>body{font-family:sans-serif;font-size:13px;margin:8px} table{border-collapse:collapse} "
+         "th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top} "
+         "th{background:#eee} caption{text-align:left;font-weight:bold;padding:4px 0}</style>")
+RST_SPECIAL = "\\|*`_"  # markup characters of reStructuredText inline text (``|x|``: a substitution)
+
+
+def rst_escape(text: str) -> str:
+    """``text`` as reStructuredText that shows it as it is (``|n_l − ½|`` would be a substitution)."""
+    return "".join("\\" + c if c in RST_SPECIAL else c for c in str(text))
+
+
+def page(title: str, body: str) -> str:
+    """A small standalone HTML page (the report shows each in a frame of its own)."""
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>{STYLE}</head>"
+            f"<body>{body}</body></html>\n")
+
+
+def table_html(table: pd.DataFrame, caption: str, colours: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """``table`` as an HTML table; ``colours``: column → value → background colour of its cells."""
+    colours = colours or {}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    rows = []
+    for row in table.itertuples(index=False):
+        cells = []
+        for column, value in zip(table.columns, row):
+            shown = "" if value is None or (isinstance(value, float) and pd.isna(value)) else (
+                f"{value:.4g}" if isinstance(value, float) else str(value))
+            colour = colours.get(column, {}).get(str(value))
+            style = f' style="background:{colour}"' if colour else ""
+            cells.append(f"<td{style}>{html.escape(shown)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def scorecard_html(table: pd.DataFrame, study: str) -> str:
+    """The claims scorecard (:func:`convbias.claims.scorecard`) as a page: a row per (claim,
+    experiment), its result coloured (holds green, fails red, not applicable grey)."""
+    counts = table["result"].value_counts()
+    said = ", ".join(f"{counts[r]} {r}" for r in RESULT_COLOURS if r in counts)
+    caption = f"Claims scorecard of study {study}: {said}"
+    legend = ("<p>One row per claim and experiment: the statistic, its threshold, the value and whether the claim "
+              "holds. C0 asks whether the runs learned; the claims that presuppose learning are judged only on runs "
+              "that did. Claims and thresholds: <code>config/README.md</code>, section <code>claims</code>.</p>")
+    return page(caption, table_html(table, caption, {"result": RESULT_COLOURS}) + legend)
+
+
+RUN_COLUMNS = ["experiment", "seed", "epochs", "train_loss", "train_acc", "val_acc", "test_acc", "precision", "device",
+               "processes", "s_per_epoch", "convbias", "torch", "commit", "note"]
+
+
+def runs_table(runs: Mapping[str, Mapping]) -> pd.DataFrame:
+    """One row per finished run of ``runs`` (experiment → seed → run folder): its last epoch's
+    losses and accuracies (validation and test), and from its manifest how and where it was
+    computed (precision, device, processes, seconds per epoch, versions, git commit)."""
+    rows = []
+    for experiment, seeds in runs.items():
+        for seed, folder in seeds.items():
+            run = RunFolder(folder)
+            manifest = run.verify([RunFolder.HISTORY])
+            last = run.history().iloc[-1]
+            computed = manifest.get("computed", {})
+            spent = computed.get("seconds_per_epoch") or []
+            commit = computed.get("git_commit") or ""
+            stopped = manifest.get("stopped")
+            rows.append({"experiment": experiment, "seed": int(seed),
+                         "epochs": f"{int(last['epoch'])}/{manifest['spec']['epochs']}",
+                         "train_loss": float(last["train_loss"]), "train_acc": float(last["train_acc"]),
+                         "val_acc": float(last["val_acc"]), "test_acc": float(last["test_acc"]),
+                         "precision": computed.get("precision", manifest["spec"].get("precision")),
+                         "device": computed.get("device", ""), "processes": computed.get("processes", 1),
+                         "s_per_epoch": sum(spent) / len(spent) if spent else float("nan"),
+                         "convbias": (computed.get("versions") or {}).get("convbias") or "",
+                         "torch": (computed.get("versions") or {}).get("torch") or "",
+                         "commit": commit[:10] + ("+changes" if computed.get("git_dirty") else ""),
+                         "note": f"stopped at epoch {stopped['epoch']}: {stopped['why']}" if stopped else ""})
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def runs_html(table: pd.DataFrame, study: str) -> str:
+    """The runs table of ``study`` as a page."""
+    caption = f"Runs of study {study}: {len(table)} runs of {table['experiment'].nunique()} experiments"
+    legend = ("<p>Each run's last epoch (train loss and accuracy; validation accuracy on the held-out part of the "
+              "training set, test accuracy on the test set) and, from its <code>manifest.json</code>, where and how it "
+              "was computed. <code>convbias status</code> shows the same runs from the command line.</p>")
+    return page(caption, table_html(table, caption) + legend)
+
+
+def write_tables(scorecard: pd.DataFrame, runs: Mapping[str, Mapping], study: str, scorecard_file: str | Path,
+                 runs_file: str | Path) -> None:
+    """Write the two pages of a study's report (:func:`scorecard_html`, :func:`runs_html`)."""
+    from .checkpoints import atomic_write
+
+    for path, text in ((scorecard_file, scorecard_html(scorecard, study)), (runs_file, runs_html(runs_table(runs), study))):
+        atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def experiments_runs(experiments: Mapping[str, Mapping]) -> dict[str, dict]:
+    """experiment → seed → run folder, from the claims job's ``experiments`` parameter."""
+    return {name: {str(seed): run for seed, run in files["runs"].items()} for name, files in experiments.items()}
+

@@ -1,0 +1,83 @@
+"""The report's pages and captions (convbias.report, workflow/report/*.rst); the report itself,
+opened in a browser, is tested on a finished study in test_workflow.py."""
+
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import jinja2
+import pandas as pd
+import pytest
+import yaml
+from docutils.core import publish_parts
+
+from convbias.config import load_config
+from convbias.report import rst_escape, runs_table, scorecard_html
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rendered(template: Path, **snakemake) -> str:
+    """``template`` as Snakemake's report renders it: Jinja (its settings), then docutils to HTML;
+    fails on any docutils system message (an undefined |substitution|, unbalanced markup …)."""
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template.read_text()).render(
+        snakemake=SimpleNamespace(**snakemake))
+    messages = io.StringIO()
+    body = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages, "report_level": 1})
+    assert messages.getvalue() == "" and "System Message" not in body["html_body"], (text, messages.getvalue())
+    return body["html_body"]
+
+
+def test_every_caption_of_the_config_renders_without_a_system_message():
+    """|n_l − ½| in a caption was read as a substitution: 'Undefined substitution referenced'."""
+    study = load_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    assert any("|" in f.caption for f in study.figures.values())  # the markup that broke it is still there
+    for name, figure in study.figures.items():
+        body = rendered(REPO / "workflow" / "report" / "figure.rst", params=SimpleNamespace(spec=figure.to_dict()))
+        assert "n_l" not in figure.caption or "n_l" in body, name
+    landing = rendered(REPO / "workflow" / "report" / "workflow.rst", config={})
+    assert "What this report shows" in landing and "claims scorecard" in landing
+    rendered(REPO / "workflow" / "report" / "claims.rst", output=SimpleNamespace(scorecard="results/claims.csv"))
+    rendered(REPO / "workflow" / "report" / "runs.rst")
+
+
+def test_rst_escape_keeps_text_as_it_is():
+    text = "|n_l − ½| of *every* `layer`_ \\ end"
+    messages = io.StringIO()
+    body = publish_parts(rst_escape(text), writer_name="html", settings_overrides={"warning_stream": messages})
+    assert messages.getvalue() == "" and "|n_l − ½| of *every* `layer`_ \\ end" in body["body"].replace("&lt;", "<")
+
+
+def test_the_scorecard_page_colours_each_result_and_counts_them():
+    table = pd.DataFrame({"claim": ["C0", "C1", "C2"], "experiment": ["e"] * 3, "statistic": ["s"] * 3,
+                          "threshold": ["t"] * 3, "value": [1.0, 0.25, float("nan")],
+                          "result": ["holds", "fails", "not applicable"], "detail": ["", "", "did not learn: runs 1"]})
+    page = scorecard_html(table, "quickstart")
+    assert "Claims scorecard of study quickstart: 1 holds, 1 fails, 1 not applicable" in page
+    assert '<td style="background:#8fd18b">holds</td>' in page and '<td style="background:#f08a7e">fails</td>' in page
+    assert page.count("<tr>") == 4 and "<td>0.25</td>" in page
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_converted, tmp_path_factory):
+    """A run of LeNet that learns and one that diverges (lr 10⁴: stopped at epoch 1)."""
+    from convbias.specs import ModelSpec, TrainSpec
+    from convbias.train import train_run
+
+    meta, train, test = tiny_converted
+    root = tmp_path_factory.mktemp("runs")
+    spec = TrainSpec(model=ModelSpec("lenet", width=0.5, hidden=16, dropout=0.0), epochs=2, batch_size=64, lr=0.01)
+    for seed, lr in ((0, 0.01), (1, 1e4)):
+        train_run(TrainSpec.from_dict({**spec.to_dict(), "lr": lr}), seed, meta, train, test,
+                  root / "runs" / "e" / f"seed{seed}", root / "resume" / "e" / f"seed{seed}")
+    return {"e": {"0": root / "runs" / "e" / "seed0", "1": root / "runs" / "e" / "seed1"}}
+
+
+def test_the_runs_table_has_each_runs_final_accuracies_and_where_it_was_computed(two_runs):
+    table = runs_table(two_runs)
+    assert list(table["seed"]) == [0, 1] and list(table["epochs"]) == ["2/2", "1/2"]
+    history = pd.read_parquet(two_runs["e"]["0"] / "history.parquet")
+    assert table.loc[0, "test_acc"] == pytest.approx(history["test_acc"].iloc[-1])
+    assert table.loc[0, "precision"] == "fp32" and table.loc[0, "device"].startswith("cpu")
+    assert table.loc[0, "torch"] and table.loc[0, "s_per_epoch"] > 0
+    assert table.loc[0, "note"] == "" and table.loc[1, "note"].startswith("stopped at epoch 1: its train loss is")
