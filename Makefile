@@ -34,7 +34,7 @@ test: setup
 # full; SAMPLED on a fixed 1-in-SAMPLE sample (MODULE:K: 1 in K) — the modules whose tests train or
 # convert (seconds per mutant), and figures and claims (hundreds of mutants, no target of their own).
 # Everything: make mutation SAMPLE=1 SAMPLED="convbias.train … convbias.figures convbias.claims" (hours).
-# Measured in README "Testing".
+# Measured in BENCHMARKS.md "Mutation testing".
 MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
 MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.checkpoints* \
