@@ -37,6 +37,16 @@ def test_every_caption_of_the_config_renders_without_a_system_message():
         assert "n_l" not in figure.caption or "n_l" in body, name
     landing = rendered(REPO / "workflow" / "report" / "workflow.rst", config={})
     assert "What this report shows" in landing and "claims scorecard" in landing
+    pages = [SimpleNamespace(target=f"{page}.html", path=f"results/report/quickstart/{page}.html")
+             for page in ("scorecard", "runs")]  # as Snakemake passes the report's files to the landing page
+    template = (REPO / "workflow" / "report" / "workflow.rst").read_text()
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
+        snakemake=SimpleNamespace(config={}), files=pages)
+    messages = io.StringIO()
+    linked = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages})["html_body"]
+    assert messages.getvalue() == "", messages.getvalue()
+    assert "showResultInfo('results/report/quickstart/scorecard.html')\">claims scorecard</a>" in linked, linked
+    assert "showResultInfo('results/report/quickstart/runs.html')\">runs</a>" in linked
     rendered(REPO / "workflow" / "report" / "claims.rst", output=SimpleNamespace(scorecard="results/claims.csv"))
     rendered(REPO / "workflow" / "report" / "runs.rst")
 

@@ -300,6 +300,8 @@ def test_the_report_opens_on_what_was_studied_with_the_scorecard_runs_and_figure
     dom = browser_dom(report.as_uri())
     assert "What this report shows" in dom and "claims scorecard" in dom, dom[-3000:]
     assert "Study quickstart" in dom and "System Message" not in dom and "Undefined substitution" not in dom
+    assert re.search(r"showResultInfo\('[^']*scorecard\.html'\)\">claims scorecard</a>", dom), dom[-3000:]  # linked
+    assert re.search(r"showResultInfo\('[^']*runs\.html'\)\">runs</a>", dom)
     embedded = report.read_text()
     for page in ("scorecard", "runs"):
         assert f"report/quickstart/{page}.html" in embedded, page
