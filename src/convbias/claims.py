@@ -33,6 +33,9 @@ from .specs import ClaimsSpec
 
 COLUMNS = ["claim", "experiment", "statistic", "threshold", "value", "result", "detail"]
 
+# a result of the scorecard and the colour every view of it (the claims map, the report) gives it
+RESULT_COLOURS = {"holds": "#8fd18b", "fails": "#f08a7e", "not applicable": "#c8c8c8", "not run": "#ffffff"}
+
 
 @dataclass(frozen=True)
 class Evidence:

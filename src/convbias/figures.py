@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .claims import RESULT_COLOURS as SCORECARD_COLOURS  # noqa: E402
 from .specs import FigureSpec  # noqa: E402
 
 
@@ -199,8 +200,8 @@ def critical_figure(measure: pd.DataFrame, reinit: pd.DataFrame, title: str = ""
 
 # claims_map: a cell per (claim, experiment), coloured by the scorecard's result
 CLAIMS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
-RESULTS = ("holds", "fails", "not applicable", "not run", "not scored")  # not scored: the claim has no row
-RESULT_COLOURS = ("#8fd18b", "#f08a7e", "#c8c8c8", "#ffffff", "#f2f2f2")
+RESULTS = (*SCORECARD_COLOURS, "not scored")  # not scored: the claim has no row
+RESULT_COLOURS = (*SCORECARD_COLOURS.values(), "#f2f2f2")
 CLAIM_NAMES = {"C0": "runs learned", "C1": "unbiased at init", "C2": "deep layers biased", "C3": "layer 1 unbiased",
                "C4": "no learning, no bias", "C5": "biased = critical", "C6": "test ≈ validation"}
 

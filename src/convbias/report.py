@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .claims import RESULT_COLOURS
 from .runs import RunFolder
 
-RESULT_COLOURS = {"holds": "#8fd18b", "fails": "#f08a7e", "not applicable": "#d9d9d9", "not run": "#ffffff"}
 STYLE = ("<style>body{font-family:sans-serif;font-size:13px;margin:8px} table{border-collapse:collapse} "
          "th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top} "
          "th{background:#eee} caption{text-align:left;font-weight:bold;padding:4px 0}</style>")
