@@ -215,9 +215,9 @@ def run_reinit(spec: TrainSpec, seed: int, meta_file: str | Path, run_dir: str |
     from .reinit import RAND_SEED_OFFSET, no_sweep, reinit_sweep
 
     meta, run = DatasetMeta.load(meta_file), RunFolder(run_dir)
-    run.verify()  # every epoch's file, against the run's manifest
-    if run.stopped() is not None:
+    if run.stopped() is not None:  # diverged: no final weights to reset layers of (nothing is read)
         return no_sweep()
+    run.verify()  # every epoch's file, against the run's manifest
     torch.set_num_threads(threads)
     device = resolve_device(device)
     use_device(device)
