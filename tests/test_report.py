@@ -2,6 +2,8 @@
 opened in a browser, is tested on a finished study in test_workflow.py."""
 
 import io
+import pickle
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,9 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 from docutils.core import publish_parts
+from snakemake import logging
 
 from convbias.config import load_config
-from convbias.report import rst_escape, runs_table, scorecard_html
+from convbias.report import rst_escape, runs_html, runs_table, scorecard_html, shown
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +24,7 @@ def rendered(template: Path, **snakemake) -> str:
     """``template`` as Snakemake's report renders it: Jinja (its settings), then docutils to HTML;
     fails on any docutils system message (an undefined |substitution|, unbalanced markup …)."""
     text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template.read_text()).render(
-        snakemake=SimpleNamespace(**snakemake))
+        snakemake=SimpleNamespace(**snakemake), categories={}, files=[])
     messages = io.StringIO()
     body = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages, "report_level": 1})
     assert messages.getvalue() == "" and "System Message" not in body["html_body"], (text, messages.getvalue())
@@ -37,18 +40,55 @@ def test_every_caption_of_the_config_renders_without_a_system_message():
         assert "n_l" not in figure.caption or "n_l" in body, name
     landing = rendered(REPO / "workflow" / "report" / "workflow.rst", config={})
     assert "What this report shows" in landing and "claims scorecard" in landing
-    pages = [SimpleNamespace(target=f"{page}.html", path=f"results/report/quickstart/{page}.html")
-             for page in ("scorecard", "runs")]  # as Snakemake passes the report's files to the landing page
-    template = (REPO / "workflow" / "report" / "workflow.rst").read_text()
-    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
-        snakemake=SimpleNamespace(config={}), files=pages)
-    messages = io.StringIO()
-    linked = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages})["html_body"]
-    assert messages.getvalue() == "", messages.getvalue()
-    assert "showResultInfo('results/report/quickstart/scorecard.html')\">claims scorecard</a>" in linked, linked
-    assert "showResultInfo('results/report/quickstart/runs.html')\">runs</a>" in linked
     rendered(REPO / "workflow" / "report" / "claims.rst", output=SimpleNamespace(scorecard="results/claims.csv"))
     rendered(REPO / "workflow" / "report" / "runs.rst")
+
+
+SCORECARD = pd.DataFrame({"claim": ["C0", "C1", "C2"], "experiment": ["e"] * 3, "statistic": ["s"] * 3,
+                          "threshold": ["t"] * 3, "value": [1.0, 0.25, float("nan")],
+                          "result": ["holds", "fails", "not applicable"], "detail": ["", "", "did not learn: runs 1"]})
+
+
+def test_the_landing_page_draws_each_studys_scorecard_and_runs_tables(tmp_path):
+    """The landing text includes the pages the claims job wrote, as Snakemake passes the report's
+    results to it (category → subcategory → files), scorecard first; a study without them is skipped."""
+    pages = {}
+    for study in ("quickstart", "ladder"):
+        folder = tmp_path / "results" / "report" / study
+        folder.mkdir(parents=True)
+        (folder / "scorecard.html").write_text(scorecard_html(SCORECARD, study))
+        (folder / "runs.html").write_text(runs_html(pd.DataFrame({"experiment": ["e", "e"], "seed": [0, 1]}), study))
+        pages[f"Study {study}"] = {"Claims and runs": [SimpleNamespace(target=f"{page}.html", path=folder / f"{page}.html")
+                                                       for page in ("runs", "scorecard")]}
+    pages["Study other"] = {"Figures": [SimpleNamespace(target="fig.pdf", path=tmp_path / "fig.pdf")]}
+    template = (REPO / "workflow" / "report" / "workflow.rst").read_text()
+    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
+        snakemake=SimpleNamespace(config={}), categories=pages, files=[])
+    messages = io.StringIO()
+    landing = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages})["html_body"]
+    assert messages.getvalue() == "", messages.getvalue()
+    shown = [landing.index(caption) for caption in ("Claims scorecard of study ladder: 1 holds", "Runs of study ladder: 2 runs",
+                                                    "Claims scorecard of study quickstart", "Runs of study quickstart")]
+    assert shown == sorted(shown) and landing.count("<tr>") == 2 * (4 + 3), landing
+    assert "<body" not in landing and landing.count("<style") == 1  # the pages bring no stylesheet, nor a page
+    rules = re.search(r"<style>(.*?)</style>", landing, re.S).group(1).strip().splitlines()
+    assert rules and all("convbias-landing" in rule.split("{")[0] for rule in rules), rules  # restyles only the landing
+
+
+def test_job_parameters_are_shown_as_settings_and_compare_as_before():
+    """The report's job details print each parameter with str(): `key: value; …`, not a Python
+    dict; Snakemake decides that a parameter changed by its repr, which must stay a dict's (a
+    wrapped parameter reruns nothing), and the job's script gets it back equal (pickle)."""
+    spec = {"kind": "critical", "caption": "Biased |n_l − ½|\n  of LeNet.\n", "layer": 1, "experiments": ["a", "b"],
+            "train_accuracy": {"alexnet": 0.57}, "none": {}}
+    runs = [("a", 0), ("a", 1)]
+    assert str(shown(spec)) == ("kind: critical; caption: Biased |n_l − ½| of LeNet.; layer: 1; experiments: [a, b]; "
+                                "train_accuracy: (alexnet: 0.57); none: none")
+    assert str(shown(runs)) == "a 0; a 1" and str(shown([])) == "none"
+    for value in (spec, runs, [], {"nested": [{"x": (1, [2])}]}):
+        assert repr(shown(value)) == repr(value) and shown(value) == value
+        assert pickle.loads(pickle.dumps(shown(value))) == value
+    assert "{" not in logging.format_dict({"spec": shown(spec), "runs": shown(runs)})  # as the report formats them
 
 
 def test_rst_escape_keeps_text_as_it_is():
@@ -59,13 +99,11 @@ def test_rst_escape_keeps_text_as_it_is():
 
 
 def test_the_scorecard_page_colours_each_result_and_counts_them():
-    table = pd.DataFrame({"claim": ["C0", "C1", "C2"], "experiment": ["e"] * 3, "statistic": ["s"] * 3,
-                          "threshold": ["t"] * 3, "value": [1.0, 0.25, float("nan")],
-                          "result": ["holds", "fails", "not applicable"], "detail": ["", "", "did not learn: runs 1"]})
-    page = scorecard_html(table, "quickstart")
+    page = scorecard_html(SCORECARD, "quickstart")
     assert "Claims scorecard of study quickstart: 1 holds, 1 fails, 1 not applicable" in page
-    assert '<td style="background:#8fd18b">holds</td>' in page and '<td style="background:#f08a7e">fails</td>' in page
-    assert page.count("<tr>") == 4 and "<td>0.25</td>" in page
+    assert re.search(r'<td style="[^"]*background:#8fd18b">holds</td>', page)
+    assert re.search(r'<td style="[^"]*background:#f08a7e">fails</td>', page)
+    assert page.count("<tr>") == 4 and re.search(r'<td style="[^"]*">0.25</td>', page)
 
 
 @pytest.fixture(scope="module")

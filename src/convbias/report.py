@@ -13,9 +13,11 @@ import pandas as pd
 from .claims import RESULT_COLOURS
 from .runs import RunFolder
 
-STYLE = ("<style>body{font-family:sans-serif;font-size:13px;margin:8px} table{border-collapse:collapse} "
-         "th,td{border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top} "
-         "th{background:#eee} caption{text-align:left;font-weight:bold;padding:4px 0}</style>")
+# Inline styles only (no <style> element): each page is also drawn inside the report's landing
+# page (workflow/report/workflow.rst includes it), where a stylesheet would restyle the report.
+CELL = "border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top"
+HEAD_CELL = CELL + ";background:#eee"
+CAPTION = "text-align:left;font-weight:bold;padding:4px 0"
 RST_SPECIAL = "\\|*`_"  # markup characters of reStructuredText inline text (``|x|``: a substitution)
 
 
@@ -24,16 +26,57 @@ def rst_escape(text: str) -> str:
     return "".join("\\" + c if c in RST_SPECIAL else c for c in str(text))
 
 
+class ShownDict(dict):
+    """A job parameter as the report's job details show it: ``key: value; …`` instead of a Python
+    dict. ``repr`` is a dict's, which is what Snakemake compares to decide that a parameter
+    changed: wrapping one reruns nothing."""
+
+    def __str__(self) -> str:
+        return "; ".join(f"{key}: {_nested(value)}" for key, value in self.items()) or "none"
+
+
+class ShownList(list):
+    """A list parameter shown as ``a; b; c`` (``repr`` is a list's); Snakemake separates
+    parameters by commas, a list inside one shows as ``[a, b]``."""
+
+    def __str__(self) -> str:
+        return "; ".join(_nested(value) for value in self) or "none"
+
+
+def _nested(value) -> str:
+    if isinstance(value, Mapping):
+        return f"({ShownDict(value)})" if value else "none"
+    if isinstance(value, tuple):
+        return " ".join(_nested(v) for v in value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_nested(v) for v in value) + "]" if value else "none"
+    return " ".join(str(value).split())  # a caption's line breaks and indents
+
+
+def shown(value):
+    """``value`` (a job parameter: dicts, lists, tuples, scalars) with each dict and list in it
+    shown as :class:`ShownDict` / :class:`ShownList`; equal to it, and of the same ``repr``."""
+    if isinstance(value, Mapping):
+        return ShownDict({key: shown(v) for key, v in value.items()})
+    if isinstance(value, list):
+        return ShownList(shown(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(shown(v) for v in value)
+    return value
+
+
 def page(title: str, body: str) -> str:
-    """A small standalone HTML page (the report shows each in a frame of its own)."""
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>{STYLE}</head>"
-            f"<body>{body}</body></html>\n")
+    """A small HTML page, shown by the report on its own and drawn inside its landing page: no
+    ``<html>``, ``<head>`` or ``<body>`` tags (HTML5 implies them; inside another page they would
+    be out of place) and no stylesheet."""
+    return (f"<!DOCTYPE html>\n<meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
+            f"<div style=\"font-family:sans-serif;font-size:13px;overflow-x:auto;margin-bottom:16px\">{body}</div>\n")
 
 
 def table_html(table: pd.DataFrame, caption: str, colours: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """``table`` as an HTML table; ``colours``: column → value → background colour of its cells."""
     colours = colours or {}
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    head = "".join(f'<th style="{HEAD_CELL}">{html.escape(str(c))}</th>' for c in table.columns)
     rows = []
     for row in table.itertuples(index=False):
         cells = []
@@ -41,10 +84,11 @@ def table_html(table: pd.DataFrame, caption: str, colours: Mapping[str, Mapping[
             shown = "" if value is None or (isinstance(value, float) and pd.isna(value)) else (
                 f"{value:.4g}" if isinstance(value, float) else str(value))
             colour = colours.get(column, {}).get(str(value))
-            style = f' style="background:{colour}"' if colour else ""
-            cells.append(f"<td{style}>{html.escape(shown)}</td>")
+            style = CELL + (f";background:{colour}" if colour else "")
+            cells.append(f'<td style="{style}">{html.escape(shown)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+    return (f'<table style="border-collapse:collapse"><caption style="{CAPTION}">{html.escape(caption)}</caption>'
+            f"<thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 

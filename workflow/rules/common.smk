@@ -8,6 +8,7 @@ from convbias.config import ConfigError, load_config
 from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
 from convbias.figures import KINDS as FIGURE_KINDS
 from convbias.plan import target_figures
+from convbias.report import shown
 
 try:
     # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
@@ -151,7 +152,7 @@ def threads_for(gpus):
 
 def train_spec_params(wildcards):
     """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
-    return EXPERIMENTS[wildcards.experiment].train.to_dict()
+    return shown(EXPERIMENTS[wildcards.experiment].train.to_dict())
 
 
 def pretrained_filters_file(name):
@@ -270,6 +271,13 @@ def claims_experiments(study):
         }
         for e in experiments
     }
+
+
+def claims_spec(study):
+    """The claims settings of ``study``: the paper's stated train accuracies of its own experiments only."""
+    experiments = claims_experiments(study)
+    spec = STUDY.claims.to_dict()
+    return {**spec, "train_accuracy": {e: a for e, a in spec["train_accuracy"].items() if e in experiments}}
 
 
 def claims_inputs(study):

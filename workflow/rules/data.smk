@@ -44,6 +44,6 @@ rule convert:
     params:
         # what the content depends on; path and download are read by the script (moving the files
         # reschedules nothing), and a download it reads from is its input
-        identity=lambda wildcards: DATASETS[wildcards.dataset].identity(),
+        identity=lambda wildcards: shown(DATASETS[wildcards.dataset].identity()),
     script:
         "../scripts/convert.py"

@@ -17,8 +17,8 @@ rule figure:
     conda:
         ENV
     params:
-        spec=lambda wildcards: FIGURES[wildcards.figure].to_dict(),
-        runs=figure_runs,
-        scales=figure_scales,
+        spec=lambda wildcards: shown(FIGURES[wildcards.figure].to_dict()),
+        runs=lambda wildcards: shown(figure_runs(wildcards)),
+        scales=lambda wildcards: shown(figure_scales(wildcards)),
     script:
         "../scripts/figure.py"

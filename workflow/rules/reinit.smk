@@ -20,6 +20,6 @@ rule reinit:
         cpus_per_gpu=CPUS_PER_GPU,
     params:
         spec=train_spec_params,
-        epochs=lambda wildcards: EXPERIMENTS[wildcards.experiment].swept_epochs(),
+        epochs=lambda wildcards: shown(EXPERIMENTS[wildcards.experiment].swept_epochs()),
     script:
         "../scripts/reinit.py"
