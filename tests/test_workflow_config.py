@@ -138,7 +138,8 @@ def test_pretrained_histograms_from_a_weights_file_and_a_missing_torchvision_fil
 
 def test_paper_study_and_ladder_dry_run(tmp_path):
     """The shipped config: `all` is the whole study, `results/fig7.pdf` exactly its own chain;
-    `ladder` its rungs, their figures and the claims map, sweeping epochs 0 and 1 only."""
+    `ladder` its rungs, their figures and the claims map, sweeping epochs 0 and 1 only; each
+    target's job count is the README's."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     root = checkout(tmp_path / "project", config)
     counts = job_counts(snakemake(root, "-n", "all").stdout)
@@ -173,6 +174,14 @@ def test_paper_study_and_ladder_dry_run(tmp_path):
                                   "figure": 3 * 4 + 1, "claims_ladder": 1, "ladder": 1}
     assert study.figures["ladder/claims_map"].experiments == tuple(rungs)
     assert {study.experiments[e].swept_epochs() == [0, 1] for e in rungs} == {True}
+    # the README's jobs column is what `snakemake -n TARGET` shows in this fresh checkout
+    from test_readme import plan_table
+
+    dry = {"all": counts, "results/fig7.pdf": fig7, "cifar": cifar, "ladder": job_counts(ladder)}
+    dry.update({target: job_counts(snakemake(root, "-n", target).stdout) for target in ("smoke", "quickstart")})
+    dry["quickstart"].pop("download_fashion_mnist", None)  # the README counts the Debian package's files
+    stated = {target: int(row["jobs"]) for target, row in plan_table().items()}
+    assert stated == {target: sum(jobs.values()) for target, jobs in dry.items()}, dry
     assert {study.datasets[study.experiments[e].dataset].channels for e in rungs} == {3}
 
 
