@@ -353,7 +353,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.small:
         args.images, args.width, args.batch_size, args.steps, args.jpegs, args.reinit_images, args.workers = \
-            300, 0.0625, 16, 2, 32, 8, 1
+            128, 0.0625, 16, 2, 32, 8, 1
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device visible; run on a GPU machine or pass --device cpu")

@@ -53,10 +53,11 @@ def test_vgg19_of_the_study_starts_at_chance_and_the_texts_reading_far_from_it(f
 
 
 def test_vgg19_of_the_study_leaves_chance_on_real_images(fashion_32, tmp_path):
-    """The vgg19_cifar10_step recipe at width 1/4 (the torchvision head keeps its 4096 units), 4 slices of
-    25 steps of its first epoch: the train loss leaves ln 10 and validation accuracy passes 1.5 × chance."""
+    """The vgg19_cifar10_step recipe at width 1/8 (the ladder's narrowest rung; the torchvision head keeps
+    its 4096 units), 3 slices of 25 steps of its first epoch: the train loss leaves ln 10 and validation
+    accuracy passes 1.5 × chance (here: loss 2.29 → 2.01, validation accuracy 0.30 after the third)."""
     meta, train, test = fashion_32
-    spec, pixel_range = recipe(CONFIG, FAMILIES["vgg19_32"], "new", slices=4)
+    spec, pixel_range = recipe(CONFIG, dataclasses.replace(FAMILIES["vgg19_32"], width=0.125), "new", slices=3)
     assert (spec.init, pixel_range, spec.lr, spec.batch_size) == ("torchvision_vgg", "standardize", 0.01, 128)
     history = train_run(spec, 0, dataclasses.replace(meta, pixel_range=pixel_range), train, test,
                         tmp_path / "run", tmp_path / "work", threads=2)
