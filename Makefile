@@ -23,13 +23,10 @@ quickstart: setup
 # file may share a module fixture (a workflow checkout). (--dist loadgroup would be finer, but
 # with pytest 9.2 it silently groups nothing: pytest-xdist issue 1386.) --no-loadscope-reorder
 # keeps that order (xdist would otherwise start with the files that have the most tests).
-# OMP_WAIT_POLICY=PASSIVE: with more torch threads than cores, an OpenMP thread waiting for work
-# sleeps instead of spinning on a core another test needs (BENCHMARKS.md "CI time": ~15 % of the
-# CPU time of two concurrent CPU trainings). A setting of the test run only: no result depends on it.
 TEST_PROCESSES ?= 4
 test: setup
 	@$(MAKE) --no-print-directory system-packages APT="$(TEST_APT)"
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+	$(VENV)/bin/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # Mutants of the core modules against their fast tests (config: [tool.mutmut] in pyproject.toml,
 # test selection: MUTATION_TESTS in tests/conftest.py). Results stay in mutants/: a second run

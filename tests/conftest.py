@@ -11,7 +11,8 @@ from pathlib import Path
 # (Snakemake, its jobs, training children). `make test` runs four pytest processes on two cores,
 # each with torch's threads: spinning threads burn the cores the others need. Four concurrent
 # 2-thread trainings of a small conv net: 37 s spinning (GNU OpenMP's default), 9 s passive, 2.4 s
-# one alone. Set before anything imports torch (its OpenMP reads it once, when loaded).
+# one alone (`bench/omp_wait.py` measures it side by side). Set before anything imports torch
+# (its OpenMP reads it once, when loaded).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402

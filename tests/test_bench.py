@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,23 @@ def test_e2e_bench_times_every_rule_of_fig7_and_extrapolates(tmp_path):
     assert "fig7 on one GPU, one job at a time: ≈" in out.stdout and result["plan_s"] > 0
     assert re.search(r"plan / extrapolation: [\d.]+x", out.stdout), out.stdout
     assert result["modelled_s"] > 0 and "the model at the measured size" in out.stdout
+
+
+def test_omp_wait_bench_times_both_policies_interleaved(capsys, tmp_path, monkeypatch):
+    """bench/omp_wait.py on a command that notes the policy it got: each round runs its copies under
+    the default policy (none set, even when the caller has one, as `make test` does), then PASSIVE."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from omp_wait import main
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    noted = tmp_path / "policies"
+    command = [sys.executable, "-c", f"import os; open({str(noted)!r}, 'a').write(os.environ.get('OMP_WAIT_POLICY', '-'))"]
+    assert main(["--copies", "2", "--repeats", "2", "--command", shlex.join(command)]) == 0
+    out = capsys.readouterr().out
+    assert noted.read_text() == "--PASSIVEPASSIVE--PASSIVEPASSIVE"
+    rounds = re.findall(r"^round (\d) +(default|PASSIVE): +[\d.]+ s wall +[\d.]+ s CPU$", out, re.M)
+    assert rounds == [("1", "default"), ("1", "PASSIVE"), ("2", "default"), ("2", "PASSIVE")], out
+    assert re.search(r"wall time default / PASSIVE: min [\d.]+x  median [\d.]+x", out), out
 
 
 def test_layer_table_means_each_layers_statistics_over_runs_and_measures_how_far_it_moved(tmp_path, capsys):
