@@ -3,7 +3,7 @@ OMP_WAIT_POLICY=PASSIVE): K copies of a CPU training command run at once, under 
 (threads waiting for work spin for a while) and under PASSIVE (they sleep), interleaved, and the
 wall and CPU times of each round are printed with the ratio default / PASSIVE (min and median).
 
-    .venv/bin/python bench/omp_wait.py                 # 2 copies of gpu_check's CPU training sections
+    .venv/bin/python bench/omp_wait.py                 # 2 copies of `gpu_check.py --device cpu --small`
     .venv/bin/python bench/omp_wait.py --copies 4 --repeats 5
 """
 
@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMAND = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--small",
-           "--sections", "cifar_loop,step_224"]
+COMMAND = [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--device", "cpu", "--small"]  # as tests/test_bench.py runs it
 
 
 def round_of(command: list[str], copies: int, policy: str | None) -> tuple[float, float]:
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=2, help="commands at once (default 2: 4 torch threads on 2 cores)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--command", type=shlex.split, default=COMMAND,
-                        help="the command, one quoted string (default: gpu_check's CPU training sections)")
+                        help="the command, one quoted string (default: gpu_check.py --device cpu --small)")
     args = parser.parse_args(argv)
     print(f"{args.copies} copies at once of: {' '.join(args.command)}  ({os.cpu_count()} CPUs)")
     times: dict[str, list[tuple[float, float]]] = {"default": [], "PASSIVE": []}
