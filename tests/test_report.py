@@ -20,11 +20,12 @@ from convbias.report import rst_escape, runs_html, runs_table, scorecard_html, s
 REPO = Path(__file__).resolve().parents[1]
 
 
-def rendered(template: Path, **snakemake) -> str:
-    """``template`` as Snakemake's report renders it: Jinja (its settings), then docutils to HTML;
-    fails on any docutils system message (an undefined |substitution|, unbalanced markup …)."""
+def rendered(template: Path, categories: dict | None = None, **snakemake) -> str:
+    """``template`` as Snakemake's report renders it: Jinja (its settings and context: ``snakemake``,
+    the report's ``categories`` → subcategories → results), then docutils to HTML; fails on any
+    docutils system message (an undefined |substitution|, unbalanced markup …)."""
     text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template.read_text()).render(
-        snakemake=SimpleNamespace(**snakemake), categories={}, files=[])
+        snakemake=SimpleNamespace(**snakemake), categories=categories or {}, files=[])
     messages = io.StringIO()
     body = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages, "report_level": 1})
     assert messages.getvalue() == "" and "System Message" not in body["html_body"], (text, messages.getvalue())
@@ -61,12 +62,7 @@ def test_the_landing_page_draws_each_studys_scorecard_and_runs_tables(tmp_path):
         pages[f"Study {study}"] = {"Claims and runs": [SimpleNamespace(target=f"{page}.html", path=folder / f"{page}.html")
                                                        for page in ("runs", "scorecard")]}
     pages["Study other"] = {"Figures": [SimpleNamespace(target="fig.pdf", path=tmp_path / "fig.pdf")]}
-    template = (REPO / "workflow" / "report" / "workflow.rst").read_text()
-    text = jinja2.Environment(trim_blocks=True, lstrip_blocks=True).from_string(template).render(
-        snakemake=SimpleNamespace(config={}), categories=pages, files=[])
-    messages = io.StringIO()
-    landing = publish_parts(text, writer_name="html", settings_overrides={"warning_stream": messages})["html_body"]
-    assert messages.getvalue() == "", messages.getvalue()
+    landing = rendered(REPO / "workflow" / "report" / "workflow.rst", categories=pages, config={})
     shown = [landing.index(caption) for caption in ("Claims scorecard of study ladder: 1 holds", "Runs of study ladder: 2 runs",
                                                     "Claims scorecard of study quickstart", "Runs of study quickstart")]
     assert shown == sorted(shown) and landing.count("<tr>") == 2 * (4 + 3), landing

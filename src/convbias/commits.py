@@ -299,8 +299,8 @@ class BackgroundCommits:
     """Epoch commits written by one background thread while the next epochs train.
 
     :meth:`submit` copies what the commit writes to the host at once
-    (:func:`~convbias.runs.commit_copies`) and leaves writing, hashing and committing it
-    (:meth:`~convbias.runs.WorkFolder.commit_state`) to the thread, so a GPU does not wait for a
+    (:func:`commit_copies`) and leaves writing, hashing and committing it
+    (:meth:`WorkFolder.commit_state`) to the thread, so a GPU does not wait for a
     VGG19's 1.1 GB of files.  Commits are made one at a time, in epoch order; at most two are in
     flight (the second waits in the thread's queue: an epoch's snapshot does not wait for the
     resume state written before it), at most one of them a resume state (a full state in memory

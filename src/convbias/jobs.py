@@ -171,10 +171,10 @@ def run_filters(run_dir: str | Path, epochs: int, include_1x1: bool, experiment:
     from .stats import NonFiniteWeights, checkpoint_filters
 
     run = RunFolder(run_dir)
-    run.verify(checksums=False)  # a manifest, every file there at its size; checksums as each is read
+    manifest = run.verify(checksums=False)  # a manifest, every file there at its size; checksums as each is read
     order = run.conv_layers()  # the same layers in every epoch of a run
     keys = None if order is None else [f"{name}.weight" for name in order]
-    stopped = run.stopped()  # a diverged run: its epochs end at the stop, the last ones NaN
+    stopped = manifest.get("stopped")  # a diverged run (RunFolder.stopped): its epochs end at the stop, the last ones NaN
     frames = []
     for epoch in range(epochs + 1 if stopped is None else stopped["epoch"] + 1):
         try:  # each file read once, and checked against the run's manifest as it is read

@@ -52,10 +52,10 @@ def run_status(experiment: str, seed: int, epochs: int, runs: Path, resume: Path
     finished = RunFolder(runs / experiment / f"seed{seed}")
     if finished.manifest() is not None:
         try:  # every file there at its manifest's size (instant); `convbias verify` also reads every checksum
-            finished.verify(checksums=False)
+            manifest = finished.verify(checksums=False)
         except RunDamaged as err:
             return {**row, "state": "damaged", "note": str(err)}
-        history, stopped = finished.history(), finished.stopped()
+        history, stopped = finished.history(), manifest.get("stopped")  # as RunFolder.stopped reads it
         said = f"stopped at epoch {stopped['epoch']}: {stopped['why']}" if stopped else note(history.to_dict("records"))
         return {**row, "state": "done", "epoch": int(history["epoch"].max()),
                 "val_acc": float(history["val_acc"].iloc[-1]), "test_acc": float(history["test_acc"].iloc[-1]),
