@@ -1,6 +1,7 @@
 """The benchmark scripts still run (on tiny inputs, on the CPU); their numbers are not checked here."""
 
 import json
+import math
 import os
 import re
 import shlex
@@ -175,6 +176,7 @@ def test_layer_table_means_each_layers_statistics_over_runs_and_measures_how_far
         pd.DataFrame({"epoch": [0, 1, 2]}).to_parquet(run / "history.parquet")
         runs.append(str(run))
     measure = pd.DataFrame([{"seed": s, "epoch": e, "layer": layer, "n_l": 0.5 + 0.1 * layer * e / 2 + 0.05 * s,
+                             "filters": 20, "negatives": round(20 * (0.5 + 0.1 * layer * e / 2 + 0.05 * s)),
                              "p_value": 0.001 if (layer, s) in {(3, 0), (3, 1), (2, 1)} else 0.5}
                             for s in (0, 1) for e in (0, 2) for layer in (1, 2, 3)])
     drops = {(s, layer): 0.1 * layer + 0.02 * s for s in (0, 1) for layer in (1, 2, 3)}
@@ -188,12 +190,21 @@ def test_layer_table_means_each_layers_statistics_over_runs_and_measures_how_far
     assert main(["--measure", str(tmp_path / "m.parquet"), "--reinit", *files, "--runs", *runs]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]] for line in lines[2:5]}
-    assert lines[0].split() == ["n_l", "biased", "bias", "drop_0", "drop_rand", "distance"]
+    assert lines[0].split() == ["n_l", "biased", "bias", "q", "drop_0", "drop_rand", "distance"]
+
+    def q(k, n=20):  # P(an unbiased layer of n filters is less far from n/2), ties half: by enumeration
+        pmf = {j: math.comb(n, j) / 2 ** n for j in range(n + 1)}
+        return sum(p for j, p in pmf.items() if abs(j - n / 2) < abs(k - n / 2)) + sum(
+            p for j, p in pmf.items() if abs(j - n / 2) == abs(k - n / 2)) / 2
+
     for layer in (1, 2, 3):
         n_l = [0.5 + 0.1 * layer + 0.05 * s for s in (0, 1)]
         expected = [np.mean(n_l), {1: 0.0, 2: 0.5, 3: 1.0}[layer], np.mean([abs(v - 0.5) for v in n_l]),
+                    np.mean([q(round(20 * v)) for v in n_l]),
                     0.1 * layer + 0.01, 0.1 * layer + 1.01, np.mean([0.1 * layer * (s + 1) for s in (0, 1)])]
         assert rows[layer] == pytest.approx(expected, abs=1e-3), layer
     rho = spearmanr([np.mean([0.1 * layer + 0.05 * s for s in (0, 1)]) for layer in (1, 2, 3)],
                     [0.1 * layer + 0.01 for layer in (1, 2, 3)])[0]
-    assert lines[-1].startswith(f"C5 (reset to epoch 0): rho {rho:.3f}") and "0: 1.00, 0.800, 1: 1.00, 0.800" in lines[-1]
+    assert lines[-2].startswith(f"|n_l - 1/2| instead of q: rho {rho:.3f}")
+    assert lines[-1].startswith(f"C5 (q, reset to epoch 0): rho {rho:.3f}") and "0: 1.00, 0.800, 1: 1.00, 0.800" in lines[-1]
+    assert "95% interval over runs [1.00, 1.00]" in lines[-1]

@@ -180,3 +180,32 @@ def test_plan_of_the_quickstart_says_its_wall_time_and_what_each_column_means(ca
     assert "quickstart on 2 CPU cores (snakemake --cores 2): ≈ " in out
     for column in ("job_min", "sweep_min", "filters_min", "train_gpu_gb", "disk_gb", "hours"):
         assert f"{column} = " in out or f", {column} = " in out or f"{column}, " in out, column
+
+
+def test_claims_scores_an_evidence_folder_again_with_the_configs_thresholds(tmp_path, capsys):
+    """`convbias claims FOLDER` reads what a claims job wrote (convbias.evidence) and prints the same
+    scorecard; the thresholds are the config's claims section (here a stricter C0), and a folder
+    that is not one says which file is missing."""
+    from convbias.claims import scorecard
+    from convbias.evidence import read_evidence, write_evidence
+    from convbias.specs import ClaimsSpec
+    from test_claims import TRAINED, evidence, sweep
+
+    original = [evidence(reinit=sweep({layer: 0.01 * (k - 32) for layer, k in TRAINED.items()})),
+                evidence(channels=1)]  # no sweep: no reinit table
+    original[1] = type(original[1])(**{**original[1].__dict__, "experiment": "f", "val_images": 1200})
+    write_evidence(original, tmp_path / "ev")
+    back = read_evidence(tmp_path / "ev")
+    assert [(e.experiment, e.channels, e.val_images, e.reinit is None) for e in back] == [
+        ("e", 3, None, False), ("f", 1, 1200, True)]
+    expected = scorecard(original, ClaimsSpec.from_config({"learned_loss_fraction": 0.1}))
+    (tmp_path / "config.yaml").write_text("claims:\n  learned_loss_fraction: 0.1\n  train_accuracy: {other: 0.5}\n")
+    assert main(["claims", str(tmp_path / "ev"), "--config", str(tmp_path / "config.yaml"),
+                 "--output", str(tmp_path / "claims.csv")]) == 0
+    out = capsys.readouterr().out
+    written = pd.read_csv(tmp_path / "claims.csv", keep_default_na=False, na_values=[""])
+    assert list(written["result"]) == list(expected["result"]) and "C0, every run learned" in out
+    # C0 fails both (train loss 0.5 is not below 0.1 ln 10): C2, C3, C5 and C2, C5 do not apply; C1, C6 hold
+    assert out.rstrip().splitlines()[-1] == "4 holds, 2 fails, 0 inconclusive, 0 not run, 5 not applicable"
+    assert main(["claims", str(tmp_path / "nothing")]) == 2
+    assert "experiments.json does not exist" in capsys.readouterr().err

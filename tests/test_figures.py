@@ -1,3 +1,4 @@
+import math
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -252,7 +253,7 @@ def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_e
     assert calls["grid_figure"] == [((measure, ("a", "b"), 4), {})]
     assert calls["reinit_figure"] == [((measure,), {"title": "a, b"})]
     assert calls["critical_figure"] == [((measure, measure), {"title": "a, b"})]
-    assert calls["claims_map_figure"] == [((claims, measure, measure, scales, 1), {"title": "Where the claims hold: study paper"})]
+    assert calls["claims_map_figure"] == [((claims, scales, 1), {"title": "Where the claims hold: study paper"})]
     (run, run_kw), (pre, pre_kw) = calls["histogram_figure"]
     assert run[1:] == ((0, 7),) and run_kw == {"title": "a, seed 3"}
     assert pre[1:] == ((0, 1),) and pre_kw == {"labels": ("random initialization", "pretrained"), "title": "vgg16"}
@@ -274,46 +275,68 @@ def test_a_figure_averages_only_its_seeds(tmp_path, monkeypatch):
         assert drawn.pop() == expected
 
 
-def test_critical_figure_plots_each_layers_final_bias_against_its_reset_drop():
-    """A point per (seed, layer): x = |n_l − ½| at the last epoch, y = the drop when reset to epoch 0."""
+def counted_measure(rng, layers=(1, 2, 3, 4), epochs=3, seeds=(0, 1), filters=(8, 16, 32, 64)):
+    """A measure table with counts: negatives drawn at random, n_l = negatives / filters."""
+    rows = []
+    for s in seeds:
+        for e in range(epochs + 1):
+            for layer, f in zip(layers, filters):
+                k = int(rng.integers(0, f + 1))
+                rows.append({"experiment": "e", "seed": s, "epoch": e, "layer": layer, "filters": f, "zero_norm": 0,
+                             "negatives": k, "n_l": k / f})
+    return pd.DataFrame(rows)
+
+
+def no_bias_quantile(k: int, n: int) -> float:
+    """P(|X − n/2| < |k − n/2|) + ½ P(=) for X ~ Binomial(n, ½), by enumeration."""
+    pmf = {j: math.comb(n, j) / 2 ** n for j in range(n + 1)}
+    d = abs(k - n / 2)
+    return sum(p for j, p in pmf.items() if abs(j - n / 2) < d) + sum(p for j, p in pmf.items() if abs(j - n / 2) == d) / 2
+
+
+def test_critical_figure_plots_each_layers_final_bias_q_against_its_reset_drop():
+    """A dot per (seed, layer): x = q at the last epoch, y = the drop when reset to epoch 0; a larger
+    marker per layer at its means; the title says it is C5's ρ over the layer means, with its
+    interval over runs and each run's own ρ."""
     from scipy.stats import spearmanr
 
     rng = np.random.default_rng(3)
-    measure = random_measure(rng, layers=(1, 2, 3, 4), epochs=3, seeds=(0, 1))
+    measure = counted_measure(rng)
     reinit = pd.DataFrame([{"seed": s, "source": src, "layer": layer, "drop": rng.uniform()}
                            for s in (0, 1) for src in ("rand", "0", "2") for layer in (1, 2, 3, 4)])
     fig = figures.critical_figure(measure, reinit, title="e")
-    points = fig.axes[0].collections[0].get_offsets()
+    dots, means = (c.get_offsets() for c in fig.axes[0].collections[:2])
     last = measure[measure["epoch"] == 3].sort_values(["seed", "layer"])
     reset = reinit[reinit["source"] == "0"].sort_values(["seed", "layer"])
-    expected = np.column_stack([(last["n_l"] - 0.5).abs(), reset["drop"]])
-    assert np.allclose(sorted(map(tuple, points)), sorted(map(tuple, expected)))
-    layers = pd.DataFrame({"bias": (last["n_l"] - 0.5).abs().to_numpy(), "drop": reset["drop"].to_numpy(),
-                           "layer": last["layer"].to_numpy()}).groupby("layer").mean()
-    rho = spearmanr(layers["bias"], layers["drop"])[0]
-    assert fig.axes[0].get_title().startswith(f"e: Spearman ρ = {rho:.2f}")
+    q = [no_bias_quantile(k, n) for k, n in zip(last["negatives"], last["filters"])]
+    assert np.allclose(sorted(map(tuple, dots)), sorted(zip(q, reset["drop"])))
+    layers = pd.DataFrame({"q": q, "drop": reset["drop"].to_numpy(), "layer": last["layer"].to_numpy()}).groupby("layer").mean()
+    assert np.allclose(sorted(map(tuple, means)), sorted(map(tuple, layers[["q", "drop"]].to_numpy())))
+    rho = spearmanr(layers["q"], layers["drop"])[0]
+    per_run = [spearmanr(np.array(q)[last["seed"].to_numpy() == s], reset[reset["seed"] == s]["drop"])[0] for s in (0, 1)]
+    title = fig.axes[0].get_title()
+    assert title.startswith(f"e: C5, Spearman ρ of the layer means over 2 runs = {rho:.2f}\n95% interval over runs [")
+    assert title.endswith(f"each run's own ρ {per_run[0]:.2f}, {per_run[1]:.2f}")
+    assert fig.axes[0].get_xlabel().startswith("final bias q")
 
 
-def test_claims_map_cells_colours_and_statistics_come_from_the_scorecard_and_c5_from_the_tables():
+def test_claims_map_cells_colours_statistics_and_c5_come_from_the_scorecard():
     """A cell per (claim, experiment): its colour is the scorecard's result (the worst of its rows),
-    its text the statistic; C5's ρ and p are Spearman's of the layers' mean bias and mean drop, and
-    below, each experiment's ρ sits at its width on the line of its length, its runs' own ρ beside it."""
-    from scipy.stats import spearmanr
-
-    rng = np.random.default_rng(5)
+    its text the statistic and interval over runs; below, each experiment's C5 ρ sits at its width on
+    the line of its length, its interval as a bar, its runs' own ρ beside it — all from the scorecard."""
     scales = pd.DataFrame({"experiment": ["a", "b", "c"], "width": [0.125, 0.25, 0.125], "epochs": [4, 4, 12],
                            "reset_epoch": [0, 0, 0]})
-    measure = pd.concat([random_measure(rng, layers=(1, 2, 3, 4, 5), epochs=2, seeds=(0, 1), experiment=e)
-                         for e in "abc"], ignore_index=True)
-    reinit = pd.DataFrame([{"experiment": e, "seed": s, "source": src, "layer": layer, "drop": rng.uniform()}
-                           for e in "abc" for s in (0, 1) for src in ("rand", "0", "1") for layer in range(1, 6)])
+    nan = float("nan")
     claims = pd.DataFrame([
-        ("C0", "a", 1.0, "holds"), ("C1", "a", 0.4, "holds"), ("C2", "a", 0.75, "holds"), ("C5", "a", 0.3, "fails"),
-        ("C6", "a", 0.004, "holds"), ("C6", "a", 0.9, "fails"),  # two rows: the worst result wins
-        ("C0", "b", 0.5, "fails"), ("C2", "b", float("nan"), "not applicable"), ("C5", "b", float("nan"), "not applicable"),
-        ("C0", "c", 1.0, "holds"), ("C5", "c", 0.9, "holds"),
-    ], columns=["claim", "experiment", "value", "result"])
-    fig = figures.claims_map_figure(claims, measure, reinit, scales, reset_epoch=0, title="t")
+        ("C0", "a", 1.0, nan, nan, "", "holds"), ("C1", "a", 0.4, nan, nan, "", "holds"),
+        ("C2", "a", 0.75, 0.5, 0.875, "0: 0.5; 1: 0.875", "holds"),
+        ("C5", "a", 0.3, -0.2, 0.4, "0: -0.2; 1: 0.4", "fails"),
+        ("C6", "a", 0.004, 0.001, 0.006, "", "holds"), ("C6", "a", 0.9, 0.85, 0.95, "", "inconclusive"),  # worst wins
+        ("C0", "b", 0.5, nan, nan, "", "fails"), ("C2", "b", nan, nan, nan, "", "not applicable"),
+        ("C5", "b", nan, nan, nan, "", "not applicable"),
+        ("C0", "c", 1.0, nan, nan, "", "holds"), ("C5", "c", 0.9, 0.6, 1.0, "0: 0.6; 1: 1; 2: 0.8", "holds"),
+    ], columns=["claim", "experiment", "value", "low", "high", "per_run", "result"])
+    fig = figures.claims_map_figure(claims, scales, reset_epoch=0, title="t")
     grid, rho_ax = fig.axes[:2]
 
     image = grid.get_images()[0]
@@ -321,33 +344,26 @@ def test_claims_map_cells_colours_and_statistics_come_from_the_scorecard_and_c5_
     assert codes.shape == (7, 3)
     colour = {r: figures.RESULT_COLOURS[figures.RESULTS.index(r)] for r in figures.RESULTS}
     cell_colour = lambda i, j: matplotlib.colors.to_hex(image.cmap(image.norm(codes[i, j])))  # noqa: E731
-    expected = {("C0", 0): "holds", ("C6", 0): "fails", ("C5", 0): "fails", ("C0", 1): "fails",
+    expected = {("C0", 0): "holds", ("C6", 0): "inconclusive", ("C5", 0): "fails", ("C0", 1): "fails",
                 ("C2", 1): "not applicable", ("C5", 2): "holds", ("C3", 0): "not scored", ("C4", 2): "not scored"}
     for (claim, j), result in expected.items():
         assert cell_colour(figures.CLAIMS.index(claim), j) == colour[result], (claim, j)
+    assert colour["inconclusive"] not in (colour["holds"], colour["fails"], colour["not applicable"])
     texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in grid.texts}
-    assert texts[(0, 0)] == "1" and texts[(2, 0)] == "0.75" and texts[(6, 0)] == "0.004\n0.9"
-    assert texts[(2, 1)] == "n/a" and texts[(3, 0)] == "–"
-
-    def c5(e, seeds=(0, 1)):
-        last = measure[(measure["experiment"] == e) & (measure["epoch"] == 2) & measure["seed"].isin(seeds)]
-        reset = reinit[(reinit["experiment"] == e) & (reinit["source"] == "0") & reinit["seed"].isin(seeds)]
-        bias = last.assign(bias=(last["n_l"] - 0.5).abs()).groupby("layer")["bias"].mean()
-        return spearmanr(bias, reset.groupby("layer")["drop"].mean())
-
-    for j, e in ((0, "a"), (2, "c")):  # b's C5 is not applicable: no statistic
-        rho, p = c5(e)
-        assert texts[(5, j)] == f"ρ = {rho:.2f}\np = {p:.2g}"
+    assert texts[(0, 0)] == "1" and texts[(2, 0)] == "0.75\n[0.5, 0.88]"
+    assert texts[(6, 0)] == "0.004\n[0.001, 0.006]\n0.9\n[0.85, 0.95]"
+    assert texts[(2, 1)] == "n/a" and texts[(3, 0)] == "–" and texts[(5, 0)] == "ρ = 0.30\n[-0.2, 0.4]"
     assert [t.get_text() for t in grid.get_xticklabels()] == [
         "a\nwidth 1/8, 4 ep", "b\nwidth 1/4, 4 ep", "c\nwidth 1/8, 12 ep"]
 
     lines = {line.get_label(): line.get_xydata() for line in rho_ax.get_lines() if not line.get_label().startswith("_")}
     assert set(lines) == {"4 epochs", "12 epochs"}
-    assert np.allclose(lines["4 epochs"], [[0.125, c5("a")[0]], [0.25, c5("b")[0]]])
-    assert np.allclose(lines["12 epochs"], [[0.125, c5("c")[0]]])
-    dots = np.vstack([c.get_offsets() for c in rho_ax.collections if len(c.get_offsets()) == 2])
-    per_run = [(0.125, c5(e, [s])[0]) for e in "ac" for s in (0, 1)] + [(0.25, c5("b", [s])[0]) for s in (0, 1)]
-    assert np.allclose(sorted(map(tuple, dots)), sorted(per_run))
+    assert np.allclose(lines["4 epochs"], [[0.125, 0.3]]) and np.allclose(lines["12 epochs"], [[0.125, 0.9]])
+    dots = np.vstack([c.get_offsets() for c in rho_ax.collections if len(c.get_offsets()) in (2, 3)
+                      and c.get_offsets()[0][0] in (0.125,)])
+    assert sorted(map(tuple, dots)) == sorted([(0.125, -0.2), (0.125, 0.4), (0.125, 0.6), (0.125, 1.0), (0.125, 0.8)])
+    bars = [c for c in rho_ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
+    assert sorted(tuple(np.round(seg[:, 1], 3)) for bar in bars for seg in bar.get_segments()) == [(-0.2, 0.4), (0.6, 1.0)]
     assert [t.get_text() for t in rho_ax.get_xticklabels()] == ["1/8", "1/4"]
 
 

@@ -45,9 +45,12 @@ def test_every_caption_of_the_config_renders_without_a_system_message():
     rendered(REPO / "workflow" / "report" / "runs.rst")
 
 
-SCORECARD = pd.DataFrame({"claim": ["C0", "C1", "C2"], "experiment": ["e"] * 3, "statistic": ["s"] * 3,
-                          "threshold": ["t"] * 3, "value": [1.0, 0.25, float("nan")],
-                          "result": ["holds", "fails", "not applicable"], "detail": ["", "", "did not learn: runs 1"]})
+NAN = float("nan")
+SCORECARD = pd.DataFrame({"claim": ["C0", "C1", "C2", "C5"], "experiment": ["e"] * 4, "statistic": ["s"] * 4,
+                          "threshold": ["t"] * 4, "value": [1.0, 0.25, NAN, 0.4], "low": [NAN, NAN, NAN, -0.2],
+                          "high": [NAN, NAN, NAN, 0.7], "per_run": ["", "", "", "0: 0.5; 1: -0.1"],
+                          "result": ["holds", "fails", "not applicable", "inconclusive"],
+                          "detail": ["", "", "did not learn: runs 1", "inconclusive: the interval holds both"]})
 
 
 def test_the_landing_page_draws_each_studys_scorecard_and_runs_tables(tmp_path):
@@ -65,7 +68,7 @@ def test_the_landing_page_draws_each_studys_scorecard_and_runs_tables(tmp_path):
     landing = rendered(REPO / "workflow" / "report" / "workflow.rst", categories=pages, config={})
     shown = [landing.index(caption) for caption in ("Claims scorecard of study ladder: 1 holds", "Runs of study ladder: 2 runs",
                                                     "Claims scorecard of study quickstart", "Runs of study quickstart")]
-    assert shown == sorted(shown) and landing.count("<tr>") == 2 * (4 + 3), landing
+    assert shown == sorted(shown) and landing.count("<tr>") == 2 * (5 + 3), landing
     assert "<body" not in landing and landing.count("<style") == 1  # the pages bring no stylesheet, nor a page
     rules = re.search(r"<style>(.*?)</style>", landing, re.S).group(1).strip().splitlines()
     assert rules and all("convbias-landing" in rule.split("{")[0] for rule in rules), rules  # restyles only the landing
@@ -96,10 +99,15 @@ def test_rst_escape_keeps_text_as_it_is():
 
 def test_the_scorecard_page_colours_each_result_and_counts_them():
     page = scorecard_html(SCORECARD, "quickstart")
-    assert "Claims scorecard of study quickstart: 1 holds, 1 fails, 1 not applicable" in page
+    assert "Claims scorecard of study quickstart: 1 holds, 1 fails, 1 inconclusive, 1 not applicable" in page
     assert re.search(r'<td style="[^"]*background:#8fd18b">holds</td>', page)
     assert re.search(r'<td style="[^"]*background:#f08a7e">fails</td>', page)
-    assert page.count("<tr>") == 4 and re.search(r'<td style="[^"]*">0.25</td>', page)
+    assert re.search(r'<td style="[^"]*background:#f5d36b">inconclusive</td>', page)
+    assert page.count("<tr>") == 5 and re.search(r'<td style="[^"]*">0.25</td>', page)
+    # what was found, a sentence per claim, before the table
+    assert page.index("What study quickstart found") < page.index("<table")
+    assert "<li>C5, biased layers are the critical ones: inconclusive for e (0.4, over runs -0.2 to 0.7: the " \
+           "interval holds both).</li>" in page and page.count("<li>") == 4
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     for command in (plan, status):
         command.add_argument("--precision", choices=["fp32", "tf32", "bf16"], help="the study-wide precision, as "
                              "snakemake --config precision=… sets it (default: the config's)")
+    claims = commands.add_parser("claims", help="score a study's evidence again — the tables its claims job read "
+                                                 "(results/evidence/<study>, or a copy such as docs/ladder) — without its runs")
+    claims.add_argument("evidence", help="the folder (its experiments.json and <experiment>/*.parquet)")
+    claims.add_argument("--config", default="config/config.yaml",
+                        help="whose claims section sets the thresholds (default: %(default)s; absent: the defaults)")
+    claims.add_argument("--output", help="write the scorecard to this CSV file")
     verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
     args = parser.parse_args(argv)
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_plan(args.target, args.config, args.runs, args.precision, args.benchmarks, args.cores)
     if args.command == "verify":
         return verify_runs(args.runs)
+    if args.command == "claims":
+        return score_evidence(args.evidence, args.config, args.output)
     if args.command == "status":
         return print_status(args.target, args.config, args.precision)
 
@@ -91,6 +99,35 @@ def main(argv: list[str] | None = None) -> int:
         from .figures import cosine_histograms
 
         cosine_histograms(filters, title=args.weights).savefig(args.histograms)
+    return 0
+
+
+def score_evidence(folder: str, config: str, output: str | None) -> int:
+    """Print the scorecard (its findings, then a line per row and the counts) of an evidence folder."""
+    from pathlib import Path
+
+    import yaml
+
+    from .claims import findings, scorecard, summary
+    from .evidence import read_evidence
+    from .specs import ClaimsSpec
+
+    section = (yaml.safe_load(Path(config).read_text()) or {}).get("claims", {}) if Path(config).is_file() else {}
+    try:
+        spec = ClaimsSpec.from_config(section)
+        evidence = read_evidence(folder)
+    except (TypeError, FileNotFoundError) as err:
+        print(f"convbias claims: {config}'s claims section: {err}" if isinstance(err, TypeError)
+              else f"convbias claims: {err}", file=sys.stderr)
+        return 2
+    names = {ev.experiment for ev in evidence}
+    spec = ClaimsSpec.from_config({**section, "train_accuracy": {e: a for e, a in spec.train_accuracy.items()
+                                                                 if e in names}})
+    table = scorecard(evidence, spec)
+    print("\n".join(findings(table)), end="\n\n")
+    print(summary(table))
+    if output:
+        table.to_csv(output, index=False)
     return 0
 
 

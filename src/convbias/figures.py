@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .claims import CLAIM_NAMES, per_run_values  # noqa: E402
 from .claims import RESULT_COLOURS as SCORECARD_COLOURS  # noqa: E402
 from .specs import FigureSpec  # noqa: E402
 
@@ -182,28 +183,44 @@ def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
-def critical_figure(measure: pd.DataFrame, reinit: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Biased vs critical: each conv layer's final |n_l − ½| against its test-accuracy drop when
-    reset to its initialization, a point per (layer, seed); ρ of claim C5 in the title."""
-    from .claims import bias_and_criticality, bias_critical_correlation
+def critical_figure(measure: pd.DataFrame, reinit: pd.DataFrame, title: str = "", level: float = 0.95) -> plt.Figure:
+    """Biased vs critical (claim C5): each conv layer's final bias q (:func:`convbias.stats.null_quantile`:
+    its width-free units) against its test-accuracy drop when reset to its initialization, a dot per
+    (layer, run) and the layer's mean over runs numbered; the title gives C5's ρ over the layer means,
+    its interval over runs (``level``) and each run's own ρ."""
+    from .claims import bias_and_criticality, c5_statistic
 
     points = bias_and_criticality(measure, reinit, reset_epoch=0)
-    rho, p, _ = bias_critical_correlation(points)
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    scatter = ax.scatter(points["bias"], points["drop"], c=points["layer"], cmap="viridis", s=24)
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    if points.empty:
+        ax.text(0.5, 0.5, "no sweep: every run stopped\nbefore its last epoch (diverged)", ha="center", va="center")
+        ax.set_axis_off()
+        ax.set_title(title, fontsize="medium")
+        return fig
+    c, seeds = c5_statistic(points, level)
+    scatter = ax.scatter(points["q"], points["drop"], c=points["layer"], cmap="viridis", s=14, alpha=0.6)
+    means = points.groupby("layer")[["q", "drop"]].mean()
+    ax.scatter(means["q"], means["drop"], c=means.index, cmap="viridis", s=90, edgecolors="black", linewidths=0.8,
+               vmin=points["layer"].min(), vmax=points["layer"].max())
+    for layer, row in means.iterrows():
+        ax.annotate(str(layer), (row["q"], row["drop"]), fontsize="x-small", ha="center", va="center", color="white")
     fig.colorbar(scatter, ax=ax, label="layer")
-    ax.set_xlabel("final bias |n_l − ½|")
+    ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)  # q's mean with no bias, at any width
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("final bias q (share of unbiased layers of its width that are less biased)")
     ax.set_ylabel("test accuracy drop, reset to epoch 0")
-    ax.set_title(f"{title + ': ' if title else ''}Spearman ρ = {rho:.2f} (p = {p:.2g})", fontsize="medium")
+    per_run = ", ".join(f"{r:.2f}" for r in np.atleast_1d(c.per_run))
+    ax.set_title(f"{title + ': ' if title else ''}C5, Spearman ρ of the layer means over {len(seeds)} runs = "
+                 f"{float(c.rho):.2f}\n{level:.0%} interval over runs [{float(c.low):.2f}, {float(c.high):.2f}]; "
+                 f"each run's own ρ {per_run}", fontsize="small")
     return fig
 
 
 # claims_map: a cell per (claim, experiment), coloured by the scorecard's result
-CLAIMS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
+CLAIMS = tuple(CLAIM_NAMES)
 RESULTS = (*SCORECARD_COLOURS, "not scored")  # not scored: the claim has no row
 RESULT_COLOURS = (*SCORECARD_COLOURS.values(), "#f2f2f2")
-CLAIM_NAMES = {"C0": "runs learned", "C1": "unbiased at init", "C2": "deep layers biased", "C3": "layer 1 unbiased",
-               "C4": "no learning, no bias", "C5": "biased = critical", "C6": "test ≈ validation"}
+WORST_FIRST = ("fails", "inconclusive", "not applicable", "not run", "holds")
 
 
 def width_label(width: float) -> str:
@@ -214,47 +231,37 @@ def width_label(width: float) -> str:
     return str(w.numerator) if w.denominator == 1 else f"{w.numerator}/{w.denominator}"
 
 
-def _cell(rows: pd.DataFrame, claim: str, rho_p: tuple[float, float] | None) -> tuple[str, str]:
-    """(result, text) of one claim's rows for one experiment: the worst result of its rows, and its statistic."""
+def _cell(rows: pd.DataFrame, claim: str) -> tuple[str, str]:
+    """(result, text) of one claim's rows for one experiment: the worst result of its rows, and its
+    statistics (C5: ρ; an interval over runs below a value that has one)."""
     if rows.empty:
         return "not scored", "–"
-    result = next(r for r in ("fails", "not applicable", "not run", "holds") if (rows["result"] == r).any())
+    result = next(r for r in WORST_FIRST if (rows["result"] == r).any())
     if result in ("not applicable", "not run"):
         return result, "n/a" if result == "not applicable" else "not run"
-    if claim == "C5" and rho_p is not None:
-        return result, f"ρ = {rho_p[0]:.2f}\np = {rho_p[1]:.2g}"
-    return result, "\n".join(f"{v:.2g}" for v in rows["value"])
+    texts = []
+    for row in rows.itertuples():
+        text = f"ρ = {row.value:.2f}" if claim == "C5" else f"{row.value:.2g}"
+        low, high = getattr(row, "low", float("nan")), getattr(row, "high", float("nan"))
+        texts.append(text + ("" if pd.isna(low) else f"\n[{low:.2g}, {high:.2g}]"))
+    return result, "\n".join(texts)
 
 
-def c5_statistics(measure: pd.DataFrame, reinit: pd.DataFrame, reset_epoch: int) -> tuple[float, float, pd.Series]:
-    """Claim C5 of one experiment: Spearman (ρ, p) across layers of the runs' mean bias and mean drop
-    (as the scorecard computes it), and each run's own ρ (indexed by seed): its spread over seeds."""
-    from .claims import bias_and_criticality, bias_critical_correlation
-
-    points = bias_and_criticality(measure, reinit, reset_epoch)
-    rho, p, _ = bias_critical_correlation(points)
-    per_seed = pd.Series({int(s): bias_critical_correlation(run)[0] for s, run in points.groupby("seed")}, dtype=float)
-    return rho, p, per_seed
-
-
-def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.DataFrame, scales: pd.DataFrame,
-                      reset_epoch: int = 0, title: str = "") -> plt.Figure:
+def claims_map_figure(claims: pd.DataFrame, scales: pd.DataFrame, reset_epoch: int = 0, title: str = "") -> plt.Figure:
     """Where each claim holds: above, a cell per claim (rows C0–C6) and experiment (columns, in the
     order of ``scales``: experiment, width, epochs), coloured by the scorecard's result and labelled
-    with its statistic (C5: ρ and p); below, C5's ρ of each experiment against its width, a line per
-    length (epochs), with each run's own ρ beside it (the spread over seeds)."""
+    with its statistic and interval over runs; below, C5's ρ of each experiment against its width, a
+    line per length (epochs), its interval over runs as a bar and each run's own ρ beside it — all
+    read from the scorecard."""
     experiments = list(scales["experiment"])
-    c5 = {e: c5_statistics(measure[measure["experiment"] == e], reinit[reinit["experiment"] == e], reset_epoch)
-          for e in experiments if (reinit["experiment"] == e).any()}
-    fig, (grid, rho_ax) = plt.subplots(2, 1, figsize=(max(6.0, 1.25 * len(experiments) + 2), 8.5),
+    fig, (grid, rho_ax) = plt.subplots(2, 1, figsize=(max(6.0, 1.35 * len(experiments) + 2), 9),
                                        gridspec_kw={"height_ratios": [len(CLAIMS), 4]})
     codes = np.zeros((len(CLAIMS), len(experiments)))
     for j, exp in enumerate(experiments):
         for i, claim in enumerate(CLAIMS):
-            rows = claims[(claims["experiment"] == exp) & (claims["claim"] == claim)]
-            result, text = _cell(rows, claim, c5[exp][:2] if exp in c5 else None)
+            result, text = _cell(claims[(claims["experiment"] == exp) & (claims["claim"] == claim)], claim)
             codes[i, j] = RESULTS.index(result)
-            grid.text(j, i, text, ha="center", va="center", fontsize="small")
+            grid.text(j, i, text, ha="center", va="center", fontsize="x-small")
     grid.imshow(codes, cmap=matplotlib.colors.ListedColormap(RESULT_COLOURS), vmin=-0.5, vmax=len(RESULTS) - 0.5,
                 aspect="auto")
     labels = [f"{exp}\nwidth {width_label(w)}, {e} ep"
@@ -270,20 +277,21 @@ def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.Da
     grid.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(RESULTS), fontsize="x-small",
                 frameon=False)
 
+    c5 = claims[(claims["claim"] == "C5") & claims["value"].notna()].set_index("experiment")
     colours, markers = plt.get_cmap("tab10"), "os^Dv<>p"
     for k, epochs in enumerate(sorted(scales["epochs"].unique())):
         rungs = [(e, w) for e, w in scales[scales["epochs"] == epochs].sort_values("width")[["experiment", "width"]]
-                 .itertuples(index=False) if e in c5]
+                 .itertuples(index=False) if e in c5.index]
         marker = markers[k % len(markers)]
         for exp, width in rungs:
-            rho, _, seeds = c5[exp]
-            applicable = not (claims[(claims["experiment"] == exp) & (claims["claim"] == "C5")]["result"]
-                              == "not applicable").any()
+            row, seeds = c5.loc[exp], per_run_values(c5.loc[exp, "per_run"])
             rho_ax.scatter([width] * len(seeds), seeds, color=colours(k), s=12, alpha=0.5)
-            rho_ax.errorbar([width], [rho], yerr=[[seeds.std(ddof=0)]], color=colours(k), capsize=3, fmt="none")
-            rho_ax.scatter([width], [rho], s=60, edgecolors=colours(k), linewidths=1.5, marker=marker,
-                           facecolors=colours(k) if applicable else "none")
-        rho_ax.plot([w for _, w in rungs], [c5[e][0] for e, _ in rungs], color=colours(k), marker=marker,
+            if not pd.isna(row["low"]):
+                rho_ax.errorbar([width], [row["value"]], yerr=[[row["value"] - row["low"]], [row["high"] - row["value"]]],
+                                color=colours(k), capsize=3, fmt="none")
+            rho_ax.scatter([width], [row["value"]], s=60, edgecolors=colours(k), linewidths=1.5, marker=marker,
+                           facecolors=colours(k) if row["result"] == "holds" else "none")
+        rho_ax.plot([w for _, w in rungs], [c5.loc[e, "value"] for e, _ in rungs], color=colours(k), marker=marker,
                     markersize=0, label=f"{epochs} epochs")
     rho_ax.axhline(0, color="grey", linestyle=":", linewidth=1)
     rho_ax.set_xscale("log", base=2)
@@ -291,10 +299,10 @@ def claims_map_figure(claims: pd.DataFrame, measure: pd.DataFrame, reinit: pd.Da
     rho_ax.set_xticks(widths, [width_label(w) for w in widths])
     rho_ax.minorticks_off()
     rho_ax.set_xlabel("width (× the paper's filters per layer)")
-    rho_ax.set_ylabel(f"C5: Spearman ρ (reset to epoch {reset_epoch})")
+    rho_ax.set_ylabel(f"C5: Spearman ρ of q and drop\n(reset to epoch {reset_epoch}), layer means")
     rho_ax.set_ylim(-1.05, 1.05)
-    rho_ax.legend(fontsize="small", title="length (hollow: C5 not applicable)", title_fontsize="small",
-                  loc="lower right")
+    rho_ax.legend(fontsize="small", title="length (filled: C5 holds; bar: interval over runs)",
+                  title_fontsize="small", loc="lower right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -332,8 +340,8 @@ KINDS: dict[str, FigureKind] = {
     "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec.experiments))),
     "critical": FigureKind(("measure", "reinit"), lambda t, spec: critical_figure(
         t["measure"], t["reinit"], title=", ".join(spec.experiments))),
-    "claims_map": FigureKind(("claims", "measure", "reinit", "scales"), lambda t, spec: claims_map_figure(
-        t["claims"], t["measure"], t["reinit"], t["scales"], int(t["scales"]["reset_epoch"].iloc[0]),
+    "claims_map": FigureKind(("claims", "scales"), lambda t, spec: claims_map_figure(
+        t["claims"], t["scales"], int(t["scales"]["reset_epoch"].iloc[0]),
         title=f"Where the claims hold: study {spec.study}")),
     "pretrained": FigureKind(("pretrained",), lambda t, spec: histogram_figure(
         t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec.pretrained)),

@@ -280,12 +280,14 @@ def figure(spec: FigureSpec, inputs: Mapping[str, Sequence[str | Path]], runs: S
     return KINDS[spec.kind].draw(tables, spec)
 
 
-def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame:
+def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping], evidence_dir: str | Path | None = None) -> pd.DataFrame:
     """The claims scorecard (:mod:`convbias.claims`) of ``experiments``: for each, its ``measure``
     table file, its ``runs`` (seed → run folder), its ``reinit`` table files (none: no sweep),
-    its dataset's ``meta`` and its ``expect_learning``."""
+    its dataset's ``meta`` and its ``expect_learning``. The tables it read go to ``evidence_dir``
+    (:func:`convbias.evidence.write_evidence`), from which ``convbias claims`` scores them again."""
     from .claims import Evidence, scorecard
     from .data.dataset import DatasetMeta
+    from .evidence import write_evidence
 
     evidence = []
     for name, files in experiments.items():
@@ -294,7 +296,9 @@ def claims(spec: ClaimsSpec, experiments: Mapping[str, Mapping]) -> pd.DataFrame
                             ignore_index=True)
         reinit = pd.concat([pd.read_parquet(p) for p in files["reinit"]], ignore_index=True) if files["reinit"] else None
         evidence.append(Evidence(name, pd.read_parquet(files["measure"]), history, reinit, meta.num_classes,
-                                 meta.shape[2], files["expect"]))
+                                 meta.shape[2], files["expect"], len(meta.val_indices())))
+    if evidence_dir is not None:
+        write_evidence(evidence, evidence_dir)
     return scorecard(evidence, spec)
 
 

@@ -17,6 +17,7 @@ from .specs import ModelSpec
 
 VGG_CONFIGS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 LENET_CONFIG = [6, 6, "M", 16, 16, "M", 64, 64, "M"]  # the authors' 6-conv LeNet
+ALEXNET_FILTERS = [64, 192, 384, 256, 256]  # torchvision's AlexNet features
 ARCHS = (*VGG_CONFIGS, "alexnet", "lenet")
 INITS = ("kaiming_normal", "torchvision_vgg", "normal", "xavier_uniform", "torchvision_default")
 HEADS = ("compact", "torchvision", "lenet")
@@ -43,6 +44,19 @@ def _adapt(features: nn.Sequential, in_channels: int, width: float) -> nn.Sequen
             channels = out
         layers.append(m)
     return nn.Sequential(*layers)
+
+
+def filter_counts(arch: str, width: float = 1.0) -> list[int]:
+    """The filters of each conv layer of ``arch`` at ``width``, in forward order, without building it."""
+    if arch in VGG_CONFIGS:
+        base = [v for v in VGG_CONFIGS[arch] if v != "M"]
+    elif arch == "lenet":
+        base = [v for v in LENET_CONFIG if v != "M"]
+    elif arch == "alexnet":
+        base = ALEXNET_FILTERS
+    else:
+        raise ValueError(f"unknown model arch {arch!r}; known: {', '.join(ARCHS)}")
+    return [max(1, round(v * width)) for v in base]
 
 
 def _features(arch: str, in_channels: int, width: float) -> nn.Sequential:

@@ -93,15 +93,22 @@ def table_html(table: pd.DataFrame, caption: str, colours: Mapping[str, Mapping[
 
 
 def scorecard_html(table: pd.DataFrame, study: str) -> str:
-    """The claims scorecard (:func:`convbias.claims.scorecard`) as a page: a row per (claim,
-    experiment), its result coloured (holds green, fails red, not applicable grey)."""
+    """The claims scorecard (:func:`convbias.claims.scorecard`) as a page: what was found, a sentence
+    per claim (:func:`convbias.claims.findings`), then a row per (claim, experiment), its result
+    coloured (holds green, fails red, inconclusive amber, not applicable grey)."""
+    from .claims import findings
+
     counts = table["result"].value_counts()
     said = ", ".join(f"{counts[r]} {r}" for r in RESULT_COLOURS if r in counts)
     caption = f"Claims scorecard of study {study}: {said}"
-    legend = ("<p>One row per claim and experiment: the statistic, its threshold, the value and whether the claim "
-              "holds. C0 asks whether the runs learned; the claims that presuppose learning are judged only on runs "
-              "that did. Claims and thresholds: <code>config/README.md</code>, section <code>claims</code>.</p>")
-    return page(caption, table_html(table, caption, {"result": RESULT_COLOURS}) + legend)
+    found = ("<p><b>What study " + html.escape(study) + " found</b>, claim by claim (from its scorecard):</p><ul>"
+             + "".join(f"<li>{html.escape(sentence)}</li>" for sentence in findings(table)) + "</ul>")
+    legend = ("<p>One row per claim and experiment: the statistic, its threshold, the value, its interval over runs "
+              "(low, high: the bootstrap over seeds), each run's own value, and whether the claim holds, fails or is "
+              "inconclusive (the study is too small to tell: the detail says why). C0 asks whether the runs "
+              "learned; the claims that presuppose learning are judged only on runs that did. Claims, thresholds "
+              "and the rules for inconclusive: <code>config/README.md</code>, section <code>claims</code>.</p>")
+    return page(caption, found + table_html(table, caption, {"result": RESULT_COLOURS}) + legend)
 
 
 RUN_COLUMNS = ["experiment", "seed", "epochs", "train_loss", "train_acc", "val_acc", "test_acc", "precision", "device",

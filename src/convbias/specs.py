@@ -281,6 +281,10 @@ class ClaimsSpec(_Entry):
     learned_loss_fraction: float
     reset_epoch: int
     correlation_p: float
+    c5_paper_rho: float
+    paper_n_l: float
+    min_power: float
+    interval: float
     test_val_gap: float
     train_accuracy: dict
     train_accuracy_tolerance: float

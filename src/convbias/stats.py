@@ -51,6 +51,31 @@ def binomial_pvalue(negatives: int, n: int) -> float:
     return float(binomtest(int(negatives), int(n), 0.5).pvalue)
 
 
+def null_quantile(negatives, n):
+    """How biased a layer of ``n`` filters with ``negatives`` negative cosines is, in units that do not
+    depend on ``n``: the probability that a layer of ``n`` filters with no bias (Binomial(n, ½)) is
+    less far from n/2, ties counted half (1 − the two-sided mid-p value). With no bias it averages
+    exactly ½ at every ``n`` (|n_l − ½| averages about 0.4/√n; a z-score is always 1 at n = 1); a
+    biased layer is near 1."""
+    from scipy.stats import binom
+
+    k, n = np.asarray(negatives, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    m = np.minimum(k, n - k)
+    tie = binom.pmf(m, n, 0.5) * np.where(2 * m == n, 1.0, 2.0)  # P(|X − n/2| = |k − n/2|)
+    at_least = np.minimum(1.0, 2 * binom.cdf(m, n, 0.5))  # P(|X − n/2| ≥ |k − n/2|)
+    return 1.0 - (at_least - tie / 2)
+
+
+def binomial_power(n: int, fraction: float, alpha: float) -> float:
+    """How often the two-sided binomial test of a layer of ``n`` filters (p < ``alpha`` against 1/2)
+    finds a layer whose filters are negative with probability ``fraction``."""
+    from scipy.stats import binom
+
+    k = np.arange(n + 1)
+    rejected = 2 * binom.cdf(np.minimum(k, n - k), n, 0.5) < alpha  # binomtest's two-sided p at 1/2
+    return float(binom.pmf(k[rejected], n, fraction).sum())
+
+
 def layer_summary(cosines: np.ndarray) -> dict:
     """n_l (eq. 2), the counts behind it, mean cosine and binomial p-value for one layer."""
     cos = np.asarray(cosines, dtype=np.float64)

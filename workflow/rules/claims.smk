@@ -9,6 +9,7 @@ for _study in sorted({fig.study for fig in FIGURES.values()}):
             claims_inputs(_study),
         output:
             scorecard=claims_file(_study),
+            evidence=directory(evidence_dir(_study)),
             scorecard_page=report(
                 report_file(_study, "scorecard"),
                 caption="../report/claims.rst",

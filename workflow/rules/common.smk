@@ -230,6 +230,11 @@ def claims_file(study):
     return "results/claims.csv" if study == "paper" else f"results/{study}/claims.csv"
 
 
+def evidence_dir(study):
+    """The tables a study's scorecard read (convbias.evidence), to score it again without its runs."""
+    return f"results/evidence/{study}"
+
+
 def report_file(study, page):
     """A page of the study's report beside its scorecard: the scorecard itself, or its runs (convbias.report)."""
     return f"results/report/{study}/{page}.html"
