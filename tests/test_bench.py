@@ -165,7 +165,7 @@ def test_layer_table_means_each_layers_statistics_over_runs_and_measures_how_far
     from layer_table import main
 
     rng = torch.Generator().manual_seed(0)
-    names, runs, moved = ["features.0", "features.2", "features.4"], [], {}
+    names, runs = ["features.0", "features.2", "features.4"], []
     for seed in (0, 1):
         run = tmp_path / f"seed{seed}"
         run.mkdir()
@@ -208,3 +208,32 @@ def test_layer_table_means_each_layers_statistics_over_runs_and_measures_how_far
     assert lines[-2].startswith(f"|n_l - 1/2| instead of q: rho {rho:.3f}")
     assert lines[-1].startswith(f"C5 (q, reset to epoch 0): rho {rho:.3f}") and "0: 1.00, 0.800, 1: 1.00, 0.800" in lines[-1]
     assert "95% interval over runs [1.00, 1.00]" in lines[-1]
+
+
+def test_pool_evidence_scores_the_runs_of_two_folders_as_one_experiment(tmp_path, capsys):
+    """tools/pool_evidence.py (the ladder's pooled verdicts): seeds 0-2 of one folder and 3-5 of
+    another become one experiment of six runs; shared seeds are refused."""
+    import pandas as pd
+
+    from convbias.cli import main as convbias
+    from convbias.evidence import read_evidence, write_evidence
+    from test_claims import TRAINED, evidence, sweep
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from pool_evidence import main
+
+    first = evidence(reinit=sweep({layer: 0.01 * (k - 32) for layer, k in TRAINED.items()}))
+    shifted = {t: getattr(first, t).assign(seed=getattr(first, t)["seed"] + 3) for t in ("measure", "history", "reinit")}
+    fresh = type(first)(**{**first.__dict__, **shifted, "experiment": "e_seeds345"})
+    write_evidence([first], tmp_path / "a")
+    write_evidence([fresh], tmp_path / "b")
+    assert main([str(tmp_path / "pooled"), "--experiment", f"e={tmp_path / 'a'}:e,{tmp_path / 'b'}:e_seeds345"]) == 0
+    (pooled,) = read_evidence(tmp_path / "pooled")
+    assert pooled.experiment == "e" and sorted(set(pooled.history["seed"])) == [0, 1, 2, 3, 4, 5]
+    assert set(pooled.measure["experiment"]) == {"e"} and len(pooled.reinit) == 2 * len(first.reinit)
+    assert convbias(["claims", str(tmp_path / "pooled"), "--output", str(tmp_path / "c.csv")]) == 0
+    c5 = pd.read_csv(tmp_path / "c.csv").set_index("claim").loc["C5"]
+    assert c5["per_run"] == "0: 1; 1: 1; 2: 1; 3: 1; 4: 1; 5: 1" and c5["result"] == "holds"
+    capsys.readouterr()
+    assert main([str(tmp_path / "twice"), "--experiment", f"e={tmp_path / 'a'}:e,{tmp_path / 'a'}:e"]) == 2
+    assert "share seeds [0, 1, 2]" in capsys.readouterr().err and not (tmp_path / "twice").exists()

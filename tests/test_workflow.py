@@ -112,14 +112,20 @@ def test_full_run_makes_every_target_and_a_second_run_is_a_no_op(project):
     reinit = pd.read_parquet(project / "results" / "reinit" / "tiny_vgg" / "seed1.parquet")
     assert len(reinit) == 4 * 8 and set(reinit["source"]) == {"rand", "0", "1", "2"}
     check_tables_against_the_weight_files(project, "tiny_lenet")
+    from convbias.cli import main
+
     claims = pd.read_csv(project / "results" / "quickstart" / "claims.csv")
     assert set(claims["experiment"]) == set(EXPERIMENTS) and {"C0", "C1", "C6"} <= set(claims["claim"])
-    assert set(claims["result"]) <= {"holds", "fails", "not run", "not applicable"}
+    assert set(claims["result"]) <= {"holds", "fails", "inconclusive", "not run", "not applicable"}
     judged = claims[claims["result"] != "not applicable"]
     assert judged["value"].notna().all() and (claims["claim"] == "C0").sum() == len(EXPERIMENTS)
+    # the tables the scorecard read, beside it: scored again without the runs, the same verdicts
+    assert main(["claims", str(project / "results" / "evidence" / "quickstart"), "--config",
+                 str(project / "config" / "config.yaml"), "--output", str(project / "rescored.csv")]) == 0
+    assert pd.read_csv(project / "rescored.csv")[["claim", "experiment", "result"]].equals(
+        claims[["claim", "experiment", "result"]])
     resume = project / "results" / "resume"
     assert not resume.exists() or list(resume.iterdir()) == []  # no work folder, lock file or empty folder left
-    from convbias.cli import main
 
     runs = [str(p) for p in sorted((project / "results" / "runs").glob("*/seed*"))]
     assert len(runs) == 4 and main(["verify", *runs]) == 0
@@ -299,6 +305,7 @@ def test_the_report_opens_on_what_was_studied_with_the_scorecard_runs_and_figure
     snakemake(project, "--report", str(report.relative_to(project)), "quickstart")
     dom = re.sub(r"<script\b.*?</script>", "", browser_dom(report.as_uri()), flags=re.S)  # what was drawn, not its data
     assert "What this report shows" in dom and "What was found" in dom, dom[-3000:]
+    assert "What study quickstart found" in dom and "C0, every run learned" in dom  # a sentence per claim
     assert "System Message" not in dom and "Undefined substitution" not in dom
     table = pd.read_csv(project / "results" / "quickstart" / "claims.csv")
     drawn = dom[dom.index("Claims scorecard of study quickstart"):dom.index("How to read the rest")]
