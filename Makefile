@@ -37,7 +37,7 @@ test: setup
 # Measured in BENCHMARKS.md "Mutation testing".
 MUTMUT  := mutmut==3.8.1
 JOBS    ?= 2
-MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.checkpoints* \
+MUTANTS ?= convbias.stats* convbias.reinit* convbias.models* convbias.checkpoints* convbias.verdicts* \
            convbias.data.variants* convbias.data.sources* convbias.data.dataset* convbias.data.downloads*
 SAMPLED ?= convbias.train convbias.runs convbias.data.loaders convbias.data.transform convbias.data.convert \
            convbias.figures:4 convbias.claims:4

@@ -164,6 +164,7 @@ MUTATION_TESTS = {
     "convbias.models": ("test_models.py", "test_stats.py"),
     "convbias.figures": ("test_figures.py",),
     "convbias.claims": ("test_claims.py", "test_figures.py"),
+    "convbias.verdicts": ("test_claims.py", "test_claims_simulation.py"),
     "convbias.data": ("test_data.py", "test_downloads.py"),
     "convbias.train": ("test_train.py", "test_runs.py"),
     "convbias.runs": ("test_train.py", "test_runs.py"),
