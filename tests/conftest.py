@@ -167,7 +167,6 @@ MUTATION_TESTS = {
     "convbias.data": ("test_data.py", "test_downloads.py"),
     "convbias.train": ("test_train.py", "test_runs.py"),
     "convbias.runs": ("test_train.py", "test_runs.py"),
-    "convbias.commits": ("test_train.py", "test_runs.py"),
 }
 
 

@@ -20,8 +20,9 @@ import torch
 
 from convbias.checkpoints import file_sha256, load_weights, read_metadata
 from convbias.data.dataset import DatasetMeta
-from convbias.jobs import run_filters, run_made_from, stops_with_one_sentence, verified_history, write_unless_kept
-from convbias.commits import WorkFolder, forget_published
+from convbias.harness import run_made_from, stops_with_one_sentence, write_unless_kept
+from convbias.jobs import run_filters, verified_history
+from convbias.runs.work import WorkFolder, forget_published
 from convbias.runs import RunDamaged, RunFolder, lock_file, run_lock
 from convbias.specs import ModelSpec, TrainSpec
 from convbias.train import train_run
@@ -171,7 +172,7 @@ def test_a_killed_cut_leaves_a_folder_that_resumes(data, reference, tmp_path):
     before = (work.path / "epoch001.safetensors").read_bytes()
     original = work.files["epoch002.safetensors"]
     # the state a commit of epoch 3 killed right after its progress file leaves behind
-    import convbias.commits as runs
+    import convbias.runs.work as runs
 
     calls = []
     real = runs.write_bytes
@@ -273,7 +274,7 @@ def test_epochs_are_committed_while_the_next_one_trains_and_the_files_are_those_
     but the last waits until an SGD step has run meanwhile — it would wait forever if commits
     blocked training); the run is bit-identical to one whose commits are made in line, so what
     is written is the state as it was at the end of its epoch, not the state training moved on to."""
-    import convbias.commits as commits_module
+    import convbias.runs.commits as commits_module
 
     meta, train, test = data
     inline = tmp_path / "inline"
@@ -309,14 +310,14 @@ def test_resume_points_come_every_resume_every_seconds_and_the_epochs_between_sa
     """On a clock that moves 100 s per look, with resume_every 150 s: epochs 0, 2, 4 and the last
     are resume points (every tensor; the momentum, but after the last epoch); 1 and 3 write their
     conv tensors only and no momentum.  The run equals one that saves its full state every epoch."""
-    import convbias.train as training
+    import convbias.runs.life as life
 
     meta, train, test = data
     spec = TrainSpec(**{**SPEC.__dict__, "epochs": 5})
     every = tmp_path / "every"
     train_run(spec, 5, meta, train, test, every, tmp_path / "w-every")  # resume_every 0: each epoch
     ticks, commits = iter(range(0, 10**6, 100)), []
-    monkeypatch.setattr(training, "monotonic", lambda: next(ticks))
+    monkeypatch.setattr(life, "monotonic", lambda: next(ticks))
     commit_state = WorkFolder.commit_state
 
     def spied(self, epoch, weights, momentum, history, meta_, snapshots, resume):
@@ -387,7 +388,7 @@ def test_background_commits_keep_two_in_flight_one_resume_state_at_most_and_stop
     """Submits return at once while fewer than two commits are in flight; a third, or a second
     resume state, waits for the oldest.  A failed commit makes the ones queued behind it not
     run, and the first error is the one raised."""
-    import convbias.commits as commits_module
+    import convbias.runs.commits as commits_module
 
     class Work:  # commit_state waits until the test lets epoch ``e`` through
         def __init__(self):
@@ -432,7 +433,7 @@ def test_background_commits_are_made_one_at_a_time_in_epoch_order():
     """A commit never starts before the one before it returned (two at once would race on the
     progress file).  Deterministic: the first commit holds until the second starts, or 2 s
     pass — a second writer thread would start it at once."""
-    import convbias.commits as commits_module
+    import convbias.runs.commits as commits_module
 
     class Work:
         def __init__(self):
@@ -458,7 +459,7 @@ def test_a_full_disk_stops_training_with_one_sentence_and_the_run_resumes_once_t
     """The disk fills during the commit of epoch 2 (every later write fails, as on a full disk):
     the job stops with one sentence naming the folder, the space the run needs and the fix — no
     traceback — and, space freed, the same job resumes from epoch 1 and ends identical."""
-    from convbias import commits as runs
+    from convbias.runs import work as runs
     from convbias.resources import model_size, run_bytes
     from convbias.runs import DiskFull, amount
 
@@ -522,7 +523,8 @@ def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    from convbias import commits as runs
+    from convbias.runs import life
+    from convbias.runs import work as runs
 
     calls = [0]
 
@@ -543,8 +545,8 @@ def killed_child(log: str, meta: str, train: str, test: str, out: str, work: str
     elif point == "publish":  # publishing: before the count-th file is linked into the run folder
         os.link = dies_at(os.link)
     elif point == "published":  # after publishing, before the process exits
-        publish = runs.WorkFolder.publish
-        runs.WorkFolder.publish = lambda *args: (publish(*args), os.kill(os.getpid(), signal.SIGKILL))
+        publish = life.Run.publish
+        life.Run.publish = lambda *args: (publish(*args), os.kill(os.getpid(), signal.SIGKILL))
     train_run(TrainSpec.from_dict(spec), 5, DatasetMeta.load(meta), train, test, out, work, resume_every=resume_every)
 
 
@@ -577,7 +579,7 @@ def test_killed_anywhere_and_rerun_a_run_completes_bit_identical(data, reference
     # interpreter would spend seconds of CPU on those imports, child after child (the server is
     # started without this folder on its path: the children import this module themselves)
     children = multiprocessing.get_context("forkserver")
-    children.set_forkserver_preload(["convbias.train", "convbias.commits", "pandas", "pytest"])
+    children.set_forkserver_preload(["convbias.train", "convbias.runs", "pandas", "pytest"])
 
     def trial_run(plan):
         trial, point, count, twist, pick = plan
@@ -632,7 +634,7 @@ def test_a_table_is_kept_when_only_file_times_changed_and_recomputed_when_its_in
                                                                                                    monkeypatch):
     """What filters and reinit jobs write: a table made from the same run (its manifest), parameters
     and code is kept — not rewritten, its file time now — and any change computes it again."""
-    import convbias.jobs
+    import convbias.harness
 
     out, calls = tmp_path / "tables" / "seed5.parquet", []
 
@@ -655,7 +657,7 @@ def test_a_table_is_kept_when_only_file_times_changed_and_recomputed_when_its_in
         assert len(calls) == count + 1 and pd.read_parquet(out)["value"].iloc[-1] == len(calls)
         write_unless_kept(out, made, compute)  # back to the first inputs: computed again too
     count = len(calls)
-    monkeypatch.setattr(convbias.jobs, "code_digest", lambda: "other code")
+    monkeypatch.setattr(convbias.harness, "code_digest", lambda: "other code")
     write_unless_kept(out, made, compute)
     assert len(calls) == count + 1
     write_unless_kept(out, {**made, "run": None}, compute)  # a run without a manifest: never kept
@@ -736,7 +738,7 @@ def test_the_filters_job_reads_each_epoch_file_once(reference, monkeypatch):
     """Checked against the manifest as it is read: no separate hashing pass over the run."""
     from pathlib import Path
 
-    import convbias.commits as runs
+    import convbias.runs.folder as runs
 
     reads, real = [], Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
@@ -762,10 +764,10 @@ def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_
     file beside it (one file system), so every attempt's lines stay — also after a later attempt
     that found nothing to train. An attempt stopped by SIGTERM (Slurm's time limit) says so in the
     log and still ends by that signal."""
-    from convbias.jobs import attempts_file
+    from convbias.harness import attempts_file
 
     log = tmp_path / "logs" / "seed0.log"
-    child = ("import sys, time\nfrom convbias.jobs import log_to\n"
+    child = ("import sys, time\nfrom convbias.harness import log_to\n"
              f"log_to([{str(log)!r}], keep_attempts=True)\nprint('attempt', sys.argv[1], flush=True)\n"
              "if sys.argv[1] == '2':\n    time.sleep(60)\n")
     assert subprocess.run([sys.executable, "-c", child, "1"], timeout=60).returncode == 0
@@ -781,15 +783,16 @@ def test_a_jobs_log_keeps_earlier_attempts_and_says_when_sigterm_stopped_it(tmp_
 
 @pytest.mark.parametrize("in_flight", [True, False])
 def test_sigterm_lets_the_epoch_commit_in_flight_finish_first(tmp_path, in_flight):
-    """Commits are written in the background (convbias.commits.BackgroundCommits): a job stopped by
+    """Commits are written in the background (convbias.runs.commits.BackgroundCommits): a job stopped by
     SIGTERM while one is in flight (here a commit slowed to 2 s) waits for it, says so, then ends by
     that signal; the folder holds that epoch, committed.  With none in flight (the commit long
     done) it says nothing about commits."""
     log, work = tmp_path / "job.log", tmp_path / "resume" / "exp" / "seed0"
     child = f"""
 import time, torch
-from convbias.jobs import log_to
-from convbias.commits import BackgroundCommits, WorkFolder
+from convbias.harness import log_to
+from convbias.runs.commits import BackgroundCommits
+from convbias.runs.work import WorkFolder
 log_to([{str(log)!r}])
 commit_state = WorkFolder.commit_state
 def slow(self, *args, **kwargs):

@@ -261,7 +261,7 @@ def test_two_process_ddp_learns_like_one_process(tmp_path):
 
 def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
     """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
-    from convbias.commits import WorkFolder
+    from convbias.runs.work import WorkFolder
 
     meta, train, test = data
     train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
@@ -524,7 +524,7 @@ def test_a_full_disk_in_a_data_parallel_run_ends_the_job_with_the_processs_one_s
     import errno
     import os
 
-    from convbias.jobs import stops_with_one_sentence
+    from convbias.harness import stops_with_one_sentence
     from convbias.runs import DataParallelFailed
 
     meta, train, test = _ddp_data(tmp_path, 100)
@@ -533,10 +533,10 @@ def test_a_full_disk_in_a_data_parallel_run_ends_the_job_with_the_processs_one_s
     (hooks / "sitecustomize.py").write_text(f"""
 import errno, os
 if os.environ.get("LOCAL_RANK") is not None:  # torchrun's processes only
-    import convbias.commits
+    import convbias.runs.work
     def full(path, *args, **kwargs):
         raise OSError({errno.ENOSPC}, "No space left on device", str(path))
-    convbias.commits.save_weights = full
+    convbias.runs.work.save_weights = full
 """)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
     spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 1})

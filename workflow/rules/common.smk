@@ -288,12 +288,3 @@ def claims_inputs(study):
         + [r for f in files for r in f["reinit"]]
         + sorted({f["meta"] for f in files})
     )
-
-
-# A published run's work folder (results/resume/…) stays until the workflow has seen its job end:
-# a job killed while publishing is one whose outputs Snakemake deletes, and the next attempt
-# publishes the run again from that folder instead of training it again (convbias.commits.WorkFolder.publish).
-def forget_published_runs():
-    from convbias.commits import forget_published
-
-    forget_published(Path("results"))

@@ -5,7 +5,7 @@ rule reinit:
         run=run_dir("{experiment}", "{seed}"),
     output:
         # update: Snakemake leaves the old table for the job, which keeps it when only file times
-        # changed (the same run, test set, parameters and code: convbias.jobs.write_unless_kept)
+        # changed (the same run, test set, parameters and code: convbias.harness.write_unless_kept)
         update(reinit_file("{experiment}", "{seed}")),
     log:
         "logs/reinit/{experiment}/seed{seed}.log",

@@ -9,7 +9,7 @@ rule train:
     output:
         # update: Snakemake never deletes a published run before the job (it would, for a job it
         # saw killed, even when the run finished meanwhile); the job keeps it if it is this run,
-        # intact, and replaces it when it publishes otherwise (convbias.runs.replaced_because)
+        # intact, and replaces it when it publishes otherwise (convbias.runs.Run.published)
         update(directory(run_dir("{experiment}", "{seed}"))),
     log:
         "logs/train/{experiment}/seed{seed}.log",

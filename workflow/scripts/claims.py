@@ -2,7 +2,8 @@
 scorecard and runs pages of its report (convbias.report)."""
 
 from convbias.claims import summary
-from convbias.jobs import claims, log_to, stops_with_one_sentence
+from convbias.harness import log_to, stops_with_one_sentence
+from convbias.jobs import claims
 from convbias.report import experiments_runs, write_tables
 from convbias.specs import ClaimsSpec
 

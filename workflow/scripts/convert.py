@@ -6,7 +6,7 @@ from convbias.data.convert import convert
 from convbias.data.downloads import DOWNLOADABLE
 from convbias.data.sources import DatasetError, MissingDataset
 from convbias.specs import DatasetSpec
-from convbias.jobs import log_to
+from convbias.harness import log_to
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 

@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("TQDM_MININTERVAL", "5")  # torchvision's download bar, in a log file
 
 from convbias.data.downloads import download_folder, fetch
-from convbias.jobs import log_to, stops_with_one_sentence
+from convbias.harness import log_to, stops_with_one_sentence
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 

@@ -1,6 +1,7 @@
 """Rule figure: draw one figure of the config from its tables."""
 
-from convbias.jobs import figure, log_to, stops_with_one_sentence
+from convbias.harness import log_to, stops_with_one_sentence
+from convbias.jobs import figure
 from convbias.specs import FigureSpec
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file

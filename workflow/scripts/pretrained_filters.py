@@ -3,7 +3,8 @@
 import sys
 
 from convbias.checkpoints import WeightsError
-from convbias.jobs import log_to, pretrained_filters
+from convbias.harness import log_to
+from convbias.jobs import pretrained_filters
 from convbias.specs import PretrainedSpec
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file

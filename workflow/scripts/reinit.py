@@ -2,7 +2,8 @@
 
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_threads
-from convbias.jobs import log_to, run_made_from, run_reinit, stops_with_one_sentence, write_unless_kept
+from convbias.harness import log_to, run_made_from, stops_with_one_sentence, write_unless_kept
+from convbias.jobs import run_reinit
 from convbias.specs import ExperimentSpec, TrainSpec
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file

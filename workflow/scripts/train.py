@@ -7,7 +7,7 @@ from convbias.data.loaders import use_os_cache
 from convbias.data.dataset import DatasetMeta
 from convbias.devices import job_gpus, job_memory, job_threads
 from convbias.train import launch, train_run
-from convbias.jobs import log_to, stops_with_one_sentence
+from convbias.harness import log_to, stops_with_one_sentence
 
 # this job's output goes to its rule's log file, which keeps the attempts before it
 log_to(snakemake.log, keep_attempts=True)
