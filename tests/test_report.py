@@ -15,7 +15,8 @@ from docutils.core import publish_parts
 from snakemake import logging
 
 from convbias.config import load_config
-from convbias.report import rst_escape, runs_html, runs_table, scorecard_html, shown
+from convbias.params import shown
+from convbias.report import rst_escape, runs_html, runs_table, scorecard_html
 
 REPO = Path(__file__).resolve().parents[1]
 

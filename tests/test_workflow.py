@@ -207,10 +207,14 @@ def test_learning_rate_change_reruns_only_that_experiment(project, data):
 
 
 def test_changing_where_runs_compute_reschedules_nothing(project, data):
-    """device says where a run is computed, not what it is: auto instead of cpu retrains nothing."""
+    """What says where and how a job computes, not what it computes, reaches the jobs in their typed
+    spec without being recorded (convbias.params): device auto instead of cpu, two GPUs per run, two
+    runs per GPU, no page cache, other resume points and stall warnings, a mirror: nothing reruns."""
     config = tiny_config(data)
     for exp in config["experiments"].values():
-        exp["device"] = "auto"
+        exp.update(device="auto", gpus=2, resume_every=3600, stall_epochs=1)
+    config["datasets"]["tiny"]["os_cache"] = False
+    config.update(runs_per_gpu=2, mirrors={"mnist": {"url": "http://127.0.0.1:9/mnist/"}})
     write_config(project, config)
     try:
         out = snakemake(project, "-n", "quickstart")

@@ -26,45 +26,6 @@ def rst_escape(text: str) -> str:
     return "".join("\\" + c if c in RST_SPECIAL else c for c in str(text))
 
 
-class ShownDict(dict):
-    """A job parameter as the report's job details show it: ``key: value; …`` instead of a Python
-    dict. ``repr`` is a dict's, which is what Snakemake compares to decide that a parameter
-    changed: wrapping one reruns nothing."""
-
-    def __str__(self) -> str:
-        return "; ".join(f"{key}: {_nested(value)}" for key, value in self.items()) or "none"
-
-
-class ShownList(list):
-    """A list parameter shown as ``a; b; c`` (``repr`` is a list's); Snakemake separates
-    parameters by commas, a list inside one shows as ``[a, b]``."""
-
-    def __str__(self) -> str:
-        return "; ".join(_nested(value) for value in self) or "none"
-
-
-def _nested(value) -> str:
-    if isinstance(value, Mapping):
-        return f"({ShownDict(value)})" if value else "none"
-    if isinstance(value, tuple):
-        return " ".join(_nested(v) for v in value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_nested(v) for v in value) + "]" if value else "none"
-    return " ".join(str(value).split())  # a caption's line breaks and indents
-
-
-def shown(value):
-    """``value`` (a job parameter: dicts, lists, tuples, scalars) with each dict and list in it
-    shown as :class:`ShownDict` / :class:`ShownList`; equal to it, and of the same ``repr``."""
-    if isinstance(value, Mapping):
-        return ShownDict({key: shown(v) for key, v in value.items()})
-    if isinstance(value, list):
-        return ShownList(shown(v) for v in value)
-    if isinstance(value, tuple):
-        return tuple(shown(v) for v in value)
-    return value
-
-
 def page(title: str, body: str) -> str:
     """A small HTML page, shown by the report on its own and drawn inside its landing page: no
     ``<html>``, ``<head>`` or ``<body>`` tags (HTML5 implies them; inside another page they would

@@ -1,5 +1,6 @@
 # Config validation, result paths and input functions: the only place that builds paths.
 
+import dataclasses
 import re
 
 from snakemake.exceptions import WorkflowError
@@ -8,7 +9,8 @@ from convbias.config import ConfigError, load_config
 from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
 from convbias.figures import KINDS as FIGURE_KINDS
 from convbias.plan import target_figures
-from convbias.report import shown
+from convbias.params import shown, spec_param
+from convbias.specs import DownloadSpec, RunJob
 
 try:
     # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
@@ -150,9 +152,19 @@ def threads_for(gpus):
     return CPUS_PER_GPU * gpus or 1
 
 
-def train_spec_params(wildcards):
-    """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
-    return shown(EXPERIMENTS[wildcards.experiment].train.to_dict())
+# How a rule hands its job the typed spec it built (convbias.params.spec_param): Snakemake records
+# the spec's identity and reruns the job when that changes; the rest of the typed spec (paths,
+# mirrors, device, GPU shares, resume points) reaches the job unrecorded: changing it reruns nothing.
+def run_job(wildcards):
+    """A training or re-initialization job's spec (convbias.specs.RunJob): its identity is everything
+    that determines the run but the seed, so a change makes exactly this experiment outdated."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    return spec_param(RunJob(exp, DATASETS[exp.dataset], STUDY.runs_per_gpu))
+
+
+def download_job(source):
+    """A download job's spec (convbias.specs.DownloadSpec): the source (its identity) and its mirror."""
+    return spec_param(DownloadSpec(source, STUDY.mirrors.get(source)))
 
 
 def pretrained_filters_file(name):
@@ -274,10 +286,11 @@ def claims_experiments(study):
 
 
 def claims_spec(study):
-    """The claims settings of ``study``: the paper's stated train accuracies of its own experiments only."""
+    """The claims settings of ``study`` (convbias.specs.ClaimsSpec): the paper's stated train accuracies
+    of its own experiments only."""
     experiments = claims_experiments(study)
-    spec = STUDY.claims.to_dict()
-    return {**spec, "train_accuracy": {e: a for e, a in spec["train_accuracy"].items() if e in experiments}}
+    stated = {e: a for e, a in STUDY.claims.train_accuracy.items() if e in experiments}
+    return dataclasses.replace(STUDY.claims, train_accuracy=stated)
 
 
 def claims_inputs(study):

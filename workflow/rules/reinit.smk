@@ -19,7 +19,7 @@ rule reinit:
         gpu=lambda wildcards: gpu_places(reinit_gpus(wildcards)),
         cpus_per_gpu=CPUS_PER_GPU,
     params:
-        spec=train_spec_params,
+        spec=run_job,
         epochs=lambda wildcards: shown(EXPERIMENTS[wildcards.experiment].swept_epochs()),
     script:
         "../scripts/reinit.py"

@@ -52,6 +52,6 @@ rule pretrained_filters:
     conda:
         ENV
     params:
-        spec=lambda wildcards: shown(PRETRAINED[wildcards.pretrained].to_dict()),
+        spec=lambda wildcards: spec_param(PRETRAINED[wildcards.pretrained]),
     script:
         "../scripts/pretrained_filters.py"

@@ -23,7 +23,7 @@ rule train:
         gpu=lambda wildcards: gpu_places(experiment_gpus(wildcards)),
         cpus_per_gpu=CPUS_PER_GPU,
     params:
-        spec=train_spec_params,
+        spec=run_job,
         work=work_dir,
         order=lambda wildcards: DATASETS[EXPERIMENTS[wildcards.experiment].dataset].training_order(),
     script:
