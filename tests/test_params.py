@@ -52,3 +52,13 @@ def test_a_spec_whose_every_key_defines_its_job_is_recorded_whole(kind):
     spec = next(iter(getattr(study, kind).values()))
     assert spec_param(spec) == spec.to_dict() and spec_param(spec).typed is spec
     assert recorded(spec_param(spec)) == repr(spec.to_dict())
+
+
+def test_a_parameter_of_many_paths_is_shown_short_and_recorded_whole():
+    from convbias.params import ShownAs
+
+    files = {"e": {"runs": {0: "results/runs/e/seed0"}, "reinit": [], "expect": "none"}}
+    param = ShownAs(files, "e: 1 run")
+    assert str(param) == "e: 1 run" and param == files and recorded(param) == repr(files)
+    back = pickle.loads(pickle.dumps(param, protocol=4))
+    assert back == files and str(back) == "e: 1 run"

@@ -58,6 +58,19 @@ def shown(value):
     return value
 
 
+class ShownAs(ShownDict):
+    """A dict parameter shown in the report's job details as the short ``text`` given (a parameter
+    of many file paths: unbreakable words, cut off at the edge of the report's narrow column),
+    recorded as the dict, of the same ``repr``."""
+
+    def __init__(self, value: Mapping, text: str):
+        super().__init__(shown(value))
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class SpecDict(ShownDict):
     """A spec's identity as a job parameter (a :class:`ShownDict`), carrying the typed spec: ``typed``."""
 

@@ -31,6 +31,6 @@ for _study in sorted({fig.study for fig in FIGURES.values()}):
         params:
             study=_study,
             spec=spec_param(claims_spec(_study)),
-            experiments=shown(claims_experiments(_study)),
+            experiments=claims_param(_study),
         script:
             "../scripts/claims.py"

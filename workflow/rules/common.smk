@@ -3,20 +3,22 @@
 import dataclasses
 import re
 
-from snakemake.exceptions import WorkflowError
 
 from convbias.config import ConfigError, load_config
 from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
 from convbias.figures import KINDS as FIGURE_KINDS
 from convbias.plan import target_figures
-from convbias.params import shown, spec_param
+from convbias.params import ShownAs, shown, spec_param
 from convbias.specs import DownloadSpec, RunJob
 
 try:
     # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
     STUDY = load_config(config)
 except ConfigError as err:
-    raise WorkflowError(str(err)) from None
+    # its sentence alone: Snakemake prints every exception raised in a workflow file as "WorkflowError
+    # in file …, line …:" with a traceback frame (snakemake.exceptions.format_exception_to_string);
+    # an exit is printed as it is, and ends Snakemake with status 1
+    sys.exit(f"error: {err}")
 
 # The software environment of every rule with a script (--software-deployment-method conda).
 ENV = "../envs/convbias.yaml"
@@ -283,6 +285,19 @@ def claims_experiments(study):
         }
         for e in experiments
     }
+
+
+def claims_param(study):
+    """What the claims job reads, by experiment (claims_experiments), shown in the report as counts:
+    the files themselves are the job's inputs."""
+    experiments = claims_experiments(study)
+
+    def said(files):
+        runs, sweeps = len(files["runs"]), len(files["reinit"])
+        return (f"{runs} run{'s' * (runs != 1)}, {sweeps or 'no'} sweep{'s' * (sweeps != 1)}, "
+                f"learning expected: {files['expect']}")
+
+    return ShownAs(experiments, "; ".join(f"{name}: {said(files)}" for name, files in experiments.items()))
 
 
 def claims_spec(study):
