@@ -14,10 +14,6 @@ import contextlib
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .work import WorkFolder
 
 
 def training_state(model, optimizer, layers: Iterable[str] | None = None, momentum: bool = True) -> tuple[dict, dict]:
@@ -94,17 +90,18 @@ class BackgroundCommits:
             return "the epochs being committed were committed first"
         return f"the epochs being committed were not all committed ({why}): the run resumes from its last resume point"
 
-    def submit(self, work: WorkFolder, epoch: int, model, optimizer, history: list[dict], meta: dict,
+    def submit(self, work, epoch: int, model, optimizer, history: list[dict], meta: dict,
                snapshots: str, resume: bool = True, momentum: bool = True) -> None:
-        """Commit epoch ``epoch``: a resume point (``resume``: every tensor, and the momentum if
-        ``momentum``), else the epoch's snapshot under policy ``snapshots``."""
+        """Commit epoch ``epoch`` into ``work`` (a :class:`~convbias.runs.work.WorkFolder`, which this
+        module does not import: it imports this one): a resume point (``resume``: every tensor, and
+        the momentum if ``momentum``), else the epoch's snapshot under policy ``snapshots``."""
         while len(self._pending) >= self.IN_FLIGHT or (resume and any(full for _, full in self._pending)):
             self._wait_oldest()
         weights, buffers = commit_copies(model, optimizer, meta, snapshots, resume, momentum)
         future = self._pool.submit(self._commit, work, epoch, weights, buffers, list(history), meta, snapshots, resume)
         self._pending.append((future, resume))
 
-    def _commit(self, work: WorkFolder, *args) -> None:  # in the thread
+    def _commit(self, work, *args) -> None:  # in the thread
         if self._failed:
             raise RuntimeError("not committed: the commit before it failed")
         try:

@@ -72,35 +72,15 @@ class WorkFolder(RunFolder):
             why = "it has files but no progress file"
         if state is not None and state.get("fingerprint") == self.fingerprint:
             resume = int(state.get("resume", state["epoch"]))  # every epoch, before resume points
-            why = self._damaged(state.get("files"), resume)
+            why, intact = damaged(self, state.get("files"), resume)
             if why is None:
-                self.committed, self.resume_point = int(state["epoch"]), resume
+                self.files, self.committed, self.resume_point = intact, int(state["epoch"]), resume
                 return self.resume_point
         if why is not None and say is not None:
             say(f"{self.path}: {why}; starting this run over from epoch 0")
         if clear and self.path.exists():
             shutil.rmtree(self.path)
         self.files, self.resume_point, self.committed = {}, None, None
-        return None
-
-    def _damaged(self, files: dict | None, resume: int) -> str | None:
-        """Why the files that resume point ``resume`` needs are not intact, or None (and
-        ``self.files`` = their checksums).  A file of an epoch after it may differ from the one
-        committed — rewritten by an attempt that trained that epoch again (the same bytes on a CPU,
-        not always on a GPU) and was killed before committing it —: that epoch trains again anyway."""
-        if not files:
-            return "its progress file records no checksums (written before they were kept)"
-        actual = {}
-        for name, digests in files.items():
-            path = self.path / name
-            digest = file_sha256(path) if path.is_file() else None
-            if digest not in digests:
-                if (epoch_of(name) or 0) > resume:
-                    continue
-                return (f"{name} is missing" if digest is None else
-                        f"{name} is damaged (its checksum differs from the one its commit recorded)")
-            actual[name] = [digest]
-        self.files = actual
         return None
 
     def commit(self, epoch: int, model, optimizer, history: list[dict], meta: dict, snapshots: str = "full",
@@ -157,21 +137,12 @@ class WorkFolder(RunFolder):
         tensors ``conv`` (bytes to write once the progress file is), each recorded with both checksums."""
         cuts = []
         for earlier in range(1, epoch):
-            cut = self.cut(earlier, conv)
+            cut = conv_only(self.weights(earlier), conv)
             if cut is not None:
                 cuts.append((earlier, cut))
                 digests = self.files.setdefault(self.weights(earlier).name, [file_sha256(self.weights(earlier))])
                 digests.append(hashlib.sha256(cut).hexdigest())
         return cuts
-
-    def cut(self, epoch: int, keys: list[str]) -> bytes | None:
-        """Epoch ``epoch``'s file with only the tensors ``keys``, as bytes to write; None if it
-        keeps only those already."""
-        path = self.weights(epoch)
-        meta = read_metadata(path)
-        if meta.get("contents") != "full":
-            return None
-        return weights_bytes(load_weights(path, keys), **{**meta, "contents": "conv"})
 
     def restore(self, epoch: int, model, optimizer) -> list[dict]:
         """Load epoch ``epoch`` (a resume point) into ``model`` and SGD's momentum into ``optimizer``;
@@ -202,6 +173,36 @@ class WorkFolder(RunFolder):
         recorded = progress.get("files", {})
         same = all(entry["sha256"] in recorded.get(name, [entry["sha256"]]) for name, entry in manifest["files"].items())
         return run if same else None
+
+
+def damaged(work: WorkFolder, files: dict | None, resume: int) -> tuple[str | None, dict]:
+    """Why the files of ``work`` that resume point ``resume`` needs do not have the checksums its
+    last commit recorded (``files``), or None, with the checksums of the files as they are.  A file
+    of an epoch after it may differ from the one committed — rewritten by an attempt that trained
+    that epoch again (the same bytes on a CPU, not always on a GPU) and was killed before committing
+    it —: that epoch trains again anyway."""
+    if not files:
+        return "its progress file records no checksums (written before they were kept)", {}
+    actual = {}
+    for name, digests in files.items():
+        path = work.path / name
+        digest = file_sha256(path) if path.is_file() else None
+        if digest not in digests:
+            if (epoch_of(name) or 0) > resume:
+                continue
+            return (f"{name} is missing" if digest is None else
+                    f"{name} is damaged (its checksum differs from the one its commit recorded)"), {}
+        actual[name] = [digest]
+    return None, actual
+
+
+def conv_only(path: Path, keys: list[str]) -> bytes | None:
+    """The weights file ``path`` with only the tensors ``keys`` (an epoch's conv layers), as bytes to
+    write; None if it keeps only those already."""
+    meta = read_metadata(path)
+    if meta.get("contents") != "full":
+        return None
+    return weights_bytes(load_weights(path, keys), **{**meta, "contents": "conv"})
 
 
 def publish(work: WorkFolder, out_dir: Path, epochs: int, about: dict) -> None:
