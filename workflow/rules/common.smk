@@ -3,7 +3,6 @@
 import dataclasses
 import re
 
-
 from convbias.config import ConfigError, load_config
 from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
 from convbias.figures import KINDS as FIGURE_KINDS
@@ -294,8 +293,10 @@ def claims_param(study):
 
     def said(files):
         runs, sweeps = len(files["runs"]), len(files["reinit"])
-        return (f"{runs} run{'s' * (runs != 1)}, {sweeps or 'no'} sweep{'s' * (sweeps != 1)}, "
-                f"learning expected: {files['expect']}")
+        return (
+            f"{runs} run{'s' * (runs != 1)}, {sweeps or 'no'} sweep{'s' * (sweeps != 1)}, "
+            f"learning expected: {files['expect']}"
+        )
 
     return ShownAs(experiments, "; ".join(f"{name}: {said(files)}" for name, files in experiments.items()))
 
