@@ -153,9 +153,9 @@ def threads_for(gpus):
     return CPUS_PER_GPU * gpus or 1
 
 
-# How a rule hands its job the typed spec it built (convbias.params.spec_param): Snakemake records
-# the spec's identity and reruns the job when that changes; the rest of the typed spec (paths,
-# mirrors, device, GPU shares, resume points) reaches the job unrecorded: changing it reruns nothing.
+# Each job is handed the typed spec built here (convbias.params.spec_param). Snakemake records the
+# spec's identity and reruns the job when that changes; the rest of the typed spec (paths, mirrors,
+# device, GPU shares, resume points) reaches the job unrecorded: changing it reruns nothing.
 def run_job(wildcards):
     """A training or re-initialization job's spec (convbias.specs.RunJob): its identity is everything
     that determines the run but the seed, so a change makes exactly this experiment outdated."""
