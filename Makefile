@@ -51,6 +51,7 @@ mutation: setup
 
 report: quickstart
 	$(VENV)/bin/snakemake --report results/quickstart/report.html quickstart
+	@echo "the report is $(CURDIR)/results/quickstart/report.html: open it in a browser"
 
 setup: system-packages $(VENV)/.installed
 

@@ -34,23 +34,31 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/claims.smk"
 
 
+# A published run's work folder (results/resume/…) stays until the workflow has seen its job end:
+# a job killed while publishing is one whose outputs Snakemake deletes, and the next attempt
+# publishes the run again from that folder instead of training it again. The hooks drop those
+# folders when no job of this workflow runs (convbias.runs.Run.forget).
 onstart:
     # one workflow at a time on a results folder, also from another checkout sharing it (a symlink)
-    from convbias.runs import ResultsBusy, hold_results_lock
+    from convbias.runs import ResultsBusy, Run, hold_results_lock
 
     try:
         hold_results_lock(Path("results"))
     except ResultsBusy as err:
         raise WorkflowError(str(err)) from None
-    forget_published_runs()
+    Run.forget("results")
 
 
 onsuccess:
-    forget_published_runs()
+    from convbias.runs import Run
+
+    Run.forget("results")
 
 
 onerror:
-    forget_published_runs()
+    from convbias.runs import Run
+
+    Run.forget("results")
 
 
 localrules:

@@ -1,9 +1,9 @@
 """How long training stops for an epoch's commit: in line (the baseline) vs written in the background (ours).
 
 A commit writes the epoch's weights and SGD's momentum as safetensors, hashes them and writes
-the progress file (:meth:`convbias.commits.WorkFolder.commit_state`).  In line, the training loop
-waits for all of it; with :class:`convbias.commits.BackgroundCommits` it waits only for the copy
-of the tensors to the host (:func:`convbias.commits.training_state`) — the next epoch trains while
+the progress file (:meth:`convbias.runs.work.WorkFolder.commit_state`).  In line, the training loop
+waits for all of it; with :class:`convbias.runs.commits.BackgroundCommits` it waits only for the copy
+of the tensors to the host (:func:`convbias.runs.commits.training_state`) — the next epoch trains while
 a thread writes.  A third side: an epoch between resume points (``resume_every``), which under
 ``--snapshots conv`` (the paper study's) writes its conv tensors only, in the background.
 Measured on the paper's VGG19 (torchvision head, 32×32×3, 10 classes: 558 MB
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from convbias.models import build_model, initialize
-from convbias.commits import WorkFolder
+from convbias.runs.work import WorkFolder
 from convbias.specs import ModelSpec
-from convbias.commits import BackgroundCommits
+from convbias.runs.commits import BackgroundCommits
 
 
 def main():

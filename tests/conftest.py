@@ -165,10 +165,10 @@ MUTATION_TESTS = {
     "convbias.figures": ("test_figures.py",),
     "convbias.claims": ("test_claims.py", "test_figures.py"),
     "convbias.verdicts": ("test_claims.py", "test_claims_simulation.py"),
-    "convbias.data": ("test_data.py", "test_downloads.py"),
-    "convbias.train": ("test_train.py", "test_runs.py"),
-    "convbias.runs": ("test_train.py", "test_runs.py"),
-    "convbias.commits": ("test_train.py", "test_runs.py"),
+    "convbias.data": ("test_data.py", "test_loaders.py", "test_variants.py", "test_downloads.py"),
+    "convbias.train": ("test_train.py", "test_resume.py", "test_commits.py", "test_publishing.py", "test_manifests.py"),
+    "convbias.runs": ("test_train.py", "test_resume.py", "test_commits.py", "test_publishing.py", "test_manifests.py",
+                      "test_harness.py"),
 }
 
 
@@ -217,7 +217,8 @@ def _module_files(root: Path, module: str) -> list[Path]:
 # the two Slurm files — mostly waiting on the cluster's status checks — start at once beside the two
 # longest CPU-bound ones, and the rest are shared out as processes free up.
 FIRST = ("test_slurm.py", "test_slurm_smoke.py", "test_train.py", "test_bench.py", "test_workflow.py",
-         "test_reruns.py", "test_runs.py", "test_workflow_config.py", "test_trainability.py")
+         "test_reruns.py", "test_publishing.py", "test_commits.py", "test_resume.py", "test_workflow_config.py",
+         "test_trainability.py")
 
 
 def pytest_collection_modifyitems(config, items):

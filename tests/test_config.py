@@ -266,3 +266,24 @@ def test_reinit_epochs_must_be_saved_epochs_and_hold_what_c5_and_critical_figure
         config["experiments"]["e"]["reinit_epochs"] = epochs
         with pytest.raises(ConfigError, match=message):
             load_config(config)
+
+
+def test_the_one_renaming_from_yaml_to_code_is_the_documented_one():
+    """Every TrainSpec field is the experiment key of its own name, but those of specs.RENAMED, which
+    config/README.md lists; each renamed key carries its value into its field."""
+    from dataclasses import fields
+
+    from convbias.specs import RENAMED
+
+    lines = (ROOT / "config" / "README.md").read_text().split("| config key | `TrainSpec` field |", 1)[1].splitlines()
+    table = dict(re.findall(r"^\| `([\w.]+)` \| `(\w+)` \|$", "\n".join(lines[2:lines.index("", 1)]), re.M))
+    assert table == RENAMED
+    keys = schema_keys(schema()["$defs"]["experiment"])
+    for name in (f.name for f in fields(TrainSpec)):
+        assert name in RENAMED.values() or name in keys, name
+    values = {"init": {"scheme": "xavier_uniform", "std": 0.5},
+              "optimizer": {"lr": 0.3, "momentum": 0.7, "weight_decay": 0.001, "batch_size": 32}}
+    spec = TrainSpec.from_config({"model": {"arch": "lenet"}, "epochs": 1, **values})
+    for path, name in RENAMED.items():
+        section, key = path.split(".")
+        assert getattr(spec, name) == values[section][key], path

@@ -378,3 +378,34 @@ def test_reinit_and_critical_figures_of_an_experiment_whose_every_run_diverged_s
     measure = pd.DataFrame({"experiment": "e", "seed": 0, "epoch": [0], "layer": [1], "name": ["c"], "n_l": [0.5],
                             "p_value": [1.0]})
     critical_figure(measure, no_sweep(), title="e")
+
+
+def test_no_label_or_legend_of_the_reinit_and_measure_figures_covers_another_panel_or_a_line():
+    """Drawn as saved: each heatmap's tick labels stay clear of the panels beside it (the second
+    panel's "rand" touched the first), and the training panel's legend covers none of its lines."""
+    table = pd.DataFrame([{"seed": s, "source": src, "layer": layer, "drop": 0.3}
+                          for s in (0, 1, 2) for src in ("rand", "0", "1", "12") for layer in range(1, 9)])
+    fig = figures.reinit_figure(table, title="t")
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("seed")]
+    for ax in panels:
+        labels = [t.get_window_extent(renderer) for t in ax.get_yticklabels() + ax.get_xticklabels()
+                  if t.get_visible() and t.get_text()]
+        assert labels
+        for other in panels:
+            if other is not ax:
+                assert not any(label.padded(4).overlaps(other.get_window_extent(renderer)) for label in labels)  # 4 px clear
+    assert [t.get_text() for t in panels[0].get_yticklabels() if t.get_visible()] == ["rand", "0", "1", "12"]
+
+    measure, history = measure_tables(layers=8, epochs=4)
+    fig = figures.measure_figure(measure, history, title="t")
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    training = fig.axes[-1]
+    legend = training.get_legend().get_window_extent(renderer)
+    for line in training.get_lines():
+        points = training.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))
+        inside = [(x, y) for x, y in points if legend.x0 <= x <= legend.x1 and legend.y0 <= y <= legend.y1]
+        assert not inside, (line.get_label(), inside)
+    assert not legend.overlaps(training.get_window_extent(renderer))

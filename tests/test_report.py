@@ -15,7 +15,8 @@ from docutils.core import publish_parts
 from snakemake import logging
 
 from convbias.config import load_config
-from convbias.report import rst_escape, runs_html, runs_table, scorecard_html, shown
+from convbias.params import shown
+from convbias.report import rst_escape, runs_html, runs_table, scorecard_html
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,4 +133,13 @@ def test_the_runs_table_has_each_runs_final_accuracies_and_where_it_was_computed
     assert table.loc[0, "test_acc"] == pytest.approx(history["test_acc"].iloc[-1])
     assert table.loc[0, "precision"] == "fp32" and table.loc[0, "device"].startswith("cpu")
     assert table.loc[0, "torch"] and table.loc[0, "s_per_epoch"] > 0
+    from importlib.metadata import version
+
+    for package in ("torchvision", "ffcv", "numpy"):  # what this process runs: the runs were trained here
+        assert table.loc[0, package] == version(package), package
+    assert list(table["dataset"]) == ["tiny", "tiny"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux: the CPU's model as its maker names it, not the architecture
+        models = {line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")}
+        assert table.loc[0, "device"] in {f"cpu: {model}" for model in models}, table.loc[0, "device"]
     assert table.loc[0, "note"] == "" and table.loc[1, "note"].startswith("stopped at epoch 1: its train loss is")

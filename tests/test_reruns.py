@@ -72,16 +72,16 @@ import os, signal
 
 # test_reruns: the training job SIGKILLs itself once, after publishing its run, before it exits
 if os.environ.get("CONVBIAS_TEST_KILL_MARK") and not os.path.exists(os.environ["CONVBIAS_TEST_KILL_MARK"]):
-    from convbias import commits
+    from convbias.runs import Run
 
-    publish = commits.WorkFolder.publish
+    publish = Run.publish
 
     def published_then_killed(*args):
         publish(*args)
         open(os.environ["CONVBIAS_TEST_KILL_MARK"], "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    commits.WorkFolder.publish = published_then_killed
+    Run.publish = published_then_killed
 """
 
 

@@ -274,13 +274,13 @@ def test_a_cpu_targets_wall_time_schedules_its_runs_sweeps_filters_and_figures_o
 def test_a_training_jobs_host_memory_counts_every_model_state_it_holds():
     """The host memory of a training job grows by six model states per model, counted from what
     training holds: the model's weights and SGD's momentum; the commits in flight while the next
-    epochs train (convbias.commits.BackgroundCommits: at most IN_FLIGHT, at most one of them a resume
+    epochs train (convbias.runs.commits.BackgroundCommits: at most IN_FLIGHT, at most one of them a resume
     state — every tensor and the momentum — the others an epoch's snapshot, at most every tensor);
     and the file being written (a state's bytes)."""
     from dataclasses import replace
 
     from convbias.checkpoints import weights_bytes
-    from convbias.commits import BackgroundCommits, commit_copies
+    from convbias.runs.commits import BackgroundCommits, commit_copies
     from convbias.resources import MB
 
     def nbytes(tensors: dict) -> int:

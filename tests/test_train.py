@@ -1,26 +1,20 @@
+"""The training loop: what it writes every epoch, that it learns, and that every loss, accuracy,
+augmentation, learning rate, sample order and precision is the one it should be."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from convbias.checkpoints import load_weights, read_metadata
-from convbias.specs import DatasetSpec, ModelSpec, TrainSpec
-from convbias.data.convert import convert
 from convbias.data.dataset import DatasetMeta
 from convbias.data.loaders import make_loader
 from convbias.data.transform import BatchTransform
 from convbias.models import conv_layers, init_model
 from convbias.runs import RunFolder
-from convbias.train import HISTORY_COLUMNS, evaluate, launch, train_run
-
-SPEC = TrainSpec(model=ModelSpec("lenet", hidden=32, dropout=0.0), epochs=3, batch_size=16, lr=0.01)
-# dropout draws random numbers in every step: resuming must reproduce them too
-DROPOUT = TrainSpec(**{**SPEC.__dict__, "model": ModelSpec("lenet", width=0.5, hidden=32, dropout=0.5)})
-
-
-@pytest.fixture(scope="module")
-def data(tiny_converted):
-    return tiny_converted
+from convbias.specs import ModelSpec, TrainSpec
+from convbias.train import HISTORY_COLUMNS, evaluate, train_run
+from train_common import DROPOUT, SPEC, data  # noqa: F401 (fixtures)
 
 
 def test_training_writes_every_epoch_and_learns(data, tmp_path, capsys):
@@ -30,7 +24,7 @@ def test_training_writes_every_epoch_and_learns(data, tmp_path, capsys):
     assert len(lines) == 3 and not any("not learning" in line for line in lines)  # it learns: no warning
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [f"epoch{e:03d}.safetensors" for e in range(4)] + ["history.parquet", "manifest.json"]
-    assert (tmp_path / "work" / "published.json").exists()  # until the workflow drops it (test_runs.py)
+    assert (tmp_path / "work" / "published.json").exists()  # until the workflow drops it (test_manifests.py)
     assert list(pd.read_parquet(run / "history.parquet").columns) == HISTORY_COLUMNS
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert history["test_acc"].iloc[-1] > history["test_acc"].iloc[0] + 0.2
@@ -76,117 +70,6 @@ def test_evaluate_averages_over_every_batch_of_the_loader(data):
     assert [float(v) for v in batched] == pytest.approx([float(v) for v in whole], rel=1e-5)
 
 
-@pytest.mark.parametrize("order,os_cache,shuffle", [("random", True, False), ("quasi_random", False, False),
-                                                   ("random", True, True)])
-def test_resume_is_bit_identical(data, tmp_path, order, os_cache, shuffle):
-    """Also with pixel_shuffle per_image_train (``shuffle``), whose batches need their file indices."""
-    import dataclasses
-
-    meta, train, test = data
-    meta = dataclasses.replace(meta, train_pixel_shuffle_seed=3) if shuffle else meta
-    loading = {"order": order, "os_cache": os_cache}
-    train_run(DROPOUT, 1, meta, train, test, tmp_path / "full", tmp_path / "w1", **loading)
-    train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", stop_after=1, **loading)
-    assert (tmp_path / "w2" / "progress.json").exists() and not (tmp_path / "part").exists()
-    committed = (tmp_path / "w2" / "epoch001.safetensors").stat()
-    history = train_run(DROPOUT, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", **loading)
-    resumed = (tmp_path / "part" / "epoch001.safetensors").stat()  # the committed file, not epoch 1 trained again
-    assert (resumed.st_ino, resumed.st_mtime_ns) == (committed.st_ino, committed.st_mtime_ns)
-    assert list(history["epoch"]) == [0, 1, 2, 3]
-    for e in range(4):
-        a = load_weights(tmp_path / "full" / f"epoch{e:03d}.safetensors")
-        b = load_weights(tmp_path / "part" / f"epoch{e:03d}.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a), e
-
-
-def test_changed_spec_starts_over(data, tmp_path):
-    meta, train, test = data
-    stopped = train_run(SPEC, 2, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
-    other = TrainSpec(**{**SPEC.__dict__, "lr": 2 * SPEC.lr})
-    history = train_run(other, 2, meta, train, test, tmp_path / "run", tmp_path / "work")
-    fresh = train_run(other, 2, meta, train, test, tmp_path / "fresh", tmp_path / "work2")
-    pd.testing.assert_series_equal(history["train_loss"], fresh["train_loss"])
-    assert history["lr"].iloc[1] == 2 * SPEC.lr and stopped["lr"].iloc[1] == SPEC.lr
-    assert history["train_loss"].iloc[1] != stopped["train_loss"].iloc[1]  # epoch 1 was trained again
-
-
-def test_a_run_interrupted_on_other_data_starts_over(idx_dataset, tmp_path):
-    """Interrupted on clean labels, continued after the dataset got label noise: the run trains
-    again from epoch 0 on the new labels (the dataset's fingerprint is part of the run's)."""
-    spec = {"source": "mnist", "path": str(idx_dataset), "pad": 0, "val_fraction": 0.1, "split_seed": 0,
-            "hflip": True, "pixel_range": "minus_one_one"}
-    clean = convert("d", DatasetSpec.from_config(spec),
-                    tmp_path / "a" / "train.beton", tmp_path / "a" / "test.beton", tmp_path / "a" / "m.json")
-    noisy = convert("d", DatasetSpec.from_config({**spec, "label_noise": 0.5}),
-                    tmp_path / "b" / "train.beton", tmp_path / "b" / "test.beton",
-                    tmp_path / "b" / "m.json")
-    assert clean.fingerprint != noisy.fingerprint and len(clean.fingerprint) == 16
-    short = TrainSpec(**{**SPEC.__dict__, "epochs": 2})
-    files = lambda d: (tmp_path / d / "train.beton", tmp_path / d / "test.beton")  # noqa: E731
-    train_run(short, 0, clean, *files("a"), tmp_path / "run", tmp_path / "work", stop_after=1)
-    interrupted = load_weights(tmp_path / "work" / "epoch001.safetensors")
-    history = train_run(short, 0, noisy, *files("b"), tmp_path / "run", tmp_path / "work")
-    fresh = train_run(short, 0, noisy, *files("b"), tmp_path / "fresh", tmp_path / "work2")
-    timing = ["seconds", "images_per_second"]
-    pd.testing.assert_frame_equal(history.drop(columns=timing), fresh.drop(columns=timing))
-    resumed = load_weights(tmp_path / "run" / "epoch001.safetensors")
-    assert all(torch.equal(resumed[k], load_weights(tmp_path / "fresh" / "epoch001.safetensors")[k]) for k in resumed)
-    assert not torch.equal(resumed["features.0.weight"], interrupted["features.0.weight"])
-
-
-KILLABLE = """
-import sys
-from convbias.specs import TrainSpec
-from convbias.data.dataset import DatasetMeta
-from convbias.train import train_run
-spec = TrainSpec.from_dict({spec!r})
-train_run(spec, 3, DatasetMeta.load({meta!r}), {train!r}, {test!r}, sys.argv[1], sys.argv[2])
-"""
-
-
-@pytest.mark.subprocess
-def test_sigkill_mid_run_then_rerun_is_bit_identical(data, tmp_path):
-    import json
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    meta, train, test = data
-    spec = TrainSpec(**{**DROPOUT.__dict__, "epochs": 6})
-    script = tmp_path / "train.py"
-    script.write_text(KILLABLE.format(spec=spec.to_dict(), meta=str(train.with_name("meta.json")),
-                                      train=str(train), test=str(test)))
-    run = lambda out, work: subprocess.Popen([sys.executable, str(script), str(tmp_path / out), str(tmp_path / work)],  # noqa: E731
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    progress = tmp_path / "w_killed" / "progress.json"
-    victim = run("killed", "w_killed")
-    deadline = time.time() + 120
-    while time.time() < deadline and victim.poll() is None:
-        if progress.exists() and json.loads(progress.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    killed_at = json.loads(progress.read_text())["epoch"]
-    assert 2 <= killed_at < 6 and not (tmp_path / "killed").exists()
-
-    resumed = run("killed", "w_killed")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
-    assert f"resuming from epoch {killed_at}" in err
-    reference = run("reference", "w_reference")
-    reference.communicate(timeout=300)
-    assert reference.returncode == 0
-    for e in range(7):
-        a = load_weights(tmp_path / "reference" / f"epoch{e:03d}.safetensors")
-        b = load_weights(tmp_path / "killed" / f"epoch{e:03d}.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a), e
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "reference" / "history.parquet").drop(columns=["seconds", "images_per_second"]),
-        pd.read_parquet(tmp_path / "killed" / "history.parquet").drop(columns=["seconds", "images_per_second"]))
-
-
 @pytest.mark.parametrize("options", [{"precision": "bf16"}, {"compile": True}, {"compile": "reduce-overhead"}],
                          ids=["bf16", "compile", "reduce-overhead"])
 def test_bf16_and_compile_options_train(data, tmp_path, options, monkeypatch):
@@ -201,78 +84,6 @@ def test_bf16_and_compile_options_train(data, tmp_path, options, monkeypatch):
     weights = load_weights(tmp_path / "run" / "epoch001.safetensors")
     assert all(v.dtype == torch.float32 for v in weights.values())
     assert not torch.equal(weights["features.0.weight"], load_weights(tmp_path / "run" / "epoch000.safetensors")["features.0.weight"])
-
-
-@pytest.mark.subprocess
-def _ddp_data(tmp_path, n_train: int):
-    data = DatasetSpec.from_config({"source": "synthetic", "synthetic": {"n_train": n_train, "n_test": 200, "size": 28,
-                                                                         "channels": 1},
-                                    "pad": 0, "val_fraction": 0.1, "split_seed": 0, "hflip": True,
-                                    "pixel_range": "standardize"})
-    meta = convert("noisy", data, tmp_path / "train.beton", tmp_path / "test.beton", tmp_path / "meta.json")
-    return meta, tmp_path / "train.beton", tmp_path / "test.beton"
-
-
-def _one_and_two_processes(tmp_path, meta, train, test, spec, seed=4):
-    """The history of ``spec`` trained in one process, and in two gloo processes under torchrun."""
-    single = train_run(spec, seed, meta, train, test, tmp_path / "one", tmp_path / "w1", device="cpu")
-    job = {"spec": spec.to_dict(), "seed": seed, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
-           "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(tmp_path / "w2"),
-           "device": "cpu", "threads": 1, "order": "random", "os_cache": True}
-    launch(job, 2)
-    assert (tmp_path / "w2" / "published.json").exists()  # published (the work folder stays until the workflow ends)
-    return single, pd.read_parquet(tmp_path / "two" / "history.parquet")
-
-
-def test_two_process_ddp_takes_the_one_process_step(tmp_path):
-    """One global batch of 32 (36 images, 4 of them validation): the two processes' gradients of
-    their 16 images, averaged, are the one process's gradient up to summation order, so from the
-    same initialization the step agrees to float32 rounding — no kink of the loss can amplify a
-    difference within one step. Losses are computed before the step: equal to rounding too."""
-    meta, train, test = _ddp_data(tmp_path, 36)
-    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 1, "augment": False, "lr": 0.05})
-    single, double = _one_and_two_processes(tmp_path, meta, train, test, spec)
-    assert double["train_loss"].iloc[1] == pytest.approx(single["train_loss"].iloc[1], rel=1e-5)
-    w0 = load_weights(tmp_path / "one" / "epoch000.safetensors")
-    a, b = (load_weights(tmp_path / run / "epoch001.safetensors") for run in ("one", "two"))
-    assert all(torch.equal(w0[k], load_weights(tmp_path / "two" / "epoch000.safetensors")[k]) for k in w0)
-    update = max((a[k] - w0[k]).abs().max().item() for k in a)
-    assert update > 1e-4  # a real step
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4 * update
-
-
-def test_two_process_ddp_learns_like_one_process(tmp_path):
-    """Two epochs (720 images, 22 batches of 32 and one of 16): the two-process run learns as the
-    one-process run does. Not equal: summation order differs, and a last-bit difference that
-    crosses a kink (a ReLU or a max-pool switch) grows — on an AVX-512 CPU the epoch-2 train
-    loss was 0.241 vs 0.220. The tolerance, 0.15, is a quarter of the spread between seeds of
-    this run (epoch-2 train loss 0.22–2.17 over seeds 4–11, std 0.65, measured): a data-parallel
-    run that differed like another seed would fail."""
-    meta, train, test = _ddp_data(tmp_path, 800)
-    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 2, "augment": False, "lr": 0.002})
-    single, double = _one_and_two_processes(tmp_path, meta, train, test, spec)
-    assert single["train_loss"].iloc[2] < 0.6 * single["train_loss"].iloc[1]  # it learns
-    assert double["train_loss"].iloc[2] < 0.6 * double["train_loss"].iloc[1]
-    for column in ("train_loss", "val_loss", "test_loss"):
-        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=0.15, nan_ok=True), column
-    for column in ("train_acc", "val_acc", "test_acc"):
-        assert double[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=0.1, nan_ok=True), column
-
-
-def test_momentum_restored_on_resume_has_the_parameters_layout(data, tmp_path):
-    """SGD's multi-tensor path needs each momentum buffer laid out like its (channels-last) parameter."""
-    from convbias.commits import WorkFolder
-
-    meta, train, test = data
-    train_run(SPEC, 0, meta, train, test, tmp_path / "run", tmp_path / "work", stop_after=1)
-    model = init_model(SPEC, meta, 0).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    WorkFolder(tmp_path / "work", "unused").restore(1, model, optimizer)
-    convs = [p for p in model.parameters() if p.dim() == 4]
-    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    for p in model.parameters():
-        buffer = optimizer.state[p]["momentum_buffer"]
-        assert buffer.stride() == p.stride() and buffer.abs().sum() > 0
 
 
 def test_each_process_draws_its_own_dropout_masks():
@@ -514,87 +325,6 @@ def test_each_seed_trains_in_its_own_batch_order_and_the_same_seed_in_the_same(d
     assert not torch.equal(a1, b1) and not torch.equal(a2, b2)  # another seed, another order
     assert not torch.equal(a1, a2)  # another epoch, another order
     assert torch.equal(a1, c1) and torch.equal(a2, c2)  # the same seed, the same order
-
-
-@pytest.mark.subprocess
-def test_a_full_disk_in_a_data_parallel_run_ends_the_job_with_the_processs_one_sentence(tmp_path, monkeypatch):
-    """Rank 0 of a two-process run meets a full disk at its first commit (every weights file fails with
-    ENOSPC, injected into torchrun's processes by a sitecustomize): launch raises one sentence — the
-    process's own, naming the work folder and the space needed — which the job prints alone."""
-    import errno
-    import os
-
-    from convbias.jobs import stops_with_one_sentence
-    from convbias.runs import DataParallelFailed
-
-    meta, train, test = _ddp_data(tmp_path, 100)
-    hooks = tmp_path / "hooks"
-    hooks.mkdir()
-    (hooks / "sitecustomize.py").write_text(f"""
-import errno, os
-if os.environ.get("LOCAL_RANK") is not None:  # torchrun's processes only
-    import convbias.commits
-    def full(path, *args, **kwargs):
-        raise OSError({errno.ENOSPC}, "No space left on device", str(path))
-    convbias.commits.save_weights = full
-""")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]))
-    spec = TrainSpec(**{**SPEC.__dict__, "batch_size": 32, "epochs": 1})
-    work = tmp_path / "w2"
-    job = {"spec": spec.to_dict(), "seed": 4, "meta": str(tmp_path / "meta.json"), "train_file": str(train),
-           "test_file": str(test), "out_dir": str(tmp_path / "two"), "work_dir": str(work),
-           "device": "cpu", "threads": 1, "order": "random", "os_cache": True}
-    with pytest.raises(SystemExit) as stop, stops_with_one_sentence():
-        launch(job, 2)
-    message = str(stop.value.code)
-    assert message.startswith(f"error: data-parallel training failed: no space left on the disk of {work}: "
-                              f"this run needs about "), message
-    assert "\n" not in message and "resumes from the last epoch whose full state was saved" in message
-    assert not list(tmp_path.glob(".w2-job-*"))  # the job file and its error file are gone
-    assert issubclass(DataParallelFailed, RuntimeError)  # as launch raised before
-
-
-@pytest.fixture(scope="module")
-def jpegs(tmp_path_factory):
-    """A tiny ImageNet-style JPEG dataset (2 classes of 48² images, cropped to 32²), converted."""
-    from conftest import make_image_folder
-
-    root = tmp_path_factory.mktemp("jpegs")
-    folder = make_image_folder(root / "imagenet", classes=2, per_class={"train": 40, "val": 8}, size=48)
-    spec = {"source": "imagenet", "path": str(folder), "val_fraction": 0.1, "split_seed": 0, "hflip": True,
-            "max_resolution": 48, "jpeg_quality": 90, "compress_probability": 0.0, "image_size": 32}
-    meta = convert("imagenet", DatasetSpec.from_config(spec), root / "train.beton", root / "test.beton",
-                   root / "meta.json")
-    return meta, root / "train.beton", root / "test.beton"
-
-
-def test_random_resized_crops_are_drawn_from_the_seed_and_epoch_alone(jpegs):
-    """FFCV's random resized crop (the 224² path) drew from numba's OS-seeded generators: two
-    loaders of one seed — as two invocations of a run — cropped differently.  Now the same seed
-    and epoch give the same images, in two decoding threads as in one; another epoch or seed other ones."""
-    meta, train, _ = jpegs
-
-    def epoch_images(seed, epoch, workers):
-        loader = make_loader(train, 16, meta=meta, indices=meta.train_indices(), train=True, seed=seed, workers=workers)
-        loader.next_epoch = epoch
-        return torch.cat([x.clone() for x, _ in loader])
-
-    first = epoch_images(3, 1, 2)
-    assert torch.equal(first, epoch_images(3, 1, 2)) and torch.equal(first, epoch_images(3, 1, 1))
-    assert not torch.equal(first, epoch_images(3, 2, 2)) and not torch.equal(first, epoch_images(4, 1, 2))
-
-
-def test_a_resumed_run_on_jpegs_equals_an_uninterrupted_one(jpegs, tmp_path):
-    """The bit-identical resume of test_resume_is_bit_identical on the JPEG path (random resized crops)."""
-    meta, train, test = jpegs
-    spec = TrainSpec(model=ModelSpec("lenet", width=0.5, hidden=16, dropout=0.0), epochs=2, batch_size=16, lr=0.01)
-    train_run(spec, 1, meta, train, test, tmp_path / "full", tmp_path / "w1", threads=2)
-    train_run(spec, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", threads=2, stop_after=1)
-    train_run(spec, 1, meta, train, test, tmp_path / "part", tmp_path / "w2", threads=2)
-    for e in range(3):
-        a = load_weights(tmp_path / "full" / f"epoch{e:03d}.safetensors")
-        b = load_weights(tmp_path / "part" / f"epoch{e:03d}.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a), e
 
 
 def test_a_run_that_diverges_stops_with_one_sentence_and_is_read_up_to_its_stop(data, tmp_path, capsys):

@@ -213,10 +213,14 @@ def test_learning_rate_change_reruns_only_that_experiment(project, data):
 
 
 def test_changing_where_runs_compute_reschedules_nothing(project, data):
-    """device says where a run is computed, not what it is: auto instead of cpu retrains nothing."""
+    """What says where and how a job computes, not what it computes, reaches the jobs in their typed
+    spec without being recorded (convbias.params): device auto instead of cpu, two GPUs per run, two
+    runs per GPU, no page cache, other resume points and stall warnings, a mirror: nothing reruns."""
     config = tiny_config(data)
     for exp in config["experiments"].values():
-        exp["device"] = "auto"
+        exp.update(device="auto", gpus=2, resume_every=3600, stall_epochs=1)
+    config["datasets"]["tiny"]["os_cache"] = False
+    config.update(runs_per_gpu=2, mirrors={"mnist": {"url": "http://127.0.0.1:9/mnist/"}})
     write_config(project, config)
     try:
         out = snakemake(project, "-n", "quickstart")
@@ -297,6 +301,12 @@ def browser_dom(url: str) -> str:
     return out.stdout
 
 
+# Appended to a report: once its scripts have drawn the landing page, records on <body> what every
+# <code> shows before and after itself (CSS ::before/::after content: "none" where nothing).
+PROBE = """<script>setTimeout(() => document.body.setAttribute("data-code-marks", [...document.querySelectorAll("code")]
+  .flatMap(c => ["::before", "::after"].map(p => getComputedStyle(c, p).content)).join("|")), 4000)</script>"""
+
+
 def test_the_report_opens_on_what_was_studied_with_the_scorecard_runs_and_figures(project):
     """`make report` on a finished study: in a real browser the report's landing page says what
     was studied and how to read it and draws the study's scorecard and runs tables, and no caption
@@ -314,6 +324,15 @@ def test_the_report_opens_on_what_was_studied_with_the_scorecard_runs_and_figure
     embedded = report.read_text()
     for page in ("scorecard", "runs"):
         assert f"report/quickstart/{page}.html" in embedded, page
+    # the claims job's parameters, in the report's narrow column: words that wrap, not file paths
+    params = re.search(r'"rule": "claims_quickstart", "wildcards": "", "params": "([^"]*)"', embedded).group(1)
+    assert "tiny_vgg: 2 runs, 2 sweeps, learning expected: generalize" in params and "results/" not in params, params
+    # code in the landing page's text and tables shows as code, without the backticks that the
+    # report's prose style draws around a <code> (measured in the browser, after its scripts ran)
+    probe = report.with_name("probe.html")
+    probe.write_text(embedded + PROBE)
+    marks = re.search(r'data-code-marks="([^"]*)"', browser_dom(probe.as_uri())).group(1)
+    assert marks and set(marks.split("|")) <= {"none", "normal"}, marks
     scorecard = browser_dom((project / "results" / "report" / "quickstart" / "scorecard.html").as_uri())
     assert "Claims scorecard of study quickstart" in scorecard and scorecard.count("<tr>") == len(table) + 1
     runs = browser_dom((project / "results" / "report" / "quickstart" / "runs.html").as_uri())

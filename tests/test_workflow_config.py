@@ -39,7 +39,19 @@ def test_bad_config_stops_before_any_job(tmp_path, data, edit, key):
     proc = snakemake(root, "--cores", "1", "quickstart", check=False)
     assert proc.returncode != 0
     assert key in proc.stderr + proc.stdout
+    assert "WorkflowError" not in proc.stderr + proc.stdout and 'File "' not in proc.stderr + proc.stdout
     assert not (root / "results").exists()
+
+
+@pytest.mark.parametrize("flag, said", [("epochz=3", "the top level: unknown key 'epochz'"),
+                                        ("precision=fp64", "precision: 'fp64' is not one of")])
+def test_a_config_error_on_the_command_line_prints_its_sentence_alone(tmp_path, data, flag, said):
+    """Not wrapped in Snakemake's "WorkflowError in file …/common.smk, line …:" and a traceback frame."""
+    root = checkout(tmp_path, tiny_config(data))
+    proc = snakemake(root, "-n", "quickstart", "--config", flag, check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and f"error: invalid config (keys are described in config/README.md):\n  {said}" in output
+    assert "WorkflowError" not in output and 'File "' not in output and "Traceback" not in output, output
 
 
 def test_missing_dataset_fails_at_job_time_with_one_sentence(tmp_path, data):

@@ -18,7 +18,8 @@ def weights_measure_table(state, filters: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``convbias`` command line: its commands and their options."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="convbias", description=__doc__)
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     claims.add_argument("--output", help="write the scorecard to this CSV file")
     verify = commands.add_parser("verify", help="check finished runs against their manifests (sizes and checksums)")
     verify.add_argument("runs", nargs="*", help="run folders (default: every results/runs/<experiment>/seed<s>)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "plan":
         return print_plan(args.target, args.config, args.runs, args.precision, args.benchmarks, args.cores)
     if args.command == "verify":

@@ -1,7 +1,7 @@
 """The study's config: checked against the schema, defaults filled in, names checked, typed.
 
 :func:`load_config` is called once by ``workflow/rules/common.smk``; it returns a :class:`Study`
-of typed specs (:mod:`convbias.specs`) and leaves the config dict filled in, for the jobs.
+of typed specs (:mod:`convbias.specs`), which the rules hand their jobs (:mod:`convbias.params`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Study:
     figures: dict[str, FigureSpec]
     claims: ClaimsSpec
     runs_per_gpu: int  # one-GPU jobs that share each GPU on a local machine (workflow/rules/common.smk)
+    mirrors: dict[str, dict]  # per source, where its download is fetched from instead of torchvision's URLs
 
 
 SECTIONS = {"datasets": ("dataset", DatasetSpec), "experiments": ("experiment", ExperimentSpec),
@@ -142,7 +143,8 @@ def load_config(config: dict) -> Study:
         for name, entry in entries.items():
             entries[name] = with_defaults(kind, entry)
         typed[section] = {name: spec.from_config(entry) for name, entry in entries.items()}
-    study = Study(**typed, claims=ClaimsSpec.from_config(config["claims"]), runs_per_gpu=config["runs_per_gpu"])
+    study = Study(**typed, claims=ClaimsSpec.from_config(config["claims"]), runs_per_gpu=config["runs_per_gpu"],
+                  mirrors=config["mirrors"])
     try:
         check_references(study)
     except ConfigError as err:

@@ -48,7 +48,7 @@ def _training_panel(ax, history: pd.DataFrame) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss / accuracy")
     ax.set_ylim(0, 1.05)
-    ax.legend(loc="center right", fontsize="small")
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")  # beside the panel: it covers no line
 
 
 def measure_figure(measure: pd.DataFrame, history: pd.DataFrame, panels: Sequence[Sequence[int]] | None = None,
@@ -164,12 +164,14 @@ def reinit_figure(reinit: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.set_axis_off()
         ax.set_title(title, fontsize="medium")
         return fig
-    fig, axes = plt.subplots(1, len(seeds), figsize=(3.6 * len(seeds) + 1, 4), squeeze=False)
+    # the panels share their rows (labelled on the first only); constrained layout keeps each panel's
+    # tick labels clear of its neighbour's and makes room for the colour bar
+    fig, axes = plt.subplots(1, len(seeds), figsize=(2.6 * len(seeds) + 1.6, 4), squeeze=False, sharey=True,
+                             layout="constrained")
+    order = sorted(reinit["source"].unique(), key=lambda s: -1 if s == "rand" else int(s))
     image = None
     for ax, seed in zip(axes[0], seeds):
-        table = reinit[reinit["seed"] == seed].pivot(index="source", columns="layer", values="drop")
-        order = sorted(table.index, key=lambda s: -1 if s == "rand" else int(s))
-        table = table.loc[order]
+        table = reinit[reinit["seed"] == seed].pivot(index="source", columns="layer", values="drop").reindex(order)
         image = ax.imshow(table.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
         ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns])
         ax.set_yticks(range(table.shape[0]), list(table.index))

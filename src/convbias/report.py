@@ -15,6 +15,7 @@ from .runs import RunFolder
 
 # Inline styles only (no <style> element): each page is also drawn inside the report's landing
 # page (workflow/report/workflow.rst includes it), where a stylesheet would restyle the report.
+PAGE = "font-family:sans-serif;font-size:13px;overflow-x:auto;margin-bottom:16px"
 CELL = "border:1px solid #bbb;padding:3px 6px;text-align:left;vertical-align:top"
 HEAD_CELL = CELL + ";background:#eee"
 CAPTION = "text-align:left;font-weight:bold;padding:4px 0"
@@ -26,51 +27,14 @@ def rst_escape(text: str) -> str:
     return "".join("\\" + c if c in RST_SPECIAL else c for c in str(text))
 
 
-class ShownDict(dict):
-    """A job parameter as the report's job details show it: ``key: value; …`` instead of a Python
-    dict. ``repr`` is a dict's, which is what Snakemake compares to decide that a parameter
-    changed: wrapping one reruns nothing."""
-
-    def __str__(self) -> str:
-        return "; ".join(f"{key}: {_nested(value)}" for key, value in self.items()) or "none"
-
-
-class ShownList(list):
-    """A list parameter shown as ``a; b; c`` (``repr`` is a list's); Snakemake separates
-    parameters by commas, a list inside one shows as ``[a, b]``."""
-
-    def __str__(self) -> str:
-        return "; ".join(_nested(value) for value in self) or "none"
-
-
-def _nested(value) -> str:
-    if isinstance(value, Mapping):
-        return f"({ShownDict(value)})" if value else "none"
-    if isinstance(value, tuple):
-        return " ".join(_nested(v) for v in value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_nested(v) for v in value) + "]" if value else "none"
-    return " ".join(str(value).split())  # a caption's line breaks and indents
-
-
-def shown(value):
-    """``value`` (a job parameter: dicts, lists, tuples, scalars) with each dict and list in it
-    shown as :class:`ShownDict` / :class:`ShownList`; equal to it, and of the same ``repr``."""
-    if isinstance(value, Mapping):
-        return ShownDict({key: shown(v) for key, v in value.items()})
-    if isinstance(value, list):
-        return ShownList(shown(v) for v in value)
-    if isinstance(value, tuple):
-        return tuple(shown(v) for v in value)
-    return value
-
-
 def page(title: str, body: str) -> str:
     """A small HTML page, shown by the report on its own and drawn inside its landing page: no
     ``<html>``, ``<head>`` or ``<body>`` tags (HTML5 implies them; inside another page they would
-    be out of place) and no stylesheet."""
+    be out of place) and no stylesheet.  The landing page sets its text in Tailwind's ``prose``
+    style, which draws a backtick before and after every ``<code>``: the page opts out of it
+    (``not-prose``), so it looks the same there as on its own."""
     return (f"<!DOCTYPE html>\n<meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
-            f"<div style=\"font-family:sans-serif;font-size:13px;overflow-x:auto;margin-bottom:16px\">{body}</div>\n")
+            f"<div class=\"not-prose\" style=\"{PAGE}\">{body}</div>\n")
 
 
 def table_html(table: pd.DataFrame, caption: str, colours: Mapping[str, Mapping[str, str]] | None = None) -> str:
@@ -111,44 +75,50 @@ def scorecard_html(table: pd.DataFrame, study: str) -> str:
     return page(caption, found + table_html(table, caption, {"result": RESULT_COLOURS}) + legend)
 
 
-RUN_COLUMNS = ["experiment", "seed", "epochs", "train_loss", "train_acc", "val_acc", "test_acc", "precision", "device",
-               "processes", "s_per_epoch", "convbias", "torch", "commit", "note"]
+VERSIONS = ("convbias", "torch", "torchvision", "ffcv", "numpy")  # as a run's manifest records them
+RUN_COLUMNS = ["experiment", "seed", "dataset", "epochs", "train_loss", "train_acc", "val_acc", "test_acc", "precision",
+               "device", "processes", "s_per_epoch", *VERSIONS, "commit", "note"]
 
 
 def runs_table(runs: Mapping[str, Mapping]) -> pd.DataFrame:
-    """One row per finished run of ``runs`` (experiment → seed → run folder): its last epoch's
-    losses and accuracies (validation and test), and from its manifest how and where it was
-    computed (precision, device, processes, seconds per epoch, versions, git commit)."""
-    rows = []
-    for experiment, seeds in runs.items():
-        for seed, folder in seeds.items():
-            run = RunFolder(folder)
-            manifest = run.verify([RunFolder.HISTORY])
-            last = run.history().iloc[-1]
-            computed = manifest.get("computed", {})
-            spent = computed.get("seconds_per_epoch") or []
-            commit = computed.get("git_commit") or ""
-            stopped = manifest.get("stopped")
-            rows.append({"experiment": experiment, "seed": int(seed),
-                         "epochs": f"{int(last['epoch'])}/{manifest['spec']['epochs']}",
-                         "train_loss": float(last["train_loss"]), "train_acc": float(last["train_acc"]),
-                         "val_acc": float(last["val_acc"]), "test_acc": float(last["test_acc"]),
-                         "precision": computed.get("precision") or manifest["spec"]["precision"],
-                         "device": computed.get("device") or "", "processes": computed.get("processes") or 1,
-                         "s_per_epoch": sum(spent) / len(spent) if spent else float("nan"),
-                         "convbias": (computed.get("versions") or {}).get("convbias") or "",
-                         "torch": (computed.get("versions") or {}).get("torch") or "",
-                         "commit": commit[:10] + ("+changes" if computed.get("git_dirty") else ""),
-                         "note": f"stopped at epoch {stopped['epoch']}: {stopped['why']}" if stopped else ""})
+    """One row per finished run of ``runs`` (experiment → seed → run folder): its dataset, its last
+    epoch's losses and accuracies (validation and test), and from its manifest how and where it was
+    computed (precision, the device's model — a GPU's, or the CPU's —, processes, seconds per
+    epoch, the versions of convbias, torch, torchvision, FFCV and numpy, the git commit)."""
+    rows = [run_row(experiment, int(seed), RunFolder(folder)) for experiment, seeds in runs.items()
+            for seed, folder in seeds.items()]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def run_row(experiment: str, seed: int, run: RunFolder) -> dict:
+    """The row of :func:`runs_table` of one finished run (its history checked against its manifest)."""
+    manifest = run.verify([RunFolder.HISTORY])
+    last = run.history().iloc[-1]
+    computed = manifest.get("computed", {})
+    spent = computed.get("seconds_per_epoch") or []
+    commit = computed.get("git_commit") or ""
+    versions = computed.get("versions") or {}
+    stopped = manifest.get("stopped")
+    return {"experiment": experiment, "seed": seed, "dataset": (manifest.get("dataset") or {}).get("name") or "",
+            "epochs": f"{int(last['epoch'])}/{manifest['spec']['epochs']}",
+            "train_loss": float(last["train_loss"]), "train_acc": float(last["train_acc"]),
+            "val_acc": float(last["val_acc"]), "test_acc": float(last["test_acc"]),
+            "precision": computed.get("precision") or manifest["spec"]["precision"],
+            "device": computed.get("device") or "", "processes": computed.get("processes") or 1,
+            "s_per_epoch": sum(spent) / len(spent) if spent else float("nan"),
+            **{package: versions.get(package) or "" for package in VERSIONS},
+            "commit": commit[:10] + ("+changes" if computed.get("git_dirty") else ""),
+            "note": f"stopped at epoch {stopped['epoch']}: {stopped['why']}" if stopped else ""}
 
 
 def runs_html(table: pd.DataFrame, study: str) -> str:
     """The runs table of ``study`` as a page."""
     caption = f"Runs of study {study}: {len(table)} runs of {table['experiment'].nunique()} experiments"
-    legend = ("<p>Each run's last epoch (train loss and accuracy; validation accuracy on the held-out part of the "
-              "training set, test accuracy on the test set) and, from its <code>manifest.json</code>, where and how it "
-              "was computed. <code>convbias status</code> shows the same runs from the command line.</p>")
+    legend = ("<p>Each run's dataset and last epoch (train loss and accuracy; validation accuracy on the held-out part "
+              "of the training set, test accuracy on the test set) and, from its <code>manifest.json</code>, where and "
+              "how it was computed: precision, the device's model (a GPU's, or the CPU's), processes, seconds per "
+              "epoch, the versions of convbias, torch, torchvision, FFCV and numpy, and the git commit. "
+              "<code>convbias status</code> shows the same runs from the command line.</p>")
     return page(caption, table_html(table, caption) + legend)
 
 

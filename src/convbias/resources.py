@@ -244,7 +244,7 @@ def evaluation_seconds(exp: ExperimentSpec, data: Data, measured: float | None =
 # What a training job spends outside its epochs' arithmetic: start-up (Python, torch, FFCV, CUDA,
 # cuDNN's search), the commit of epoch 0, waiting for the last commit, publishing.  GPU: issue 27
 # measured 45–60 s per VGG19 job on an H200, per-epoch commits included, before they moved to a
-# background thread (convbias.commits.BackgroundCommits); not measured since.  CPU: the quickstart's
+# background thread (convbias.runs.commits.BackgroundCommits); not measured since.  CPU: the quickstart's
 # jobs on this CI-like machine (2 cores, jobs side by side), so that the estimated training jobs
 # come within 5 % of their measured wall times (BENCHMARKS.md).
 JOB_SECONDS = {"gpu": 45.0, "cpu": 6.0}
@@ -321,7 +321,7 @@ def train_needs(exp: ExperimentSpec, data: Data, measured: float | None = None) 
     model = model_of(exp, data)
     batch = exp.train.batch_size // max(1, exp.gpus)  # each process's share (memory per process and GPU)
     # host: weights and momentum; the copies of the commits in flight while the next epochs train
-    # (convbias.commits.BackgroundCommits: a resume state, weights and momentum, and an epoch's
+    # (convbias.runs.commits.BackgroundCommits: a resume state, weights and momentum, and an epoch's
     # snapshot), the file being written; the loader's batches (uint8 and float)
     host = BASE_MB * MB + 6 * model.state_bytes + 4 * batch * data.image_bytes * 5
     if data.order == "quasi_random":  # over FFCV's own page cache: 2 × batch pages of 8 MiB

@@ -2,10 +2,13 @@
 
 ``DatasetSpec`` (a ``datasets`` entry), ``ExperimentSpec`` (an ``experiments`` entry, whose
 ``TrainSpec`` is everything that determines a training run but the seed and the data),
-``PretrainedSpec`` and ``FigureSpec``.  :func:`convbias.config.load_config` builds them once for
-the workflow; each has ``from_config(entry)`` for code and tests that start from a dict.
-A spec's ``to_dict()`` is what a rule passes to its job (``params``): the job rebuilds the spec
-from it, and Snakemake reruns the job when it changes.
+``PretrainedSpec``, ``FigureSpec`` and ``ClaimsSpec``; ``RunJob`` and ``DownloadSpec`` are what a
+training or re-initialization job and a download job are given.  :func:`convbias.config.load_config`
+builds them once for the workflow; each entry's spec has ``from_config(entry)`` for code and tests
+that start from a dict.  A spec's ``identity()`` is what defines the output of a job built from it:
+a rule passes the typed spec to its job with its identity as the parameter Snakemake records
+(:func:`convbias.params.spec_param`), so that a change of the identity reruns the job and a change
+of anything else in the spec (where the files are, where the job computes) does not.
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ class _Entry:
     def to_dict(self) -> dict:
         """The config entry (defaults filled in) this spec was built from."""
         return _plain(asdict(self))
+
+    def identity(self) -> dict:
+        """What defines the output of a job built from this spec: all of it."""
+        return self.to_dict()
 
 
 # ---------------------------------------------------------------------------------- datasets
@@ -158,6 +165,14 @@ class Schedule:
         raise ValueError(f"unknown schedule kind {self.kind!r}")
 
 
+# The one renaming between the config and the code: the nested experiment keys whose TrainSpec
+# field has a shorter name (every run's fingerprint is made of the field names, so they stay).
+# Every other field of TrainSpec is the experiment key of its own name; config/README.md ("How a
+# value travels") lists these, and a test holds it to this table.
+RENAMED = {"init.scheme": "init", "init.std": "init_std", "optimizer.lr": "lr", "optimizer.momentum": "momentum",
+           "optimizer.weight_decay": "weight_decay", "optimizer.batch_size": "batch_size"}
+
+
 @dataclass(frozen=True)
 class TrainSpec:
     """Everything that determines a training run, except the seed and the data files."""
@@ -178,17 +193,11 @@ class TrainSpec:
 
     @classmethod
     def from_config(cls, exp: dict) -> "TrainSpec":
-        """The spec of an ``experiments`` entry (missing keys take the schema's defaults)."""
+        """The spec of an ``experiments`` entry (missing keys take the schema's defaults; :data:`RENAMED`)."""
         exp = with_defaults("experiment", exp)
-        opt, sched, init = exp["optimizer"], exp["schedule"], exp["init"]
-        return cls(
-            model=ModelSpec(**exp["model"]),
-            init=init["scheme"], init_std=init["std"],
-            lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"],
-            batch_size=opt["batch_size"], schedule=Schedule(**sched),
-            epochs=exp["epochs"], augment=exp["augment"], precision=exp["precision"], compile=exp["compile"],
-            snapshots=exp["snapshots"],
-        )
+        renamed = {name: exp[section][key] for path, name in RENAMED.items() for section, key in [path.split(".")]}
+        same = {f.name: exp[f.name] for f in fields(cls) if f.name not in (*renamed, "model", "schedule")}
+        return cls(model=ModelSpec(**exp["model"]), schedule=Schedule(**exp["schedule"]), **renamed, **same)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainSpec":
@@ -196,6 +205,10 @@ class TrainSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def identity(self) -> dict:
+        """What defines a run of this spec (with its seed and data): all of it."""
+        return self.to_dict()
 
     def fingerprint(self, **context) -> str:
         """A hash of the spec and ``context`` (seed, data): a resumed run continues only the same run."""
@@ -234,6 +247,36 @@ class ExperimentSpec:
     def warn_after(self) -> int:
         """Epochs at ln C after which training says the run is not learning (0: never, as for a run meant not to)."""
         return 0 if self.expect_learning == "none" else self.stall_epochs
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """What a training or re-initialization job is given: its experiment, its dataset and the
+    study's ``runs_per_gpu``.  Only the experiment's ``train`` defines the job's output (with the
+    seed and the data files, its inputs); the rest says where and how the job computes."""
+
+    experiment: ExperimentSpec
+    dataset: DatasetSpec
+    runs_per_gpu: int
+
+    def identity(self) -> dict:
+        return self.experiment.train.to_dict()
+
+    @property
+    def processes(self) -> int:
+        """Training processes: one per GPU of the experiment (``gpus``), one on the CPU."""
+        return 1 if self.experiment.device == "cpu" else self.experiment.gpus
+
+
+@dataclass(frozen=True)
+class DownloadSpec:
+    """What a download job is given: the source whose files it fetches, and the config's mirror of it (None: torchvision's URLs)."""
+
+    source: str
+    mirror: dict | None = None
+
+    def identity(self) -> str:
+        return self.source
 
 
 # ------------------------------------------------------------------------ pretrained, figures

@@ -1,14 +1,10 @@
 """The training loop: SGD with the paper's schedules, a checkpoint every epoch, resume after a kill.
 
-A run writes into a work folder (:class:`~convbias.commits.WorkFolder`) as it goes — the weights of
-every epoch (epoch 0 is the initialization), the optimizer's momentum of its resume point (the
-last epoch whose full state was saved: every epoch, or every ``resume_every`` seconds), the
-history and, written last, the progress file, which commits an epoch (written by a thread while
-the next epoch trains: :class:`~convbias.commits.BackgroundCommits`).  Started again with the
-same spec, a run continues after its resume point; with another spec it starts over.  When the
-last epoch is committed the files are hard-linked into the output folder; the work folder stays
-until the workflow has seen the job end, so Snakemake deleting a failed job's outputs never loses
-finished epochs (:mod:`convbias.commits`).
+Setup, resume, epochs, publish: the loop commits every epoch into the run's work folder as it
+goes and publishes the run when its last epoch is committed (:class:`convbias.runs.Run`, which
+owns everything a run writes).  Started again with the same spec, a run continues after its
+resume point (the last epoch whose full state was saved: every epoch, or every ``resume_every``
+seconds) and ends bit-identical; with another spec it starts over.
 
 Several GPUs: :func:`launch` starts one process per GPU with ``torchrun``; each trains a
 ``DistributedDataParallel`` replica on its part of every global batch (the batch size stays the
@@ -18,16 +14,14 @@ evaluation is split over the processes and summed, and only rank 0 writes.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import math
 import os
-import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-from time import monotonic
 
 import pandas as pd
 import torch
@@ -40,11 +34,11 @@ from .data.loaders import batch_indices, global_batches, make_loader, one_ahead,
 from .data.transform import BatchTransform
 from .devices import autocast, resolve_device, set_precision, sum_over_processes, use_device
 from .devices import world as world_of_process
+from .harness import stops_with_one_sentence
 from .learning import stall_message
 from .models import conv_layers, init_model
-from .commits import BackgroundCommits, WorkFolder
-from .runs import (HISTORY_COLUMNS, DataParallelFailed, DiskFull, RunFolder, provenance, replaced_because, run_lock,
-                   seconds_left)
+from .resources import model_size, training_disk_bytes
+from .runs import HISTORY_COLUMNS, DataParallelFailed, Run, provenance, run_lock, seconds_left
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -148,172 +142,143 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     learning (0: never; :func:`convbias.learning.stall_message`) — it trains on; ``resume_every``:
     seconds between the epochs whose full state (weights and momentum) is written, the run's
     resume points (0: every epoch; the others write their snapshot only — see
-    :mod:`convbias.commits`).  The initialization, the final epoch and ``stop_after`` always are.
+    :class:`convbias.runs.Run`).  The initialization, the final epoch and ``stop_after`` always are.
 
-    One process at a time trains a run: this one holds the run's lock (:func:`convbias.runs.run_lock`)
+    One process at a time trains a run: this one holds the run's lock (:meth:`convbias.runs.Run.open`)
     — a second waits and then continues from what the first left, or finds the run published and
     returns its history.  Run under ``torchrun`` (see :func:`launch`, which holds the lock) it is
     one process of a data-parallel run.
     """
-    args = (spec, seed, meta, train_file, test_file, out_dir, work_dir, device, threads, stop_after, order, os_cache,
-            stall_epochs, resume_every)
-    with contextlib.ExitStack() as stack:
-        if world_of_process()[1] == 1:
-            stack.enter_context(run_lock(Path(work_dir)))
-        commits = stack.enter_context(BackgroundCommits())  # finished before the lock is let go
-        try:
-            return _train(*args, commits)
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-            raise DiskFull(err.filename, disk_needed(spec, meta), [Path(work_dir), Path(out_dir)]) from None
+    rank, world = world_of_process()
+    run = Run(out_dir, work_dir, spec.fingerprint(seed=seed, data=meta.__dict__, order=order), spec.epochs,
+              snapshots=spec.snapshots, resume_every=resume_every, stop_after=stop_after, rank=rank, world=world)
+    with run.open(disk_needed=lambda: disk_needed(spec, meta)):
+        return _train(spec, seed, meta, train_file, test_file, run, device, threads, order, os_cache, stall_epochs)
 
 
 def disk_needed(spec: TrainSpec, meta: DatasetMeta) -> int:
     """Bytes a run of ``spec`` on ``meta`` needs on disk while it trains, as ``convbias plan`` counts them."""
-    from .resources import model_size, training_disk_bytes
-
     height, _, channels = meta.shape
     return training_disk_bytes(spec, model_size(spec, channels, meta.num_classes, height))
 
 
-def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path,
-           out_dir: str | Path, work_dir: str | Path, device: str, threads: int,  # pragma: no mutate
-           stop_after: int | None, order: str, os_cache: bool, stall_epochs: int, resume_every: float,
-           commits: BackgroundCommits) -> pd.DataFrame:
-    rank, world = world_of_process()
+def _train(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | Path, test_file: str | Path, run: Run,
+           device: str, threads: int, order: str, os_cache: bool, stall_epochs: int) -> pd.DataFrame:
+    dev = _set_up(device, spec.precision, threads, run.rank, run.world)
+    published = run.published()
+    if published is not None:
+        return published
+    model, optimizer, forward = _model(spec, meta, seed, dev, run.world)
+    # each batch is used before the next, so the transform may write every batch into one buffer
+    transform = BatchTransform(meta, dev, reuse_output=True)  # pragma: no mutate (speed only)
+    loaders = _loaders(spec, meta, seed, train_file, test_file, dev, threads, order, os_cache, run.world)
+    steps = global_batches(len(meta.train_indices()), spec.batch_size, run.world)  # the global batch sizes
+    evaluated = model if run.world > 1 else forward  # pragma: no mutate (shares differ in size: no DDP collectives)
+
+    def history_row(epoch, lr, train_loss, train_acc, seconds, images):
+        val_loss, val_acc = evaluate(evaluated, loaders[1], transform, spec.precision)
+        test_loss, test_acc = evaluate(evaluated, loaders[2], transform, spec.precision)
+        return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
+                "seconds": seconds, "images_per_second": images / seconds if seconds else float("nan")}
+
+    last, history = run.resume(model, optimizer, {"seed": seed, "conv_layers": [name for name, _ in conv_layers(model)]})
+    if last is None:
+        last, history = 0, [history_row(0, float("nan"), float("nan"), float("nan"), 0.0, 0)]
+        run.commit(0, history)
+    stopped = diverged(history)  # committed, not yet published, when the job was killed
+    epochs = range(last + 1, spec.epochs + 1) if stopped is None else range(0)
+    if spec.compile and len(epochs):  # so that no epoch's time includes compiling
+        sizes = [shard_sizes(m, run.world)[run.rank] for m in sorted(set(steps))]  # as many in every process
+        run.say(f"torch.compile: {compile_warmup(forward, optimizer, transform, meta, sizes, spec.precision):.1f} s")
+    label = f"{run.out.parent.name} seed {seed}"  # results/runs/<experiment>/seed<s>
+    for epoch in tqdm(epochs, desc=label, unit="epoch", initial=last, total=spec.epochs, disable=run.rank > 0 or None):
+        lr = spec.schedule.lr(spec.lr, epoch)
+        loss, accuracy, seconds, seen = _epoch(spec, seed, epoch, lr, forward, optimizer, loaders[0], transform, steps,
+                                               run.rank, run.world)
+        history.append(history_row(epoch, lr, loss, accuracy, seconds, seen))
+        stopped = diverged(history)
+        run.commit(epoch, history, last=stopped is not None)
+        run.say(epoch_line(label, history, spec.epochs, stall_message(history, meta.num_classes, stall_epochs)))
+        if stopped is not None:
+            break
+        if run.stop_after is not None and epoch >= run.stop_after:  # for tests: committed, not published
+            run.wait()
+            return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+    if stopped is not None:
+        run.say(f"{label} stopped at epoch {history[-1]['epoch']} of {spec.epochs}: {stopped}; it is published with "
+                f"its epochs so far, claim C0 counts it as a run that did not learn, and the statistics and sweeps "
+                f"read its epochs with finite weights only")
+    run.publish(history, lambda: about(spec, seed, meta, order, dev, run.world, history, stopped))
+    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def about(spec: TrainSpec, seed: int, meta: DatasetMeta, order: str, dev: torch.device, world: int,
+          history: list[dict], stopped: str | None) -> dict:
+    """What a finished run's manifest says of it: its spec, seed and data, where and how it was
+    computed (:func:`convbias.runs.provenance`) and, for a run that diverged, where and why it stopped."""
+    return {"seed": seed, "spec": spec.to_dict(),
+            "dataset": {"name": meta.name, "fingerprint": meta.fingerprint, "order": order},
+            "computed": provenance(dev, spec.precision, world, [row["seconds"] for row in history]),
+            **({"stopped": {"epoch": history[-1]["epoch"], "why": stopped}} if stopped is not None else {})}
+
+
+def _set_up(device: str, precision: str, threads: int, rank: int, world: int) -> torch.device:
+    """The device this process trains on, made current, with ``precision`` and ``threads`` set."""
     dev = resolve_device(device)
     if dev.type == "cuda" and world > 1:  # pragma: no mutate (GPU only)
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))  # pragma: no mutate
     use_device(dev)
-    set_precision(spec.precision)
+    set_precision(precision)
     torch.set_num_threads(max(1, threads))  # pragma: no mutate (speed only)
-    work = WorkFolder(work_dir, spec.fingerprint(seed=seed, data=meta.__dict__, order=order))
-    # published by another process while this one waited for the lock, or before this job started
-    # (Snakemake reruns a job it saw killed, and with --forcerun; the rule's output is update()d)
-    replaced = replaced_because(Path(out_dir), work.fingerprint)
-    if replaced is None:
-        if rank == 0:
-            tqdm.write(f"{out_dir} is this run, published and intact (manifest and checksums verified): nothing "
-                       f"left to train (to train it again, delete that folder)", file=sys.stderr)
-            if work.path.exists():
-                shutil.rmtree(work.path)  # left by a publish killed after its manifest
-        return RunFolder(out_dir).history()
-    if rank == 0 and Path(out_dir).exists():
-        tqdm.write(f"{out_dir} will be replaced when this run is published: {replaced}", file=sys.stderr)
-    # channels-last is faster on GPUs and, measured here, on CPUs too (~35% for small convs)
+    return dev
+
+
+def _model(spec: TrainSpec, meta: DatasetMeta, seed: int, dev: torch.device, world: int):
+    """(model, its SGD, what training calls): the initialized model on ``dev`` — channels-last is
+    faster on GPUs and, measured here, on CPUs too (~35% for small convs) —, in a DDP replica when
+    ``world`` > 1, compiled when the spec says so (reduce-overhead: CUDA graphs of each batch shape,
+    for launch-bound steps); all three share the model's parameters."""
     model = init_model(spec, meta, seed).to(dev, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                 weight_decay=spec.weight_decay)
     replica = model
     if world > 1:
         replica = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)  # pragma: no mutate
-    # shares the parameters of ``model``; reduce-overhead: CUDA graphs of each batch shape (launch-bound steps)
     mode = {"mode": "reduce-overhead"} if spec.compile == "reduce-overhead" else {}
-    forward = torch.compile(replica, **mode) if spec.compile else replica
-    # each batch is used before the next, so the transform may write every batch into one buffer
-    transform = BatchTransform(meta, dev, reuse_output=True)  # pragma: no mutate (speed only)
+    return model, optimizer, torch.compile(replica, **mode) if spec.compile else replica
+
+
+def _loaders(spec: TrainSpec, meta: DatasetMeta, seed: int, train_file, test_file, dev: torch.device, threads: int,
+             order: str, os_cache: bool, world: int) -> tuple:
+    """The (training, validation, test) loaders of a run: this process's share of each."""
     shared = {"meta": meta, "workers": max(1, threads), "device": dev, "distributed": world > 1, "os_cache": os_cache}
-    train_indices = meta.train_indices()
-    train_loader = make_loader(train_file, spec.batch_size, indices=train_indices, train=True, seed=seed,
-                               order=order, **shared)
-    val_loader = make_loader(train_file, 512, indices=meta.val_indices(), **shared)  # pragma: no mutate (speed only)
-    test_loader = make_loader(test_file, 512, **shared)  # pragma: no mutate (speed only)
-    steps = global_batches(len(train_indices), spec.batch_size, world)  # the global batch sizes
-    ckpt_meta = {"seed": seed, "conv_layers": [name for name, _ in conv_layers(model)]}
+    return (make_loader(train_file, spec.batch_size, indices=meta.train_indices(), train=True, seed=seed, order=order,
+                        **shared),
+            make_loader(train_file, 512, indices=meta.val_indices(), **shared),  # pragma: no mutate (speed only)
+            make_loader(test_file, 512, **shared))  # pragma: no mutate (speed only)
 
-    # shares differ in size: no DDP collectives in evaluation
-    evaluated = model if world > 1 else forward  # pragma: no mutate (DDP only)
 
-    def history_row(epoch, lr, train_loss, train_acc, seconds, images):
-        val_loss, val_acc = evaluate(evaluated, val_loader, transform, spec.precision)
-        test_loss, test_acc = evaluate(evaluated, test_loader, transform, spec.precision)
-        return {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                "val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc,
-                "seconds": seconds, "images_per_second": images / seconds if seconds else float("nan")}
-
-    resumable_at = [monotonic()]  # when the last resume point was committed
-
-    def commit(epoch, last=False):
-        """Commit ``epoch`` (while the next epoch trains: BackgroundCommits): a resume point at the
-        start and the end (``last``: the run stops here), when stopping, and once ``resume_every``
-        seconds have passed."""
-        if rank == 0:
-            now = monotonic()
-            last = last or epoch == spec.epochs
-            resume = (last or epoch == 0 or (stop_after is not None and epoch >= stop_after)
-                      or resume_every <= 0 or now - resumable_at[0] >= resume_every)
-            if resume:
-                resumable_at[0] = now
-            commits.submit(work, epoch, model, optimizer, history, ckpt_meta, spec.snapshots, resume=resume,
-                           momentum=not last)
-        if world > 1:
-            torch.distributed.barrier()
-
-    say = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
-    if rank == 0:
-        work.last_epoch(say=say)  # clears the folder of another spec, or a damaged one, before anyone reads it
-    if world > 1:
-        torch.distributed.barrier()
-    last = work.last_epoch(clear=False)
-    if last is None:
-        history = [history_row(0, float("nan"), float("nan"), float("nan"), 0.0, 0)]
-        commit(0)
-        last = 0
-    else:
-        history = work.restore(last, model, optimizer)
-        if rank == 0:
-            again = (f" (epochs {last + 1}–{work.committed} were committed without their full state: they train "
-                     f"again)" if work.committed > last else "")
-            tqdm.write(f"resuming from epoch {last} saved in {work.path}{again}", file=sys.stderr)
-
-    stopped = diverged(history)  # committed, not yet published, when the job was killed
-    epochs = range(last + 1, spec.epochs + 1) if stopped is None else range(0)
-    if spec.compile and len(epochs):  # so that no epoch's time includes compiling
-        sizes = [shard_sizes(m, world)[rank] for m in sorted(set(steps))]  # as many in every process
-        seconds = compile_warmup(forward, optimizer, transform, meta, sizes, spec.precision)
-        if rank == 0:
-            tqdm.write(f"torch.compile: {seconds:.1f} s", file=sys.stderr)
-    label = f"{Path(out_dir).parent.name} seed {seed}"  # results/runs/<experiment>/seed<s>
-    for epoch in tqdm(epochs, desc=label, unit="epoch", initial=last, total=spec.epochs,
-                      disable=True if rank > 0 else None):
-        lr = spec.schedule.lr(spec.lr, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed(dropout_seed(seed, epoch, rank))
-        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        draws = transform.draw_epoch(steps, generator, dev) if spec.augment else None
-        train_loader.next_epoch = epoch - 1
-        indices = batch_indices(train_loader, dev) if transform.permutes else None
-        start = time.perf_counter()
-        loss_sum, correct, seen = train_epoch(forward, optimizer, train_loader, transform, steps, draws,
-                                              spec.precision, rank, world, indices)
-        if dev.type == "cuda":  # pragma: no mutate (GPU only)
-            torch.cuda.synchronize(dev)  # pragma: no mutate (the epoch ends when the device is done)
-        seconds = time.perf_counter() - start
-        loss_sum, correct, seen = sum_over_processes(loss_sum, correct, seen, device=dev)
-        history.append(history_row(epoch, lr, loss_sum / seen, correct / seen, seconds, seen))
-        stopped = diverged(history)
-        commit(epoch, last=stopped is not None)
-        if rank == 0:
-            say(epoch_line(label, history, spec.epochs, stall_message(history, meta.num_classes, stall_epochs)))
-        if stopped is not None:
-            break
-        if stop_after is not None and epoch >= stop_after:
-            commits.wait()
-            return pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    if rank == 0:
-        commits.wait()  # the last epoch committed before anything is published
-        about = {"fingerprint": work.fingerprint, "seed": seed, "spec": spec.to_dict(),
-                 "dataset": {"name": meta.name, "fingerprint": meta.fingerprint, "order": order},
-                 "computed": provenance(dev, spec.precision, world, [row["seconds"] for row in history])}
-        if stopped is not None:
-            about["stopped"] = {"epoch": history[-1]["epoch"], "why": stopped}
-            say(f"{label} stopped at epoch {history[-1]['epoch']} of {spec.epochs}: {stopped}; it is published "
-                f"with its epochs so far, claim C0 counts it as a run that did not learn, and the statistics and "
-                f"sweeps read its epochs with finite weights only")
-        work.publish(Path(out_dir), history[-1]["epoch"], about)
-    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+def _epoch(spec: TrainSpec, seed: int, epoch: int, lr: float, forward, optimizer, loader, transform: BatchTransform,
+           steps: list[int], rank: int, world: int) -> tuple[float, float, float, int]:
+    """Train epoch ``epoch`` at learning rate ``lr``, its randomness drawn from (seed, epoch) alone;
+    returns the train loss and accuracy over every process, the seconds it took and the images seen."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed(dropout_seed(seed, epoch, rank))
+    dev = next(forward.parameters()).device
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    draws = transform.draw_epoch(steps, generator, dev) if spec.augment else None
+    loader.next_epoch = epoch - 1
+    indices = batch_indices(loader, dev) if transform.permutes else None
+    start = time.perf_counter()
+    loss_sum, correct, seen = train_epoch(forward, optimizer, loader, transform, steps, draws, spec.precision, rank,
+                                          world, indices)
+    if dev.type == "cuda":  # pragma: no mutate (GPU only)
+        torch.cuda.synchronize(dev)  # pragma: no mutate (the epoch ends when the device is done)
+    seconds = time.perf_counter() - start
+    loss_sum, correct, seen = sum_over_processes(loss_sum, correct, seen, device=dev)
+    return loss_sum / seen, correct / seen, seconds, seen
 
 
 def diverged(history: list[dict]) -> str | None:
@@ -339,9 +304,6 @@ def epoch_line(label: str, history: list[dict], epochs: int, warning: str | None
 def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs in child processes)
     """Run the training ``job`` (:func:`train_run`'s arguments, spec as a dict) in ``processes``
     data-parallel processes started by ``torchrun`` on this node; blocks until they finish."""
-    import subprocess
-    import tempfile
-
     work = Path(job["work_dir"])
     with run_lock(work):  # for all the processes: one run, one job
         with tempfile.NamedTemporaryFile("w", suffix=".json", dir=work.parent, prefix=f".{work.name}-job-",
@@ -364,8 +326,6 @@ def launch(job: dict, processes: int) -> None:  # pragma: no mutate block (runs 
 
 def _main(argv: list[str]) -> None:  # pragma: no mutate block (runs in child processes)
     """``python -m convbias.train JOB.json``: one process of a :func:`launch`-ed run."""
-    from .jobs import stops_with_one_sentence
-
     job = json.loads(Path(argv[0]).read_text())
     device = resolve_device(job["device"])
     world = int(os.environ.get("WORLD_SIZE", 1))

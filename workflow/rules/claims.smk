@@ -31,7 +31,7 @@ for _study in sorted({fig.study for fig in FIGURES.values()}):
             ENV
         params:
             study=_study,
-            spec=shown(claims_spec(_study)),
-            experiments=shown(claims_experiments(_study)),
+            spec=spec_param(claims_spec(_study)),
+            experiments=claims_param(_study),
         script:
             "../scripts/claims.py"

@@ -1,20 +1,23 @@
 # Config validation, result paths and input functions: the only place that builds paths.
 
+import dataclasses
 import re
-
-from snakemake.exceptions import WorkflowError
 
 from convbias.config import ConfigError, load_config
 from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
 from convbias.figures import KINDS as FIGURE_KINDS
 from convbias.plan import target_figures
-from convbias.report import shown
+from convbias.params import ShownAs, shown, spec_param
+from convbias.specs import DownloadSpec, RunJob
 
 try:
     # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
     STUDY = load_config(config)
 except ConfigError as err:
-    raise WorkflowError(str(err)) from None
+    # its sentence alone: Snakemake prints every exception raised in a workflow file as "WorkflowError
+    # in file …, line …:" with a traceback frame (snakemake.exceptions.format_exception_to_string);
+    # an exit is printed as it is, and ends Snakemake with status 1
+    sys.exit(f"error: {err}")
 
 # The software environment of every rule with a script (--software-deployment-method conda).
 ENV = "../envs/convbias.yaml"
@@ -150,9 +153,19 @@ def threads_for(gpus):
     return CPUS_PER_GPU * gpus or 1
 
 
-def train_spec_params(wildcards):
-    """Everything that determines a run but the seed: a change makes exactly this experiment outdated."""
-    return shown(EXPERIMENTS[wildcards.experiment].train.to_dict())
+# Each job is handed the typed spec built here (convbias.params.spec_param). Snakemake records the
+# spec's identity and reruns the job when that changes; the rest of the typed spec (paths, mirrors,
+# device, GPU shares, resume points) reaches the job unrecorded: changing it reruns nothing.
+def run_job(wildcards):
+    """A training or re-initialization job's spec (convbias.specs.RunJob): its identity is everything
+    that determines the run but the seed, so a change makes exactly this experiment outdated."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    return spec_param(RunJob(exp, DATASETS[exp.dataset], STUDY.runs_per_gpu))
+
+
+def download_job(source):
+    """A download job's spec (convbias.specs.DownloadSpec): the source (its identity) and its mirror."""
+    return spec_param(DownloadSpec(source, STUDY.mirrors.get(source)))
 
 
 def pretrained_filters_file(name):
@@ -278,11 +291,27 @@ def claims_experiments(study):
     }
 
 
-def claims_spec(study):
-    """The claims settings of ``study``: the paper's stated train accuracies of its own experiments only."""
+def claims_param(study):
+    """What the claims job reads, by experiment (claims_experiments), shown in the report as counts:
+    the files themselves are the job's inputs."""
     experiments = claims_experiments(study)
-    spec = STUDY.claims.to_dict()
-    return {**spec, "train_accuracy": {e: a for e, a in spec["train_accuracy"].items() if e in experiments}}
+
+    def said(files):
+        runs, sweeps = len(files["runs"]), len(files["reinit"])
+        return (
+            f"{runs} run{'s' * (runs != 1)}, {sweeps or 'no'} sweep{'s' * (sweeps != 1)}, "
+            f"learning expected: {files['expect']}"
+        )
+
+    return ShownAs(experiments, "; ".join(f"{name}: {said(files)}" for name, files in experiments.items()))
+
+
+def claims_spec(study):
+    """The claims settings of ``study`` (convbias.specs.ClaimsSpec): the paper's stated train accuracies
+    of its own experiments only."""
+    experiments = claims_experiments(study)
+    stated = {e: a for e, a in STUDY.claims.train_accuracy.items() if e in experiments}
+    return dataclasses.replace(STUDY.claims, train_accuracy=stated)
 
 
 def claims_inputs(study):
@@ -293,12 +322,3 @@ def claims_inputs(study):
         + [r for f in files for r in f["reinit"]]
         + sorted({f["meta"] for f in files})
     )
-
-
-# A published run's work folder (results/resume/…) stays until the workflow has seen its job end:
-# a job killed while publishing is one whose outputs Snakemake deletes, and the next attempt
-# publishes the run again from that folder instead of training it again (convbias.commits.WorkFolder.publish).
-def forget_published_runs():
-    from convbias.commits import forget_published
-
-    forget_published(Path("results"))

@@ -14,7 +14,8 @@ for _source in sorted({d.source for d in DATASETS.values()} & set(DOWNLOADABLE))
         conda:
             ENV
         params:
-            source=_source,
+            # a function: Snakemake would format a plain string parameter, and lose the spec it carries
+            spec=lambda wildcards, source=_source: download_job(source),
         script:
             "../scripts/download.py"
 
@@ -42,8 +43,8 @@ rule convert:
     resources:
         **job_needs("convert"),
     params:
-        # what the content depends on; path and download are read by the script (moving the files
-        # reschedules nothing), and a download it reads from is its input
-        identity=lambda wildcards: shown(DATASETS[wildcards.dataset].identity()),
+        # recorded: what the content depends on (its identity); path and download ride in the typed
+        # spec unrecorded (moving the files reschedules nothing), and a download it reads is its input
+        spec=lambda wildcards: spec_param(DATASETS[wildcards.dataset]),
     script:
         "../scripts/convert.py"

@@ -17,7 +17,7 @@ rule figure:
     conda:
         ENV
     params:
-        spec=lambda wildcards: shown(FIGURES[wildcards.figure].to_dict()),
+        spec=lambda wildcards: spec_param(FIGURES[wildcards.figure]),
         runs=lambda wildcards: shown(figure_runs(wildcards)),
         scales=lambda wildcards: shown(figure_scales(wildcards)),
     script:

@@ -5,7 +5,7 @@ rule reinit:
         run=run_dir("{experiment}", "{seed}"),
     output:
         # update: Snakemake leaves the old table for the job, which keeps it when only file times
-        # changed (the same run, test set, parameters and code: convbias.jobs.write_unless_kept)
+        # changed (the same run, test set, parameters and code: convbias.harness.write_unless_kept)
         update(reinit_file("{experiment}", "{seed}")),
     log:
         "logs/reinit/{experiment}/seed{seed}.log",
@@ -19,7 +19,7 @@ rule reinit:
         gpu=lambda wildcards: gpu_places(reinit_gpus(wildcards)),
         cpus_per_gpu=CPUS_PER_GPU,
     params:
-        spec=train_spec_params,
+        spec=run_job,
         epochs=lambda wildcards: shown(EXPERIMENTS[wildcards.experiment].swept_epochs()),
     script:
         "../scripts/reinit.py"

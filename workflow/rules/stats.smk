@@ -4,7 +4,7 @@ rule filters:
         run=run_dir("{experiment}", "{seed}"),
     output:
         # update: Snakemake leaves the old table for the job, which keeps it when only file times
-        # changed (the same run, parameters and code: convbias.jobs.write_unless_kept)
+        # changed (the same run, parameters and code: convbias.harness.write_unless_kept)
         update(filters_file("{experiment}", "{seed}")),
     log:
         "logs/filters/{experiment}/seed{seed}.log",
@@ -52,6 +52,6 @@ rule pretrained_filters:
     conda:
         ENV
     params:
-        spec=lambda wildcards: shown(PRETRAINED[wildcards.pretrained].to_dict()),
+        spec=lambda wildcards: spec_param(PRETRAINED[wildcards.pretrained]),
     script:
         "../scripts/pretrained_filters.py"

@@ -9,7 +9,7 @@ rule train:
     output:
         # update: Snakemake never deletes a published run before the job (it would, for a job it
         # saw killed, even when the run finished meanwhile); the job keeps it if it is this run,
-        # intact, and replaces it when it publishes otherwise (convbias.runs.replaced_because)
+        # intact, and replaces it when it publishes otherwise (convbias.runs.Run.published)
         update(directory(run_dir("{experiment}", "{seed}"))),
     log:
         "logs/train/{experiment}/seed{seed}.log",
@@ -23,7 +23,7 @@ rule train:
         gpu=lambda wildcards: gpu_places(experiment_gpus(wildcards)),
         cpus_per_gpu=CPUS_PER_GPU,
     params:
-        spec=train_spec_params,
+        spec=run_job,
         work=work_dir,
         order=lambda wildcards: DATASETS[EXPERIMENTS[wildcards.experiment].dataset].training_order(),
     script:

@@ -3,15 +3,14 @@ findings, the tables it read (to score them again: convbias claims), and the sco
 of its report (convbias.report)."""
 
 from convbias.claims import findings, summary
-from convbias.jobs import claims, log_to, stops_with_one_sentence
+from convbias.harness import log_to, stops_with_one_sentence
+from convbias.jobs import claims
 from convbias.report import experiments_runs, write_tables
-from convbias.specs import ClaimsSpec
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 with stops_with_one_sentence():
-    table = claims(ClaimsSpec.from_config(snakemake.params.spec), snakemake.params.experiments,
-                   snakemake.output.evidence)
+    table = claims(snakemake.params.spec.typed, snakemake.params.experiments, snakemake.output.evidence)
     table.to_csv(snakemake.output.scorecard, index=False)
     write_tables(table, experiments_runs(snakemake.params.experiments), snakemake.params.study,
                  snakemake.output.scorecard_page, snakemake.output.runs_page)

@@ -5,13 +5,13 @@ import sys
 from convbias.data.convert import convert
 from convbias.data.downloads import DOWNLOADABLE
 from convbias.data.sources import DatasetError, MissingDataset
-from convbias.specs import DatasetSpec
-from convbias.jobs import log_to
+from convbias.harness import log_to
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 
-name = snakemake.wildcards.dataset
-spec = DatasetSpec.from_config(snakemake.config["datasets"][name])  # identity (the rule's params) + path and download
+# the typed spec the rule built (convbias.specs.DatasetSpec): its identity defines the files, its
+# path and download say where they are read from
+name, spec = snakemake.wildcards.dataset, snakemake.params.spec.typed
 try:
     convert(name, spec, snakemake.output.train, snakemake.output.test, snakemake.output.meta,
             workers=snakemake.threads)

@@ -1,11 +1,10 @@
 """Rule figure: draw one figure of the config from its tables."""
 
-from convbias.jobs import figure, log_to, stops_with_one_sentence
-from convbias.specs import FigureSpec
+from convbias.harness import log_to, stops_with_one_sentence
+from convbias.jobs import figure
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 
-spec = FigureSpec.from_config(snakemake.params.spec)
+spec, params = snakemake.params.spec.typed, snakemake.params  # the typed convbias.specs.FigureSpec the rule built
 with stops_with_one_sentence():
-    figure(spec, dict(snakemake.input.items()), snakemake.params.runs, snakemake.params.scales).savefig(
-        snakemake.output[0])
+    figure(spec, dict(snakemake.input.items()), params.runs, params.scales).savefig(snakemake.output[0])

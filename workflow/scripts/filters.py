@@ -1,6 +1,7 @@
 """Rule filters: the filter table of one run, a row per (epoch, layer, filter)."""
 
-from convbias.jobs import log_to, run_filters, run_made_from, stops_with_one_sentence, write_unless_kept
+from convbias.harness import log_to, run_made_from, stops_with_one_sentence, write_unless_kept
+from convbias.jobs import run_filters
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 

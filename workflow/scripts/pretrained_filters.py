@@ -3,14 +3,14 @@
 import sys
 
 from convbias.checkpoints import WeightsError
-from convbias.jobs import log_to, pretrained_filters
-from convbias.specs import PretrainedSpec
+from convbias.harness import log_to
+from convbias.jobs import pretrained_filters
 
 log_to(snakemake.log)  # this job's output goes to its rule's log file
 
 name = snakemake.wildcards.pretrained
 try:
-    table = pretrained_filters(PretrainedSpec.from_config(snakemake.params.spec), name)
+    table = pretrained_filters(snakemake.params.spec.typed, name)
 except WeightsError as err:
     sys.exit(f"error: pretrained.{name}.weights: {err}")
 except ValueError as err:
