@@ -204,8 +204,10 @@ def critical_figure(measure: pd.DataFrame, reinit: pd.DataFrame, title: str = ""
     means = points.groupby("layer")[["q", "drop"]].mean()
     ax.scatter(means["q"], means["drop"], c=means.index, cmap="viridis", s=90, edgecolors="black", linewidths=0.8,
                vmin=points["layer"].min(), vmax=points["layer"].max())
+    middle = (points["layer"].min() + points["layer"].max()) / 2  # viridis: dark below, bright above
     for layer, row in means.iterrows():
-        ax.annotate(str(layer), (row["q"], row["drop"]), fontsize="x-small", ha="center", va="center", color="white")
+        ax.annotate(str(layer), (row["q"], row["drop"]), fontsize="x-small", ha="center", va="center",
+                    color="white" if layer <= middle else "black")
     fig.colorbar(scatter, ax=ax, label="layer")
     ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)  # q's mean with no bias, at any width
     ax.set_xlim(-0.02, 1.02)
