@@ -66,7 +66,7 @@ def test_each_claim_fails_when_its_statistic_says_so():
     assert results(table) == {"C0": "holds", "C1": "fails", "C2": "holds", "C3": "fails", "C5": "fails", "C6": "fails"}
     row = table.set_index("claim")
     assert row.loc["C1", "detail"] == "layers outside the band: 3" and row.loc["C5", "value"] < 0
-    assert row.loc["C6", "value"] == pytest.approx(0.05)
+    assert row.loc["C6", "value"] == pytest.approx(-0.05)  # test − validation
     few = {0: UNBIASED, 2: {**TRAINED, 2: 34, 3: 33, 4: 31, 5: 30}}  # only layer 6 of 5 deep layers biased
     assert results(scorecard([evidence(few)], SPEC))["C2"] == "fails"
 

@@ -34,10 +34,12 @@ def rendered(template: Path, categories: dict | None = None, **snakemake) -> str
 
 
 def test_every_caption_of_the_config_renders_without_a_system_message():
-    """|n_l − ½| in a caption was read as a substitution: 'Undefined substitution referenced'."""
+    """|n_l − ½| in a caption was read as a substitution: 'Undefined substitution referenced'. The
+    config's captions, and one that still has the markup that broke it (the shipped ones no longer do)."""
     study = load_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
-    assert any("|" in f.caption for f in study.figures.values())  # the markup that broke it is still there
-    for name, figure in study.figures.items():
+    marked = next(iter(study.figures.values()))
+    marked = type(marked).from_config({**marked.to_dict(), "caption": "final bias |n_l − ½| of *every* layer_"})
+    for name, figure in [*study.figures.items(), ("marked", marked)]:
         body = rendered(REPO / "workflow" / "report" / "figure.rst", params=SimpleNamespace(spec=figure.to_dict()))
         assert "n_l" not in figure.caption or "n_l" in body, name
     landing = rendered(REPO / "workflow" / "report" / "workflow.rst", config={})
