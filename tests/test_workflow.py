@@ -315,7 +315,7 @@ def test_the_report_opens_on_what_was_studied_with_the_scorecard_runs_and_figure
     snakemake(project, "--report", str(report.relative_to(project)), "quickstart")
     dom = re.sub(r"<script\b.*?</script>", "", browser_dom(report.as_uri()), flags=re.S)  # what was drawn, not its data
     assert "What this report shows" in dom and "What was found" in dom, dom[-3000:]
-    assert "What study quickstart found" in dom and "C0, every run learned" in dom  # a sentence per claim
+    assert "What study quickstart found" in dom and "<b>C0</b>, every run learned" in dom  # a sentence per claim
     assert "System Message" not in dom and "Undefined substitution" not in dom
     table = pd.read_csv(project / "results" / "quickstart" / "claims.csv")
     drawn = dom[dom.index("Claims scorecard of study quickstart"):dom.index("How to read the rest")]

@@ -155,7 +155,7 @@ def _layer_filters(final: pd.DataFrame) -> pd.Series:
 
 def _narrow_words(layers, spec: ClaimsSpec) -> str:
     which = f"layer {_numbers(layers)} is" if len(layers) == 1 else f"layers {_numbers(layers)} are"
-    return (f"{which} too narrow to tell (the binomial test would find a layer with n_l = {spec.paper_n_l} "
+    return (f"{which} too narrow to tell (a binomial test on so few filters finds n_l = {spec.paper_n_l} "
             f"in fewer than {spec.min_power:.0%} of runs)")
 
 

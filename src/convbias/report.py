@@ -65,8 +65,12 @@ def scorecard_html(table: pd.DataFrame, study: str) -> str:
     counts = table["result"].value_counts()
     said = ", ".join(f"{counts[r]} {r}" for r in RESULT_COLOURS if r in counts)
     caption = f"Claims scorecard of study {study}: {said}"
-    found = ("<p><b>What study " + html.escape(study) + " found</b>, claim by claim (from its scorecard):</p><ul>"
-             + "".join(f"<li>{html.escape(sentence)}</li>" for sentence in findings(table)) + "</ul>")
+    items = []
+    for sentence in findings(table):
+        claim, rest = sentence.split(", ", 1)
+        items.append(f"<li style=\"margin:2px 0\"><b>{html.escape(claim)}</b>, {html.escape(rest)}</li>")
+    found = (f"<p><b>What study {html.escape(study)} found</b>, claim by claim (from its scorecard):</p>"
+             f"<ul style=\"list-style:disc;padding-left:1.5em;margin:4px 0 10px\">{''.join(items)}</ul>")
     legend = ("<p>One row per claim and experiment: the statistic, its threshold, the value, its interval over runs "
               "(low, high: the bootstrap over seeds), each run's own value, and whether the claim holds, fails or is "
               "inconclusive (the study is too small to tell: the detail says why). C0 asks whether the runs "
