@@ -247,3 +247,31 @@ def test_the_report_command_writes_where_make_report_does():
         words = shlex.split(command)
         if "quickstart" in words:
             assert words[words.index("--report") + 1] == make[1], command
+
+
+LADDER_TABLES = ("docs/ladder", "docs/replication", "docs/replication/pooled")
+
+
+def test_the_ladders_numbers_in_the_readme_are_what_its_committed_tables_score_to(capsys):
+    """README's ladder table is what tools/ladder_table.py prints from the tables committed under
+    docs/ (every rung's runs, scored by today's rules), and each folder's committed claims.csv is
+    what the scorecard makes of it: no number of the section is copied by hand."""
+    import sys
+
+    import pandas as pd
+
+    from convbias.claims import scorecard
+    from convbias.evidence import read_evidence
+    from convbias.specs import ClaimsSpec
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from ladder_table import main as ladder_table
+
+    spec = ClaimsSpec.from_config({**yaml.safe_load(CONFIG.read_text())["claims"], "train_accuracy": {}})
+    for folder in LADDER_TABLES:
+        committed, scored = pd.read_csv(ROOT / folder / "claims.csv"), scorecard(read_evidence(ROOT / folder), spec)
+        assert list(committed["result"]) == list(scored["result"]), folder
+        assert committed["value"].tolist() == pytest.approx(scored["value"].tolist(), nan_ok=True), folder
+    assert ladder_table([str(ROOT / f) for f in LADDER_TABLES] + ["--config", str(CONFIG)]) == 0
+    table = capsys.readouterr().out.strip()
+    assert table in readme(), table
