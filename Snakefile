@@ -78,6 +78,7 @@ rule all:
     input:
         figure_targets(study="paper"),
         claims_file("paper"),
+        evidence_dir("paper"),
 
 
 rule cifar:
@@ -91,12 +92,14 @@ rule smoke:
     input:
         figure_targets(study="smoke"),
         claims_file("smoke"),
+        evidence_dir("smoke"),
 
 
 rule quickstart:
     input:
         figure_targets(study="quickstart"),
         claims_file("quickstart"),
+        evidence_dir("quickstart"),
 
 
 rule ladder:
@@ -104,3 +107,4 @@ rule ladder:
     input:
         figure_targets(study="ladder"),
         claims_file("ladder"),
+        evidence_dir("ladder"),
