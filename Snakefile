@@ -65,6 +65,7 @@ localrules:
     all,
     quickstart,
     ladder,
+    replication,
     smoke,
     cifar,
     download,
@@ -108,3 +109,11 @@ rule ladder:
         figure_targets(study="ladder"),
         claims_file("ladder"),
         evidence_dir("ladder"),
+
+
+rule replication:
+    """The ladder's rungs where C5 held, with fresh seeds 3-5 (results/replication/; config/README.md, "The ladder")."""
+    input:
+        figure_targets(study="replication"),
+        claims_file("replication"),
+        evidence_dir("replication"),
