@@ -14,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from convbias.claims import scorecard
+from convbias.claims import bias_and_criticality, c5_statistic, per_run_values, scorecard
 from convbias.evidence import read_evidence
 from convbias.specs import ClaimsSpec
 
 HEADER = ("| experiment | runs (seeds) | final test accuracy per run | C0 learned | C2 layers 2–16 biased "
-          "[interval] | C5 ρ [interval]; per run | C6 test − val [interval] |\n|---|---|---|---|---|---|---|")
+          "[interval] | C5 ρ of q [interval]; per run | earlier C5: ρ of \\|n_l − ½\\| | C6 test − val [interval] |\n"
+          "|---|---|---|---|---|---|---|---|")
 
 
 def _cell(row: pd.Series) -> str:
@@ -39,7 +40,12 @@ def rows(folder: str | Path, spec: ClaimsSpec) -> list[str]:
         final = ev.history.sort_values("epoch").groupby("seed").last()
         own = table.loc[ev.experiment]
         c5 = own.loc["C5"]
-        per_run = f"; {c5['per_run'].replace(': ', ' ')}" if c5["result"] not in ("not applicable", "not run") else ""
+        scored = c5["result"] not in ("not applicable", "not run")
+        per_run = "; " + ", ".join(f"{r:.2f}" for r in per_run_values(c5["per_run"])) if scored else ""
+        earlier = "n/a"
+        if scored:  # the statistic of earlier scorecards, for comparison: a description, not a verdict
+            old, _ = c5_statistic(bias_and_criticality(ev.measure, ev.reinit, spec.reset_epoch), spec.interval, "bias")
+            earlier = f"{float(old.rho):.2f} (p {float(old.p):.2g})"
         c6 = own.loc[["C6"]].iloc[0]  # the test − validation row (train accuracy rows follow it)
         gap = (final["test_acc"] - final["val_acc"]).mean()
         lines.append(" | ".join([
@@ -47,7 +53,7 @@ def rows(folder: str | Path, spec: ClaimsSpec) -> list[str]:
             ", ".join(f"{a:.2f}" for a in final["test_acc"]),
             f"**{own.loc['C0', 'result']}**" + (f" ({own.loc['C0', 'detail'].split(';')[0]})"
                                                 if own.loc["C0", "result"] == "fails" else ""),
-            _cell(own.loc["C2"]), _cell(c5) + per_run,
+            _cell(own.loc["C2"]), _cell(c5) + per_run, earlier,
             f"**{c6['result']}**: {gap:+.3f}" + ("" if pd.isna(c6["low"]) else f" [{c6['low']:+.3f}, {c6['high']:+.3f}]")]) + " |")
     return lines
 
