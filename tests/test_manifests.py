@@ -4,12 +4,10 @@ reads each file once."""
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from convbias.data.dataset import DatasetMeta
-from convbias.runs import RunFolder, lock_file, run_lock
+from convbias.runs import Run, RunFolder, lock_file, run_lock
 from convbias.runs.work import forget_published
 from convbias.specs import TrainSpec
 from convbias.train import train_run
@@ -81,10 +81,19 @@ def test_a_published_run_is_kept_if_intact_and_replaced_if_damaged_or_of_another
     assert "epoch 1/3" not in err and not work.exists()
     assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == stamps
     pd.testing.assert_frame_equal(history, RunFolder(reference).history())
+    # what the train job asks first, without torch, the data or the lock: the same answer, and the
+    # same sentence; "no" while a work folder might still be training, or for another seed
+    fingerprint = SPEC.run_fingerprint(5, meta, "random")
+    assert Run.finished(out, work, fingerprint) and "nothing left to train" in capsys.readouterr().err
+    assert not Run.finished(out, work, SPEC.run_fingerprint(4, meta, "random"))
+    work.mkdir(parents=True)
+    assert not Run.finished(out, work, fingerprint) and not capsys.readouterr().err
+    work.rmdir()
 
     flipped = bytearray((out / "epoch002.safetensors").read_bytes())
     flipped[-1] ^= 1  # same size: only the checksum tells
     (out / "epoch002.safetensors").write_bytes(bytes(flipped))
+    assert not Run.finished(out, work, fingerprint)
     train_run(SPEC, 5, meta, train, test, out, work)
     err = capsys.readouterr().err
     assert f"{out} will be replaced when this run is published: epoch002.safetensors does not match" in err

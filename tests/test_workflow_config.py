@@ -180,12 +180,22 @@ def test_paper_study_and_ladder_dry_run(tmp_path):
     assert cifar["figure"] == len(target_figures(study, "cifar")) and cifar["train"] == plan(study, "cifar")["runs"].sum()
     assert cifar["convert"] == len({study.experiments[e].dataset for e in plan(study, "cifar")["experiment"]})
     ladder = snakemake(root, "-n", "ladder").stdout
-    rungs = [e for e in study.experiments if e.startswith("ladder_")]
+    rungs = [e for e in study.experiments if e.startswith("ladder_") and not e.endswith("_seeds345")]
     assert len(rungs) == 4 and {len(study.experiments[e].seeds) for e in rungs} == {3}
     assert job_counts(ladder) == {"convert": 1, "train": 12, "filters": 12, "reinit": 12, "measure": 4,
                                   "figure": 3 * 4 + 1, "claims_ladder": 1, "ladder": 1}
     assert study.figures["ladder/claims_map"].experiments == tuple(rungs)
     assert {study.experiments[e].swept_epochs() == [0, 1] for e in rungs} == {True}
+    # the replication: two of those rungs again, as they were, on seeds 3-5 only
+    again = [e for e in study.experiments if e.endswith("_seeds345")]
+    assert study.figures["replication/claims_map"].experiments == tuple(again) == (
+        "ladder_w8_e16_seeds345", "ladder_w8_e24_seeds345")
+    for e in again:
+        first, fresh = dict(config["experiments"][e.removesuffix("_seeds345")]), dict(config["experiments"][e])
+        assert (first.pop("seeds"), fresh.pop("seeds")) == ([0, 1, 2], [3, 4, 5]) and fresh == first
+    assert job_counts(snakemake(root, "-n", "replication").stdout) == {
+        "train": 6, "filters": 6, "reinit": 6, "measure": 2, "figure": 3, "claims_replication": 1, "replication": 1,
+        "convert": 1}
     # the README's jobs column is what `snakemake -n TARGET` shows in this fresh checkout
     from test_readme import plan_table
 

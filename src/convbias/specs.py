@@ -214,6 +214,11 @@ class TrainSpec:
         """A hash of the spec and ``context`` (seed, data): a resumed run continues only the same run."""
         return digest({"spec": self.to_dict(), **context})
 
+    def run_fingerprint(self, seed: int, meta, order: str) -> str:
+        """The fingerprint of one run: this spec, its ``seed``, its data (a ``DatasetMeta``) and
+        its training loader's sample ``order`` — what its work folder and manifest record."""
+        return self.fingerprint(seed=seed, data=meta.__dict__, order=order)
+
 
 @dataclass(frozen=True)
 class ExperimentSpec:

@@ -150,7 +150,7 @@ def train_run(spec: TrainSpec, seed: int, meta: DatasetMeta, train_file: str | P
     one process of a data-parallel run.
     """
     rank, world = world_of_process()
-    run = Run(out_dir, work_dir, spec.fingerprint(seed=seed, data=meta.__dict__, order=order), spec.epochs,
+    run = Run(out_dir, work_dir, spec.run_fingerprint(seed, meta, order), spec.epochs,
               snapshots=spec.snapshots, resume_every=resume_every, stop_after=stop_after, rank=rank, world=world)
     with run.open(disk_needed=lambda: disk_needed(spec, meta)):
         return _train(spec, seed, meta, train_file, test_file, run, device, threads, order, os_cache, stall_epochs)

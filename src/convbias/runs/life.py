@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     import torch
 
 
+def _finished(out_dir: str | Path) -> str:
+    return (f"{out_dir} is this run, published and intact (manifest and checksums verified): nothing left to "
+            f"train (to train it again, delete that folder)")
+
+
 class Run:
     """One training run: the finished run's folder ``out_dir`` and its work folder ``work_dir``
     (:class:`WorkFolder`, of the run whose ``fingerprint`` it is), ``epochs`` long.
@@ -79,14 +84,25 @@ class Run:
                     raise
                 raise DiskFull(err.filename, disk_needed(), [self.work.path, self.out]) from None
 
+    @staticmethod
+    def finished(out_dir: str | Path, work_dir: str | Path, fingerprint: str) -> bool:
+        """Whether the run of ``fingerprint`` is published and intact with no work folder beside it
+        (saying so when it is): what a job may learn before it imports torch or reads the data —
+        Snakemake reruns every training job whose run it finds touched or copied with new file
+        times.  Safe without the run's lock: a process training any run in ``work_dir`` keeps its
+        work folder until it has published.  Anything else: :meth:`open`, then :meth:`published`."""
+        if Path(work_dir).exists() or replaced_because(Path(out_dir), fingerprint) is not None:
+            return False
+        tqdm.write(_finished(out_dir), file=sys.stderr)
+        return True
+
     def published(self) -> pd.DataFrame | None:
         """The history of this run if it is published already and intact (manifest and checksums:
         by another process while this one waited for the lock, or before this job started —
         Snakemake reruns a job it saw killed, and with ``--forcerun``), else None."""
         replaced = replaced_because(self.out, self.work.fingerprint)
         if replaced is None:
-            self.say(f"{self.out} is this run, published and intact (manifest and checksums verified): nothing "
-                     f"left to train (to train it again, delete that folder)")
+            self.say(_finished(self.out))
             if self.rank == 0 and self.work.path.exists():
                 shutil.rmtree(self.work.path)  # left by a publish killed after its manifest
             return RunFolder(self.out).history()
