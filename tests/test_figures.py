@@ -358,10 +358,11 @@ def test_claims_map_cells_colours_statistics_and_c5_come_from_the_scorecard():
 
     lines = {line.get_label(): line.get_xydata() for line in rho_ax.get_lines() if not line.get_label().startswith("_")}
     assert set(lines) == {"4 epochs", "12 epochs"}
-    assert np.allclose(lines["4 epochs"], [[0.125, 0.3]]) and np.allclose(lines["12 epochs"], [[0.125, 0.9]])
-    dots = np.vstack([c.get_offsets() for c in rho_ax.collections if len(c.get_offsets()) in (2, 3)
-                      and c.get_offsets()[0][0] in (0.125,)])
-    assert sorted(map(tuple, dots)) == sorted([(0.125, -0.2), (0.125, 0.4), (0.125, 0.6), (0.125, 1.0), (0.125, 0.8)])
+    # the two lengths of width 1/8 side by side, a little apart, not on one another
+    short, long = 0.125 * 2 ** -0.04, 0.125 * 2 ** 0.04
+    assert np.allclose(lines["4 epochs"], [[short, 0.3]]) and np.allclose(lines["12 epochs"], [[long, 0.9]])
+    dots = np.vstack([c.get_offsets() for c in rho_ax.collections if len(c.get_offsets()) in (2, 3)])
+    assert np.allclose(sorted(map(tuple, dots)), sorted([(short, -0.2), (short, 0.4), (long, 0.6), (long, 1.0), (long, 0.8)]))
     bars = [c for c in rho_ax.collections if isinstance(c, matplotlib.collections.LineCollection)]
     assert sorted(tuple(np.round(seg[:, 1], 3)) for bar in bars for seg in bar.get_segments()) == [(-0.2, 0.4), (0.6, 1.0)]
     assert [t.get_text() for t in rho_ax.get_xticklabels()] == ["1/8", "1/4"]

@@ -235,6 +235,12 @@ def width_label(width: float) -> str:
     return str(w.numerator) if w.denominator == 1 else f"{w.numerator}/{w.denominator}"
 
 
+def length_dodge(k: int, lengths: int) -> float:
+    """The factor that moves the ``k``-th of ``lengths`` lengths off its width on the claims map's
+    log-scaled width axis: 2**±0.04 apart, centred on the width."""
+    return 2 ** (0.08 * (k - (lengths - 1) / 2))
+
+
 def _cell(rows: pd.DataFrame, claim: str) -> tuple[str, str]:
     """(result, text) of one claim's rows for one experiment: the worst result of its rows, and its
     statistics (C5: ρ; an interval over runs below a value that has one)."""
@@ -258,7 +264,8 @@ def claims_map_figure(claims: pd.DataFrame, scales: pd.DataFrame, reset_epoch: i
     line per length (epochs), its interval over runs as a bar and each run's own ρ beside it — all
     read from the scorecard."""
     experiments = list(scales["experiment"])
-    fig, (grid, rho_ax) = plt.subplots(2, 1, figsize=(max(6.0, 1.35 * len(experiments) + 2), 9),
+    width_in = max(6.0, 1.35 * len(experiments) + 2)
+    fig, (grid, rho_ax) = plt.subplots(2, 1, figsize=(width_in, 9),
                                        gridspec_kw={"height_ratios": [len(CLAIMS), 4]})
     codes = np.zeros((len(CLAIMS), len(experiments)))
     for j, exp in enumerate(experiments):
@@ -278,13 +285,16 @@ def claims_map_figure(claims: pd.DataFrame, scales: pd.DataFrame, reset_epoch: i
     grid.grid(which="minor", color="white", linewidth=2)
     grid.tick_params(which="minor", length=0)
     handles = [matplotlib.patches.Patch(facecolor=c, edgecolor="grey", label=r) for r, c in zip(RESULTS, RESULT_COLOURS)]
-    grid.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(RESULTS), fontsize="x-small",
-                frameon=False)
+    grid.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize="x-small", frameon=False,
+                ncol=len(RESULTS) if width_in >= 7 else 3)  # one row where it fits, else two
 
     c5 = claims[(claims["claim"] == "C5") & claims["value"].notna()].set_index("experiment")
     colours, markers = plt.get_cmap("tab10"), "os^Dv<>p"
-    for k, epochs in enumerate(sorted(scales["epochs"].unique())):
-        rungs = [(e, w) for e, w in scales[scales["epochs"] == epochs].sort_values("width")[["experiment", "width"]]
+    lengths = sorted(scales["epochs"].unique())
+    for k, epochs in enumerate(lengths):
+        # each length a little apart (x is a log scale): rungs of one width do not hide each other
+        dodge = length_dodge(k, len(lengths))
+        rungs = [(e, w * dodge) for e, w in scales[scales["epochs"] == epochs].sort_values("width")[["experiment", "width"]]
                  .itertuples(index=False) if e in c5.index]
         marker = markers[k % len(markers)]
         for exp, width in rungs:
@@ -301,12 +311,13 @@ def claims_map_figure(claims: pd.DataFrame, scales: pd.DataFrame, reset_epoch: i
     rho_ax.set_xscale("log", base=2)
     widths = sorted(scales["width"].unique())
     rho_ax.set_xticks(widths, [width_label(w) for w in widths])
+    rho_ax.set_xlim(widths[0] / 2 ** 0.5, widths[-1] * 2 ** 0.5)  # half a doubling of room each side
     rho_ax.minorticks_off()
     rho_ax.set_xlabel("width (× the paper's filters per layer)")
     rho_ax.set_ylabel(f"C5: Spearman ρ of q and drop\n(reset to epoch {reset_epoch}), layer means")
     rho_ax.set_ylim(-1.05, 1.05)
     rho_ax.legend(fontsize="small", title="length (filled: C5 holds; bar: interval over runs)",
-                  title_fontsize="small", loc="lower right")
+                  title_fontsize="small", loc="best")  # where it hides no rung
     if title:
         fig.suptitle(title)
     fig.tight_layout()
