@@ -14,12 +14,6 @@ from pathlib import Path
 # one alone (`bench/omp_wait.py` measures it side by side). Set before anything imports torch
 # (its OpenMP reads it once, when loaded).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# And one thread each where nothing sets its own (a job or a training run sets its share): four
-# processes on two cores gain nothing from two threads apiece on the tests' tiny tensors, and pay
-# for the switching (test_train, test_resume, test_commits and test_ddp in four processes, one
-# run each: 188 s wall and 326 CPU-s with torch's default of one thread per core, 166 s and 298
-# CPU-s with one).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
