@@ -47,14 +47,13 @@ def rows(folder: str | Path, spec: ClaimsSpec) -> list[str]:
             old, _ = c5_statistic(bias_and_criticality(ev.measure, ev.reinit, spec.reset_epoch), spec.interval, "bias")
             earlier = f"{float(old.rho):.2f} (p {float(old.p):.2g})"
         c6 = own.loc[["C6"]].iloc[0]  # the test − validation row (train accuracy rows follow it)
-        gap = (final["test_acc"] - final["val_acc"]).mean()
         lines.append(" | ".join([
             f"| {ev.experiment}", ", ".join(str(s) for s in final.index),
             ", ".join(f"{a:.2f}" for a in final["test_acc"]),
             f"**{own.loc['C0', 'result']}**" + (f" ({own.loc['C0', 'detail'].split(';')[0]})"
                                                 if own.loc["C0", "result"] == "fails" else ""),
             _cell(own.loc["C2"]), _cell(c5) + per_run, earlier,
-            f"**{c6['result']}**: {gap:+.3f}" + ("" if pd.isna(c6["low"]) else f" [{c6['low']:+.3f}, {c6['high']:+.3f}]")]) + " |")
+            f"**{c6['result']}**: {c6['value']:+.3f}" + ("" if pd.isna(c6["low"]) else f" [{c6['low']:+.3f}, {c6['high']:+.3f}]")]) + " |")
     return lines
 
 
