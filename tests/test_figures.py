@@ -229,9 +229,9 @@ def test_labels_and_ranges_of_layer_grid_histogram_and_reinit_figures():
 def test_every_kind_of_the_schema_is_in_the_registry_and_draws_from_its_config_entry(monkeypatch):
     """KINDS and the schema's enum of figure kinds agree, and each kind passes its config keys on."""
     from convbias.schema import schema
-    from convbias.specs import FigureSpec
+    from convbias.specs import KIND_TABLES, FigureSpec
 
-    assert set(schema()["$defs"]["figure"]["properties"]["kind"]["enum"]) == set(figures.KINDS)
+    assert set(schema()["$defs"]["figure"]["properties"]["kind"]["enum"]) == set(figures.KINDS) == set(KIND_TABLES)
 
     calls = {}
     for name in ("measure_figure", "layer_figure", "grid_figure", "histogram_figure", "reinit_figure", "critical_figure",

@@ -16,14 +16,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch is imported by the functions that use it: a job that only claims its GPUs (job_gpus) and
+# then finds its table already made (a reinit job after a copy) needs none of it (1.5 s CPU).
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` is the current CUDA device when there is one, else the CPU; a bare ``cuda`` gets its index."""
+    import torch
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -34,6 +40,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def use_device(device: torch.device) -> None:
     """Make ``device`` the current one (CUDA: set it, let cuDNN pick the fastest algorithms)."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
@@ -46,6 +54,8 @@ def set_precision(precision: str) -> None:
     Uses the flags PyTorch has had for years (torch 2.9's ``fp32_precision`` flags refuse to be
     read through these once set, which breaks code that reads them).
     """
+    import torch
+
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     tf32 = precision == "tf32"
@@ -56,6 +66,8 @@ def set_precision(precision: str) -> None:
 @contextlib.contextmanager
 def precision(name: str) -> Iterator[None]:
     """:func:`set_precision` for a ``with`` block only."""
+    import torch
+
     saved = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
     set_precision(name)
     try:
@@ -74,11 +86,15 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def autocast(device: torch.device, precision: str):
     """The autocast context of ``precision`` (bf16 autocast; a no-op for fp32 and tf32)."""
+    import torch
+
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def world() -> tuple[int, int]:  # pragma: no mutate block (data-parallel: runs in torchrun's processes)
     """(rank, world size) of this process: (0, 1) unless torch.distributed is initialized."""
+    import torch
+
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -87,6 +103,8 @@ def world() -> tuple[int, int]:  # pragma: no mutate block (data-parallel: runs 
 def sum_over_processes(*values, device) -> list[float]:
     """The sums of scalar tensors or numbers over all processes of a data-parallel run (one
     synchronization); their values in a single process."""
+    import torch
+
     total = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
     if world()[1] > 1:
         torch.distributed.all_reduce(total)

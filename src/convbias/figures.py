@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from .claims import CLAIM_NAMES, per_run_values  # noqa: E402
 from .claims import RESULT_COLOURS as SCORECARD_COLOURS  # noqa: E402
-from .specs import FigureSpec  # noqa: E402
+from .specs import KIND_TABLES, FigureSpec  # noqa: E402
 
 
 def lr_drops(history: pd.DataFrame) -> list[int]:
@@ -345,19 +345,17 @@ def _histograms(tables: Mapping[str, pd.DataFrame], spec: FigureSpec) -> plt.Fig
     return histogram_figure(filters, epochs, title=f"{spec.experiments[0]}, seed {filters['seed'].iloc[0]}")
 
 
-KINDS: dict[str, FigureKind] = {
-    "measure": FigureKind(("measure", "histories"), lambda t, spec: measure_figure(
-        t["measure"], t["histories"], spec.panels, title=", ".join(spec.experiments))),
-    "histograms": FigureKind(("filters",), _histograms),
-    "layer": FigureKind(("measure",), lambda t, spec: layer_figure(t["measure"], spec.layer)),
-    "grid": FigureKind(("measure",), lambda t, spec: grid_figure(t["measure"], spec.experiments,
-                                                                 spec.columns)),
-    "reinit": FigureKind(("reinit",), lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec.experiments))),
-    "critical": FigureKind(("measure", "reinit"), lambda t, spec: critical_figure(
-        t["measure"], t["reinit"], title=", ".join(spec.experiments))),
-    "claims_map": FigureKind(("claims", "scales"), lambda t, spec: claims_map_figure(
-        t["claims"], t["scales"], int(t["scales"]["reset_epoch"].iloc[0]),
-        title=f"Where the claims hold: study {spec.study}")),
-    "pretrained": FigureKind(("pretrained",), lambda t, spec: histogram_figure(
-        t["pretrained"], (0, 1), labels=("random initialization", "pretrained"), title=spec.pretrained)),
+_DRAW: dict[str, Callable[[Mapping[str, pd.DataFrame], FigureSpec], plt.Figure]] = {
+    "measure": lambda t, spec: measure_figure(t["measure"], t["histories"], spec.panels,
+                                              title=", ".join(spec.experiments)),
+    "histograms": _histograms,
+    "layer": lambda t, spec: layer_figure(t["measure"], spec.layer),
+    "grid": lambda t, spec: grid_figure(t["measure"], spec.experiments, spec.columns),
+    "reinit": lambda t, spec: reinit_figure(t["reinit"], title=", ".join(spec.experiments)),
+    "critical": lambda t, spec: critical_figure(t["measure"], t["reinit"], title=", ".join(spec.experiments)),
+    "claims_map": lambda t, spec: claims_map_figure(t["claims"], t["scales"], int(t["scales"]["reset_epoch"].iloc[0]),
+                                                    title=f"Where the claims hold: study {spec.study}"),
+    "pretrained": lambda t, spec: histogram_figure(t["pretrained"], (0, 1),
+                                                   labels=("random initialization", "pretrained"), title=spec.pretrained),
 }
+KINDS: dict[str, FigureKind] = {kind: FigureKind(KIND_TABLES[kind], draw) for kind, draw in _DRAW.items()}

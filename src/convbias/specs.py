@@ -300,6 +300,21 @@ class PretrainedSpec(_Entry):
     download: bool
 
 
+# The tables each figure kind reads (what they hold: convbias.figures.FigureKind; which files:
+# workflow/rules/common.smk). Here and not beside the drawing code in convbias.figures, which
+# imports matplotlib: Snakemake reads this at every start, even `snakemake -n`.
+KIND_TABLES: dict[str, tuple[str, ...]] = {
+    "measure": ("measure", "histories"),
+    "histograms": ("filters",),
+    "layer": ("measure",),
+    "grid": ("measure",),
+    "reinit": ("reinit",),
+    "critical": ("measure", "reinit"),
+    "claims_map": ("claims", "scales"),
+    "pretrained": ("pretrained",),
+}
+
+
 @dataclass(frozen=True)
 class FigureSpec(_Entry):
     """A ``figures`` entry; which keys a kind reads is documented in ``config/README.md``."""

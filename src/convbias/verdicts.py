@@ -17,8 +17,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
-from scipy.stats import t as student_t
 
 from .specs import ClaimsSpec
 from .stats import binomial_power
@@ -61,6 +59,9 @@ def quantiles(values: np.ndarray, probability: np.ndarray, level: float) -> tupl
 def spearman(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Spearman's (ρ, two-sided p) along the last axis, as ``scipy.stats.spearmanr`` computes them
     (average ranks for ties, Student's t with n − 2 degrees of freedom); ρ is 0 where a side is constant."""
+    from scipy.stats import rankdata  # here, not at the top: every job and Snakemake start imports this module
+    from scipy.stats import t as student_t  # (through convbias.claims), and scipy.stats costs 0.5–1 s CPU
+
     rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
     rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):

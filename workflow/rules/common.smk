@@ -5,10 +5,9 @@ import re
 
 from convbias.config import ConfigError, load_config
 from convbias.data.downloads import DOWNLOADABLE, download_files, needs_download
-from convbias.figures import KINDS as FIGURE_KINDS
 from convbias.plan import target_figures
 from convbias.params import ShownAs, shown, spec_param
-from convbias.specs import DownloadSpec, RunJob
+from convbias.specs import KIND_TABLES, DownloadSpec, RunJob
 
 try:
     # checked against src/convbias/config.schema.yaml, defaults filled in, typed (convbias.specs)
@@ -195,10 +194,10 @@ def _runs(fig):
 def figure_runs(wildcards):
     """(experiment, seed) of the runs whose histories a figure draws, in the order of its inputs."""
     fig = FIGURES[wildcards.figure]
-    return _runs(fig) if "histories" in FIGURE_KINDS[fig.kind].tables else []
+    return _runs(fig) if "histories" in KIND_TABLES[fig.kind] else []
 
 
-# The files of each table a figure kind reads (convbias.figures.KINDS says which tables it reads).
+# The files of each table a figure kind reads (convbias.specs.KIND_TABLES says which tables it reads).
 def histogram_seed(fig):
     """The run a histogram figure draws: its ``seed``, or its experiment's first."""
     return seeds(fig.experiments[0])[0] if fig.seed is None else fig.seed
@@ -207,7 +206,7 @@ def histogram_seed(fig):
 def figure_scales(wildcards):
     """The rows of a claims map's ``scales`` table: each experiment's width and epochs, and C5's reset epoch."""
     fig = FIGURES[wildcards.figure]
-    if "scales" not in FIGURE_KINDS[fig.kind].tables:
+    if "scales" not in KIND_TABLES[fig.kind]:
         return []
     return [
         {
@@ -234,7 +233,7 @@ def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
     return {
-        table: FIGURE_TABLES[table](fig) for table in FIGURE_KINDS[fig.kind].tables if table in FIGURE_TABLES
+        table: FIGURE_TABLES[table](fig) for table in KIND_TABLES[fig.kind] if table in FIGURE_TABLES
     }
 
 
@@ -277,7 +276,7 @@ def claims_experiments(study):
     re-initialization tables (those its reinit figures draw), the dataset's meta.json, and what
     learning means for it (expect_learning)."""
     figures = [f for f in FIGURES.values() if f.study == study and f.experiments]
-    swept = {(e, s) for f in figures if "reinit" in FIGURE_KINDS[f.kind].tables for e, s in _runs(f)}
+    swept = {(e, s) for f in figures if "reinit" in KIND_TABLES[f.kind] for e, s in _runs(f)}
     experiments = dict.fromkeys(e for f in figures for e in f.experiments)
     return {
         e: {
