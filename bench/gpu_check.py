@@ -188,7 +188,7 @@ def cifar_loop(args, device: torch.device, work: Path) -> list[dict]:
 
     timed, steps = dataset("timed", args.images)
     profiled, profiled_steps = dataset("profiled", max(args.images // 4, 4 * args.batch_size))  # short traces
-    rows = []
+    rows, epochs = [], 1 if args.small else 2  # the smoke run: each variant's code path, once
     for variant in (*PRECISIONS, "tf32-per-step-copies"):
         name = variant.split("-")[0]
         # the loop as it was: shifts and flips drawn on the host and copied before every step
@@ -197,7 +197,7 @@ def cifar_loop(args, device: torch.device, work: Path) -> list[dict]:
         if per_step:
             BatchTransform.draw_epoch = lambda self, sizes, gen, device="cpu": original(self, sizes, gen, "cpu")
         spec = TrainSpec(model=ModelSpec("vgg19", width=args.width, dropout=0.0), lr=0.01,
-                         batch_size=args.batch_size, epochs=2, precision=name)
+                         batch_size=args.batch_size, epochs=epochs, precision=name)
         run = lambda meta: train_run(spec, 0, meta, work / f"{meta.name}-train.beton",  # noqa: E731
                                      work / f"{meta.name}-test.beton", work / f"run-{variant}-{meta.name}",
                                      work / f"work-{variant}-{meta.name}", device=str(device), threads=args.workers)
@@ -216,7 +216,7 @@ def cifar_loop(args, device: torch.device, work: Path) -> list[dict]:
             with torch.profiler.profile(activities=activities) as prof:
                 if device.type == "cuda":
                     _, warned = syncs_in_loop(lambda: run(profiled))
-                    row["sync_warnings_per_step"] = warned / (2 * profiled_steps)  # both epochs
+                    row["sync_warnings_per_step"] = warned / (epochs * profiled_steps)  # every epoch
                 else:
                     run(profiled)
         finally:
@@ -296,7 +296,7 @@ def jpeg_rate(args, device: torch.device, work: Path, threads: int) -> float:
     transform = BatchTransform(meta, device, reuse_output=True)
     generator = torch.Generator().manual_seed(0)
     rates = []
-    for epoch in range(3):  # the first also compiles numba's own kernels
+    for epoch in range(2 if args.small else 3):  # the first also compiles numba's own kernels
         start, seen = None, 0
         for x, _ in one_ahead(loader):
             transform(x, generator)
@@ -351,7 +351,7 @@ def main() -> None:
     parser.add_argument("--jpegs", type=int, default=4096, help="images of the JPEG file")
     parser.add_argument("--reinit-images", type=int, default=512)
     parser.add_argument("--workers", type=int, default=8, help="loader threads (the CPUs a GPU job gets)")
-    parser.add_argument("--small", action="store_true", help="a smoke run: tiny sizes everywhere")
+    parser.add_argument("--small", action="store_true", help="a smoke run: tiny sizes everywhere, one epoch per CIFAR loop, the JPEG loader at --workers threads only")
     parser.add_argument("--out", help="write every figure to this JSON file")
     parser.add_argument("--sections", help="comma-separated sections to run, in this order (default: all)")
     args = parser.parse_args()
@@ -378,7 +378,8 @@ def main() -> None:
                     ("cifar_loop", lambda: cifar_loop(args, device, work)),
                     ("step_224", lambda: [step_rate_224(args, device, p) for p in ("tf32", "bf16", "fp32")]),
                     ("jpeg_loader", lambda: {f"{t} threads": jpeg_rate(args, device, work, t)
-                                             for t in sorted({args.workers, os.cpu_count()})}),
+                                             for t in sorted({args.workers} if args.small else
+                                                             {args.workers, os.cpu_count()})}),
                     ("reinit_224", lambda: reinit_224(args, device))]
         if args.sections:
             known = dict(sections)

@@ -232,9 +232,7 @@ FIGURE_TABLES = {
 def figure_inputs(wildcards):
     """The tables a figure is drawn from, by its kind."""
     fig = FIGURES[wildcards.figure]
-    return {
-        table: FIGURE_TABLES[table](fig) for table in KIND_TABLES[fig.kind] if table in FIGURE_TABLES
-    }
+    return {table: FIGURE_TABLES[table](fig) for table in KIND_TABLES[fig.kind] if table in FIGURE_TABLES}
 
 
 def claims_file(study):
