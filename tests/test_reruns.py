@@ -25,6 +25,21 @@ def data(tmp_path_factory):
     return make_idx_dataset(tmp_path_factory.mktemp("idx"))
 
 
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, data):
+    """results/data of a checkout whose convert job ran, once for this file: each test copies it
+    (file times kept, so the copy is up to date) and starts at its training job."""
+    root = checkout(tmp_path_factory.mktemp("converted"), one_run(data, 1))
+    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
+    return root / "results" / "data"
+
+
+def with_data(root, converted):
+    """``root`` with the converted dataset of ``converted`` in its results/."""
+    shutil.copytree(converted, root / "results" / "data", copy_function=shutil.copy2)
+    return root
+
+
 def one_run(data, epochs):
     """The tiny study reduced to one LeNet run of ``epochs`` epochs and no figures."""
     config = tiny_config(data)
@@ -85,12 +100,12 @@ if os.environ.get("CONVBIAS_TEST_KILL_MARK") and not os.path.exists(os.environ["
 """
 
 
-def test_a_job_killed_after_publishing_its_run_loses_no_epoch(tmp_path, data):
+def test_a_job_killed_after_publishing_its_run_loses_no_epoch(tmp_path, data, converted):
     """The training job is SIGKILLed after its run is published, before it exits (a Slurm
     preemption at the wrong second): Snakemake deletes the outputs of the failed job.  The same
     command again publishes the run again from its work folder — no epoch trained again — and the
     workflow's end drops the work folder."""
-    root = checkout(tmp_path / "project", one_run(data, 2))
+    root = with_data(checkout(tmp_path / "project", one_run(data, 2)), converted)
     target = "results/runs/tiny_lenet/seed0"
     hooks = tmp_path / "hooks"
     hooks.mkdir()
@@ -118,7 +133,7 @@ def test_a_job_killed_after_publishing_its_run_loses_no_epoch(tmp_path, data):
     assert list((root / "results" / "resume").iterdir()) == []
 
 
-def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path, data):
+def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path, data, converted):
     """SIGKILL Snakemake (not its job): the training job runs on as an orphan. `--unlock` and the
     same command again, as Snakemake's message says: the new job waits for the orphan's run lock
     (naming its PID), then finds the run published and succeeds without training; the run is
@@ -126,9 +141,8 @@ def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path,
     outlives Snakemake's restart without a timing assumption: it is paused with SIGSTOP, holding
     its run lock, until the new job says it waits for it.)"""
     epochs = 20
-    root = checkout(tmp_path / "project", one_run(data, epochs))
+    root = with_data(checkout(tmp_path / "project", one_run(data, epochs)), converted)
     target = "results/runs/tiny_lenet/seed0"
-    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
     with open(tmp_path / "first.log", "w") as log:
         first = start_and_wait_for_epoch(root, target, log)
         first.send_signal(signal.SIGKILL)  # Snakemake only: its job is now an orphan
@@ -158,15 +172,14 @@ def test_snakemake_killed_under_a_running_job_then_rerun_loses_nothing(tmp_path,
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
-def test_a_run_an_orphaned_job_published_survives_unlock_rerun_and_forcerun(tmp_path, data):
+def test_a_run_an_orphaned_job_published_survives_unlock_rerun_and_forcerun(tmp_path, data, converted):
     """SIGKILL Snakemake after epoch 1; the orphaned training job finishes and publishes the run.
     `--unlock` and the same command again (Snakemake reruns the job it saw killed, as incomplete),
     then `--forcerun train`: each job finds the run published and intact and trains nothing, and
     not a file of the run is rewritten; deleting the folder is what trains it again."""
-    root = checkout(tmp_path / "project", one_run(data, 4))
+    root = with_data(checkout(tmp_path / "project", one_run(data, 4)), converted)
     target = "results/runs/tiny_lenet/seed0"
     run, work = root / target, root / "results" / "resume" / "tiny_lenet" / "seed0"
-    snakemake(root, "--cores", "1", "results/data/tiny/meta.json")
     with open(tmp_path / "first.log", "w") as log:
         first = start_and_wait_for_epoch(root, target, log)
         first.send_signal(signal.SIGKILL)  # Snakemake only: its job trains on as an orphan
@@ -193,7 +206,7 @@ def test_a_run_an_orphaned_job_published_survives_unlock_rerun_and_forcerun(tmp_
     assert "tiny_lenet seed 0 epoch 4/4" in (root / "logs" / "train" / "tiny_lenet" / "seed0.log").read_text()
 
 
-def test_a_second_checkout_sharing_the_results_folder_is_refused_while_the_first_runs(tmp_path, data):
+def test_a_second_checkout_sharing_the_results_folder_is_refused_while_the_first_runs(tmp_path, data, converted):
     """Two checkouts whose results/ is one folder (a symlink, as to a big disk): Snakemake locks
     each working folder only, so the second would run the same jobs and delete the first's files.
     It stops before any job with one sentence naming the first; once that ends, it has nothing to do.
@@ -201,10 +214,9 @@ def test_a_second_checkout_sharing_the_results_folder_is_refused_while_the_first
     lock, held here until the second has been refused.)"""
     config = one_run(data, 2)
     first_root, second_root = checkout(tmp_path / "first", config), checkout(tmp_path / "second", config)
-    (first_root / "results").mkdir()
+    (with_data(first_root, converted) / "results").mkdir(exist_ok=True)
     (second_root / "results").symlink_to(first_root / "results")
     target = "results/runs/tiny_lenet/seed0"
-    snakemake(first_root, "--cores", "1", "results/data/tiny/meta.json")
     job_log = first_root / "logs" / "train" / "tiny_lenet" / "seed0.log"
     with open(tmp_path / "first.log", "w") as log:
         with run_lock(first_root / "results" / "resume" / "tiny_lenet" / "seed0"):
