@@ -351,7 +351,8 @@ def main() -> None:
     parser.add_argument("--jpegs", type=int, default=4096, help="images of the JPEG file")
     parser.add_argument("--reinit-images", type=int, default=512)
     parser.add_argument("--workers", type=int, default=8, help="loader threads (the CPUs a GPU job gets)")
-    parser.add_argument("--small", action="store_true", help="a smoke run: tiny sizes everywhere, one epoch per CIFAR loop, the JPEG loader at --workers threads only")
+    parser.add_argument("--small", action="store_true", help="a smoke run: tiny sizes everywhere, one epoch "
+                        "per CIFAR loop, the JPEG loader at --workers threads only")
     parser.add_argument("--out", help="write every figure to this JSON file")
     parser.add_argument("--sections", help="comma-separated sections to run, in this order (default: all)")
     args = parser.parse_args()

@@ -214,7 +214,7 @@ def test_a_second_checkout_sharing_the_results_folder_is_refused_while_the_first
     lock, held here until the second has been refused.)"""
     config = one_run(data, 2)
     first_root, second_root = checkout(tmp_path / "first", config), checkout(tmp_path / "second", config)
-    (with_data(first_root, converted) / "results").mkdir(exist_ok=True)
+    with_data(first_root, converted)  # its results/, which the second checkout's links to
     (second_root / "results").symlink_to(first_root / "results")
     target = "results/runs/tiny_lenet/seed0"
     job_log = first_root / "logs" / "train" / "tiny_lenet" / "seed0.log"
